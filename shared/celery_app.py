@@ -1,0 +1,70 @@
+"""The Celery app: queues, task names, routes, serializer, acknowledgement and prefetch policy.
+
+The producer sends tasks by name and never imports worker code; workers import this module and
+register their tasks on the app it returns.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from celery import Celery
+
+from shared.config import Settings, get_settings
+
+
+class Queue(StrEnum):
+    DETECT = "detect"
+
+
+class TaskName(StrEnum):
+    DETECT_BATCH = "trapline.detect_batch"
+
+
+TASK_ROUTES = {TaskName.DETECT_BATCH.value: {"queue": Queue.DETECT.value}}
+
+
+def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:
+    """A Celery app for ``settings``; ``broker_url`` overrides the configured broker."""
+    broker = broker_url or settings.broker_url or settings.redis_url
+    app = Celery("trapline", broker=broker, set_as_current=False)
+    app.conf.update(
+        # JSON only: a pickled message is rejected by every worker (docs: security.rst).
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        # Results live in SQL, not in the broker.
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=Queue.DETECT.value,
+        task_routes=TASK_ROUTES,
+        task_create_missing_queues=True,
+        # Inference tasks are idempotent, so they are acknowledged after they finish and
+        # requeued when a worker dies mid-batch.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=_transport_options(broker, settings),
+        broker_connection_retry_on_startup=True,
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=max(settings.task_time_limit_s - 60, 30),
+        # Events for Flower: every task's state, worker and arguments.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def _transport_options(broker: str, settings: Settings) -> dict:
+    if broker.startswith("sqla+"):
+        # Kombu's SQLAlchemy transport passes these to create_engine: wait on SQLite's lock.
+        return {"connect_args": {"timeout": 60}}
+    return {"visibility_timeout": settings.visibility_timeout_s}
+
+
+def celery_from_environment() -> Celery:
+    """Entry point for ``celery -A shared.celery_app:celery_from_environment flower``."""
+    return create_celery(get_settings())

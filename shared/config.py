@@ -1,0 +1,74 @@
+"""The one typed settings object.
+
+Every knob of trapline is a field here, read from ``TRAPLINE_*`` environment variables (nested
+groups joined with ``__``, e.g. ``TRAPLINE_DETECTOR__ANIMAL_THRESHOLD``) or a ``.env`` file.
+Only entry points call :func:`get_settings`; library code receives a ``Settings`` argument.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./trapline-data/trapline.sqlite3"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class DetectorSettings(BaseModel):
+    """MegaDetector and the thresholds applied to its boxes (WORKFLOW.md, step 1b)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: str = Field(
+        "MDV5A",
+        description="A MegaDetector model name known to the megadetector package (downloaded and "
+        "MD5-checked by it), or a path to a .pt file (SHA-256 recorded and checked before loading).",
+    )
+    store_threshold: float = Field(0.005, ge=0, le=1, description="Detections kept in the database (MegaDetector's output floor).")
+    animal_threshold: float = Field(0.1, ge=0, le=1, description="Animal boxes at or above this count (Celis 2024).")
+    person_threshold: float = Field(0.1, ge=0, le=1, description="Person boxes at or above this count.")
+    vehicle_threshold: float = Field(0.1, ge=0, le=1, description="Vehicle boxes at or above this count (merged into Human).")
+    image_size: int | None = Field(None, gt=0, description="Inference size (long side, px); None uses the model's own.")
+    force_cpu: bool = Field(False, description="Run on the CPU even when a GPU is present.")
+    decode_threads: int = Field(4, ge=1, description="Threads decoding images while the model runs.")
+    infer_batch_size: int = Field(8, ge=1, description="Images per forward pass (a task's batch is split into these).")
+
+
+class Settings(BaseSettings):
+    """Everything a producer, a worker or a test can configure."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRAPLINE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+    )
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL: SQLite file (one machine) or postgresql+psycopg://… (several workers).")
+    redis_url: str = Field(DEFAULT_REDIS_URL, description="Celery broker for distributed mode.")
+    broker_url: str | None = Field(None, description="Celery broker URL overriding redis_url; `trapline run` sets it to its own SQLite broker.")
+    path_pattern: str = Field("{site}/{camera}/...", description="How site and camera are read from a file's path below the archive root.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Images per task message.")
+    visibility_timeout_s: int = Field(3600, ge=60, description="Redis redelivers an unacknowledged task after this; must exceed the longest batch.")
+    task_time_limit_s: int = Field(3000, ge=30, description="Hard limit per batch task; kept below the visibility timeout.")
+    max_retries: int = Field(5, ge=0, description="Retries of a batch after database or broker errors.")
+    detect_python: Path | None = Field(None, description="Interpreter of the detect environment used by `trapline run`; default: this one if it has megadetector, else .venv/detect/bin/python.")
+    embedded_workers: int = Field(1, ge=1, description="Detect worker processes `trapline run` starts.")
+    detector: DetectorSettings = DetectorSettings()
+
+    @field_validator("task_time_limit_s")
+    @classmethod
+    def _below_visibility(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
+        timeout = info.data.get("visibility_timeout_s", 3600)
+        if value >= timeout:
+            raise ValueError("task_time_limit_s must be below visibility_timeout_s, or Redis redelivers running tasks")
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings of this process, read once. Call from entry points only."""
+    return Settings()

@@ -1,0 +1,180 @@
+"""Tables, constraints and indexes. Queries live in ``shared.store``.
+
+Enums are stored as strings (``native_enum=False``) so SQLite and PostgreSQL share migrations.
+Unique constraints carry idempotency: registering a file twice, or storing a redelivered
+batch, replaces or skips rows instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.schemas import BatchStatus, Detection, ModelKind, OutcomeStatus, Stage
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+intpk = Annotated[int, mapped_column(Integer, primary_key=True)]
+bigid = Annotated[int, mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)]
+created_at = Annotated[datetime, mapped_column(DateTime(timezone=True), server_default=func.now())]
+
+
+def _enum(enum_class: type) -> Enum:
+    return Enum(enum_class, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Archive(Base):
+    """A directory tree of images registered with `trapline scan`."""
+
+    __tablename__ = "archives"
+
+    id: Mapped[intpk]
+    root: Mapped[str] = mapped_column(String(4096), unique=True)
+    region: Mapped[str | None] = mapped_column(String(128))
+    path_pattern: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[created_at]
+
+
+class Image(Base):
+    """One camera-trap image: a file below an archive root, or a member of a zip/tar there.
+
+    The producer fills what listing and stat give; the detect worker fills what needs the bytes.
+    """
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("archive_id", "rel_path"),)
+
+    id: Mapped[bigid]
+    archive_id: Mapped[int] = mapped_column(ForeignKey("archives.id", ondelete="CASCADE"), index=True)
+    rel_path: Mapped[str] = mapped_column(String(4096))  # for members: "<container>/<member>"
+    container: Mapped[str | None] = mapped_column(String(4096))  # zip/tar path relative to the root
+    member: Mapped[str | None] = mapped_column(String(4096))
+    member_offset: Mapped[int | None] = mapped_column(BigInteger)  # tar members: data offset
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    region: Mapped[str | None] = mapped_column(String(128))
+    site: Mapped[str | None] = mapped_column(String(256), index=True)
+    camera: Mapped[str | None] = mapped_column(String(256), index=True)
+    # Filled by the worker from the file's bytes:
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    make: Mapped[str | None] = mapped_column(String(128))
+    model: Mapped[str | None] = mapped_column(String(128))
+    serial: Mapped[str | None] = mapped_column(String(128))
+    content_type: Mapped[str | None] = mapped_column(String(64))
+    registered_at: Mapped[created_at]
+
+
+class ModelVersion(Base):
+    """A model file that produced results; every result row points at one."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("kind", "name", "source"),)
+
+    id: Mapped[intpk]
+    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind))
+    name: Mapped[str] = mapped_column(String(256))  # weights file name, e.g. md_v5a.0.1.pt
+    source: Mapped[str] = mapped_column(String(4096))  # known model name or file path
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[created_at]
+
+
+class Batch(Base):
+    """One task message: a stage applied to a list of images by one model version."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_stage_status", "stage", "status"),)
+
+    id: Mapped[intpk]
+    stage: Mapped[Stage] = mapped_column(_enum(Stage))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    status: Mapped[BatchStatus] = mapped_column(_enum(BatchStatus), default=BatchStatus.QUEUED)
+    size: Mapped[int]
+    attempts: Mapped[int] = mapped_column(default=0)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(256))
+    enqueued_at: Mapped[created_at]
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BatchItem(Base):
+    __tablename__ = "batch_items"
+
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class Outcome(Base):
+    """Exactly one row per image, stage and model version: done (with results) or failed."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (
+        UniqueConstraint("image_id", "stage", "model_version_id"),
+        Index("ix_outcomes_stage_finished", "stage", "finished_at"),
+    )
+
+    id: Mapped[bigid]
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    stage: Mapped[Stage] = mapped_column(_enum(Stage))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    status: Mapped[OutcomeStatus] = mapped_column(_enum(OutcomeStatus))
+    failure: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(String(1024))
+    flags: Mapped[str | None] = mapped_column(String(256))  # comma-separated ImageFlag values
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
+    decode_s: Mapped[float] = mapped_column(Float, default=0.0)
+    infer_s: Mapped[float] = mapped_column(Float, default=0.0)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DetectionRow(Base):
+    """One MegaDetector box (kept at conf ≥ the store threshold)."""
+
+    __tablename__ = "detections"
+    __table_args__ = (Index("ix_detections_image_model", "image_id", "model_version_id"),)
+
+    id: Mapped[bigid]
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    category: Mapped[int]
+    conf: Mapped[float]
+    x: Mapped[float]
+    y: Mapped[float]
+    w: Mapped[float]
+    h: Mapped[float]
+
+    def to_detection(self) -> Detection:
+        return Detection(self.category, self.conf, (self.x, self.y, self.w, self.h))

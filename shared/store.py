@@ -1,0 +1,431 @@
+"""Engines, sessions and every query trapline runs. Callers own the transaction.
+
+Writes are idempotent: registration inserts on conflict do nothing; a batch's results replace
+the rows of an earlier delivery of the same batch in one transaction, outcomes first (their row
+locks serialise two deliveries racing on PostgreSQL), then detections.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, and_, create_engine, delete, event, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import Archive, Batch, BatchItem, DetectionRow, Image, ModelVersion, Outcome
+from shared.schemas import BatchStatus, DetectOutcome, ImageSource, ModelKind, OutcomeStatus, Stage
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000  # several local worker processes may wait on one writer
+INSERT_CHUNK = 2_000  # rows per bulk INSERT statement (SQLite allows 32766 bound parameters)
+RATE_WINDOW = timedelta(minutes=5)  # throughput is measured over the most recent outcomes
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the pragmas trapline relies on (SQLite: WAL, foreign keys, busy timeout)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _insert(session: Session, table):  # noqa: ANN001, ANN202 - dialect-specific Insert
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _chunks(rows: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --- archives and images -------------------------------------------------------------------
+
+
+def get_or_create_archive(session: Session, root: str, region: str | None, path_pattern: str) -> Archive:
+    archive = session.scalar(select(Archive).where(Archive.root == root))
+    if archive is None:
+        archive = Archive(root=root, region=region, path_pattern=path_pattern)
+        session.add(archive)
+        session.flush()
+    elif region and archive.region != region:
+        archive.region = region
+    return archive
+
+
+def register_images(session: Session, archive_id: int, rows: Iterable[dict]) -> int:
+    """Insert image rows (dicts of Image columns); existing (archive, rel_path) are skipped.
+
+    Streams: holds one chunk of rows at a time. Returns how many rows were new.
+    """
+    added = 0
+    for chunk in _chunks(rows, INSERT_CHUNK):
+        for row in chunk:
+            row["archive_id"] = archive_id
+        statement = _insert(session, Image).values(chunk).on_conflict_do_nothing(
+            index_elements=["archive_id", "rel_path"]
+        )
+        added += session.execute(statement).rowcount or 0
+    return added
+
+
+def count_images(session: Session, archive_id: int | None = None) -> int:
+    query = select(func.count(Image.id))
+    if archive_id is not None:
+        query = query.where(Image.archive_id == archive_id)
+    return session.scalar(query) or 0
+
+
+def load_sources(session: Session, image_ids: Sequence[int]) -> list[ImageSource]:
+    """Where each image's bytes are, in the order of ``image_ids`` (unknown ids are left out)."""
+    rows = session.execute(
+        select(Image.id, Archive.root, Image.rel_path, Image.container, Image.member, Image.member_offset, Image.size)
+        .join(Archive, Archive.id == Image.archive_id)
+        .where(Image.id.in_(image_ids))
+    ).all()
+    by_id = {}
+    for image_id, root, rel_path, container, member, offset, size in rows:
+        path = str(Path(root) / (container if container else rel_path))
+        by_id[image_id] = ImageSource(image_id=image_id, path=path, member=member, offset=offset,
+                                      size=size if member else None)
+    return [by_id[i] for i in image_ids if i in by_id]
+
+
+# --- model versions ------------------------------------------------------------------------
+
+
+def ensure_model_version(session: Session, kind: ModelKind, name: str, source: str, sha256: str | None) -> ModelVersion:
+    """The model version row for (kind, name, source), created on first use."""
+    version = session.scalar(
+        select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.name == name, ModelVersion.source == source)
+    )
+    if version is None:
+        statement = _insert(session, ModelVersion).values(
+            kind=kind, name=name, source=source, sha256=sha256, manifest={}, promoted=False
+        ).on_conflict_do_nothing(index_elements=["kind", "name", "source"])
+        session.execute(statement)
+        version = session.scalar(
+            select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.name == name, ModelVersion.source == source)
+        )
+    elif sha256 and version.sha256 and version.sha256 != sha256:
+        raise ValueError(f"{source}: SHA-256 {sha256} differs from the recorded {version.sha256}; "
+                         "a changed model file needs a new name")
+    elif sha256 and not version.sha256:
+        version.sha256 = sha256
+    return version
+
+
+def record_model_checksum(session: Session, model_version_id: int, sha256: str, manifest: dict) -> None:
+    """Set the checksum and manifest a worker measured, where none is recorded yet."""
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.id == model_version_id, ModelVersion.sha256.is_(None))
+        .values(sha256=sha256)
+    )
+    session.execute(update(ModelVersion).where(ModelVersion.id == model_version_id).values(manifest=manifest))
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+def _without_result(stage: Stage, model_version_id: int):  # noqa: ANN202 - SQL expression
+    has_outcome = exists().where(
+        Outcome.image_id == Image.id, Outcome.stage == stage, Outcome.model_version_id == model_version_id
+    )
+    in_open_batch = exists().where(
+        BatchItem.image_id == Image.id,
+        BatchItem.batch_id == Batch.id,
+        Batch.stage == stage,
+        Batch.model_version_id == model_version_id,
+        Batch.status.in_([BatchStatus.QUEUED, BatchStatus.RUNNING]),
+    )
+    return and_(~has_outcome, ~in_open_batch)
+
+
+def pending_image_ids(
+    session: Session, stage: Stage, model_version_id: int, chunk: int, archive_id: int | None = None
+) -> Iterator[list[int]]:
+    """Ids of images with neither a result nor an open batch, in chunks, by keyset pagination."""
+    last = 0
+    while True:
+        query = select(Image.id).where(Image.id > last, _without_result(stage, model_version_id))
+        if archive_id is not None:
+            query = query.where(Image.archive_id == archive_id)
+        ids = list(session.scalars(query.order_by(Image.id).limit(chunk)))
+        if not ids:
+            return
+        yield ids
+        last = ids[-1]
+
+
+def create_batch(session: Session, stage: Stage, model_version_id: int, image_ids: Sequence[int]) -> int:
+    batch = Batch(stage=stage, model_version_id=model_version_id, status=BatchStatus.QUEUED, size=len(image_ids))
+    session.add(batch)
+    session.flush()
+    session.execute(_insert(session, BatchItem).values([{"batch_id": batch.id, "image_id": i} for i in image_ids]))
+    return batch.id
+
+
+def set_batch_task(session: Session, batch_id: int, task_id: str) -> None:
+    session.execute(update(Batch).where(Batch.id == batch_id).values(task_id=task_id))
+
+
+def open_batches(session: Session, stage: Stage) -> list[tuple[int, int, list[int]]]:
+    """(batch id, model version id, image ids) of every queued or running batch of a stage."""
+    batches = session.execute(
+        select(Batch.id, Batch.model_version_id).where(
+            Batch.stage == stage, Batch.status.in_([BatchStatus.QUEUED, BatchStatus.RUNNING])
+        ).order_by(Batch.id)
+    ).all()
+    result = []
+    for batch_id, model_version_id in batches:
+        ids = list(session.scalars(select(BatchItem.image_id).where(BatchItem.batch_id == batch_id).order_by(BatchItem.image_id)))
+        result.append((batch_id, model_version_id, ids))
+    return result
+
+
+def abandon_open_batches(session: Session, stage: Stage) -> int:
+    """Mark queued/running batches abandoned, so their images count as pending again."""
+    result = session.execute(
+        update(Batch)
+        .where(Batch.stage == stage, Batch.status.in_([BatchStatus.QUEUED, BatchStatus.RUNNING]))
+        .values(status=BatchStatus.ABANDONED)
+    )
+    return result.rowcount or 0
+
+
+def start_batch(session: Session, batch_id: int, worker: str) -> bool:
+    """Mark a batch running; False if it is already done (a duplicate delivery)."""
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        raise LookupError(f"batch {batch_id} does not exist")
+    if batch.status == BatchStatus.DONE:
+        return False
+    batch.status = BatchStatus.RUNNING
+    batch.attempts += 1
+    batch.worker = worker
+    batch.started_at = datetime.now(UTC)
+    return True
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+def save_detect_outcomes(session: Session, batch_id: int | None, model_version_id: int, outcomes: Sequence[DetectOutcome]) -> None:
+    """Store one batch's detect results, replacing any earlier delivery's rows."""
+    if not outcomes:
+        return
+    outcomes = sorted(outcomes, key=lambda o: o.image_id)  # one lock order for concurrent deliveries
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "image_id": o.image_id, "stage": Stage.DETECT, "model_version_id": model_version_id,
+            "status": o.status, "failure": o.failure.value if o.failure else None,
+            "detail": (o.detail or None) and o.detail[:1024], "flags": ",".join(o.flags) or None,
+            "batch_id": batch_id, "decode_s": o.decode_s, "infer_s": o.infer_s, "finished_at": now,
+        }
+        for o in outcomes
+    ]
+    statement = _insert(session, Outcome).values(rows)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=["image_id", "stage", "model_version_id"],
+        set_={c: statement.excluded[c] for c in ("status", "failure", "detail", "flags", "batch_id", "decode_s", "infer_s", "finished_at")},
+    ))
+    image_ids = [o.image_id for o in outcomes]
+    session.execute(delete(DetectionRow).where(DetectionRow.image_id.in_(image_ids), DetectionRow.model_version_id == model_version_id))
+    detections = [
+        {"image_id": o.image_id, "model_version_id": model_version_id, "category": d.category, "conf": d.conf,
+         "x": d.bbox[0], "y": d.bbox[1], "w": d.bbox[2], "h": d.bbox[3]}
+        for o in outcomes for d in o.detections
+    ]
+    for chunk in _chunks(detections, INSERT_CHUNK):
+        session.execute(_insert(session, DetectionRow).values(chunk))
+    metadata = [
+        {"id": o.image_id, "sha256": m.sha256, "width": m.width, "height": m.height, "taken_at": m.taken_at,
+         "make": m.make, "model": m.model, "serial": m.serial, "content_type": m.content_type}
+        for o in outcomes if (m := o.metadata) is not None
+    ]
+    if metadata:
+        session.execute(update(Image), metadata)
+    if batch_id is not None:
+        session.execute(update(Batch).where(Batch.id == batch_id).values(status=BatchStatus.DONE, finished_at=now))
+
+
+# --- progress --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StageProgress:
+    stage: Stage
+    total: int
+    pending: int
+    queued: int
+    running: int
+    done: int
+    failed: int
+    images_per_s: float | None
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def eta_s(self) -> float | None:
+        remaining = self.total - self.finished
+        if remaining == 0:
+            return 0.0
+        return remaining / self.images_per_s if self.images_per_s else None
+
+
+def stage_progress(session: Session, stage: Stage, model_version_id: int, archive_id: int | None = None) -> StageProgress:
+    image_filter = [] if archive_id is None else [Image.archive_id == archive_id]
+    total = session.scalar(select(func.count(Image.id)).where(*image_filter)) or 0
+    by_status = dict(session.execute(
+        select(Outcome.status, func.count(Outcome.id))
+        .join(Image, Image.id == Outcome.image_id)
+        .where(Outcome.stage == stage, Outcome.model_version_id == model_version_id, *image_filter)
+        .group_by(Outcome.status)
+    ).all())
+    no_outcome = ~exists().where(Outcome.image_id == BatchItem.image_id, Outcome.stage == stage,
+                                 Outcome.model_version_id == model_version_id)
+    in_batches = dict(session.execute(
+        select(Batch.status, func.count(func.distinct(BatchItem.image_id)))
+        .join(BatchItem, BatchItem.batch_id == Batch.id)
+        .join(Image, Image.id == BatchItem.image_id)
+        .where(Batch.stage == stage, Batch.model_version_id == model_version_id,
+               Batch.status.in_([BatchStatus.QUEUED, BatchStatus.RUNNING]), no_outcome, *image_filter)
+        .group_by(Batch.status)
+    ).all())
+    done = by_status.get(OutcomeStatus.DONE, 0)
+    failed = by_status.get(OutcomeStatus.FAILED, 0)
+    queued = in_batches.get(BatchStatus.QUEUED, 0)
+    running = in_batches.get(BatchStatus.RUNNING, 0)
+    return StageProgress(
+        stage=stage, total=total, pending=max(total - done - failed - queued - running, 0), queued=queued,
+        running=running, done=done, failed=failed,
+        images_per_s=_recent_rate(session, stage, model_version_id, image_filter),
+    )
+
+
+def _recent_rate(session: Session, stage: Stage, model_version_id: int, image_filter: list) -> float | None:
+    latest = session.scalar(
+        select(func.max(Outcome.finished_at)).join(Image, Image.id == Outcome.image_id)
+        .where(Outcome.stage == stage, Outcome.model_version_id == model_version_id, *image_filter)
+    )
+    if latest is None:
+        return None
+    window_start = latest - RATE_WINDOW
+    first_batch_start, count = session.execute(
+        select(func.min(Batch.started_at), func.count(Outcome.id))
+        .join(Batch, Batch.id == Outcome.batch_id)
+        .join(Image, Image.id == Outcome.image_id)
+        .where(Outcome.stage == stage, Outcome.model_version_id == model_version_id,
+               Outcome.finished_at >= window_start, *image_filter)
+    ).one()
+    if not count or first_batch_start is None:
+        return None
+    start = max(_aware(first_batch_start), _aware(window_start))
+    elapsed = (_aware(latest) - start).total_seconds()
+    return count / elapsed if elapsed > 0 else None
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- reading results -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """One image with its outcome and detections for one stage's model version (for exports)."""
+
+    image: Image
+    outcome: Outcome | None
+    detections: list[DetectionRow]
+
+
+def image_results(
+    session: Session, archive_id: int, model_version_id: int, chunk: int = 1000, processed_only: bool = True
+) -> Iterator[ImageResult]:
+    """Images of an archive ordered by path, with detect outcomes and boxes, streamed in chunks."""
+    last_path = ""
+    while True:
+        query = (
+            select(Image, Outcome)
+            .outerjoin(Outcome, and_(Outcome.image_id == Image.id, Outcome.stage == Stage.DETECT,
+                                     Outcome.model_version_id == model_version_id))
+            .where(Image.archive_id == archive_id, Image.rel_path > last_path)
+            .order_by(Image.rel_path)
+            .limit(chunk)
+        )
+        rows = session.execute(query).all()
+        if not rows:
+            return
+        ids = [image.id for image, _ in rows]
+        boxes: dict[int, list[DetectionRow]] = {i: [] for i in ids}
+        for row in session.scalars(
+            select(DetectionRow).where(DetectionRow.image_id.in_(ids), DetectionRow.model_version_id == model_version_id)
+            .order_by(DetectionRow.image_id, DetectionRow.conf.desc(), DetectionRow.id)
+        ):
+            boxes[row.image_id].append(row)
+        for image, outcome in rows:
+            if outcome is not None or not processed_only:
+                yield ImageResult(image, outcome, boxes[image.id])
+        last_path = rows[-1][0].rel_path
+
+
+def archives(session: Session) -> list[Archive]:
+    return list(session.scalars(select(Archive).order_by(Archive.id)))
+
+
+def failure_counts(session: Session, stage: Stage, model_version_id: int, archive_id: int | None = None) -> dict[str, int]:
+    query = (
+        select(Outcome.failure, func.count(Outcome.id)).join(Image, Image.id == Outcome.image_id)
+        .where(Outcome.stage == stage, Outcome.model_version_id == model_version_id, Outcome.failure.is_not(None))
+        .group_by(Outcome.failure)
+    )
+    if archive_id is not None:
+        query = query.where(Image.archive_id == archive_id)
+    return dict(session.execute(query).all())
+
+
+def flagged_count(session: Session, stage: Stage, model_version_id: int, flag: str, archive_id: int | None = None) -> int:
+    query = (
+        select(func.count(Outcome.id)).join(Image, Image.id == Outcome.image_id)
+        .where(Outcome.stage == stage, Outcome.model_version_id == model_version_id, Outcome.flags.contains(flag))
+    )
+    if archive_id is not None:
+        query = query.where(Image.archive_id == archive_id)
+    return session.scalar(query) or 0

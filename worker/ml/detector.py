@@ -1,0 +1,136 @@
+"""MegaDetector behind one adapter: loading (by name or path, checksum first) and batched inference.
+
+Only this module imports ``megadetector`` and ``torch``. The package prints freely; its output is
+sent to this module's logger instead of stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from shared.checksums import file_sha256
+from shared.schemas import Detection
+
+log = logging.getLogger(__name__)
+
+
+
+class ChecksumMismatch(RuntimeError):
+    """A model file differs from the one its model version recorded: it is not loaded."""
+
+
+@contextlib.contextmanager
+def _package_output_to_log() -> Iterator[None]:
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if line.strip():
+                log.debug("megadetector: %s", line)
+
+
+
+def resolve_weights(source: str) -> Path:
+    """A local weights file: a known model name is downloaded (and MD5-checked) by megadetector."""
+    from megadetector.detection.run_detector import try_download_known_detector
+
+    with _package_output_to_log():
+        return Path(try_download_known_detector(source))
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImage:
+    """An image letterboxed for the detector (MegaDetector's own preprocessing)."""
+
+    key: int
+    data: dict[str, Any]
+
+
+class MegaDetector:
+    """A loaded MegaDetector model. Build with :func:`load_megadetector`."""
+
+    def __init__(self, detector: Any, path: Path, sha256: str, image_size: int | None) -> None:
+        self._detector = detector
+        self.path = path
+        self.sha256 = sha256
+        self.image_size = image_size or detector.default_image_size
+
+    @property
+    def device(self) -> str:
+        return str(self._detector.device)
+
+    def manifest(self) -> dict[str, Any]:
+        """Provenance recorded on the model version row."""
+        import megadetector
+        import torch
+        from megadetector.detection.run_detector import get_detector_version_from_model_file
+
+        with _package_output_to_log():
+            version = get_detector_version_from_model_file(str(self.path))
+        return {
+            "file_name": self.path.name, "sha256": self.sha256, "megadetector_version": version,
+            "image_size": self.image_size, "device": self.device,
+            "megadetector_package": getattr(megadetector, "__version__", None) or _dist_version("megadetector"),
+            "torch": torch.__version__,
+        }
+
+    def prepare(self, key: int, image: Image.Image) -> PreparedImage:
+        """Resize and letterbox one RGB image (thread-safe: runs in the decode threads)."""
+        data = self._detector.preprocess_image(image, image_id=str(key), image_size=self.image_size)
+        data.pop("img_original_pil", None)
+        return PreparedImage(key, data)
+
+    def detect(self, images: Sequence[PreparedImage], threshold: float) -> list[list[Detection] | None]:
+        """Boxes with conf ≥ ``threshold`` for each image, or None where inference failed."""
+        import torch
+
+        if not images:
+            return []
+        with torch.inference_mode(), _package_output_to_log():
+            results = self._detector.generate_detections_one_batch(
+                [p.data for p in images], detection_threshold=threshold, image_size=self.image_size
+            )
+        return [_detections(result) for result in results]
+
+
+def _detections(result: dict[str, Any]) -> list[Detection] | None:
+    if result.get("failure") or result.get("detections") is None:
+        return None
+    boxes = [Detection(int(d["category"]), float(d["conf"]), tuple(float(v) for v in d["bbox"])) for d in result["detections"]]
+    return sorted(boxes, key=lambda d: -d.conf)
+
+
+def load_megadetector(
+    source: str, expected_sha256: str | None = None, *, force_cpu: bool = False, image_size: int | None = None
+) -> MegaDetector:
+    """Load MegaDetector by known name (``MDV5A``) or path, refusing a file whose SHA-256 is not
+    ``expected_sha256`` when one is given."""
+    path = resolve_weights(source)
+    sha256 = file_sha256(path)
+    if expected_sha256 and sha256 != expected_sha256:
+        raise ChecksumMismatch(f"{path}: SHA-256 {sha256} differs from the recorded {expected_sha256}")
+    from megadetector.detection.run_detector import load_detector
+
+    log.info("loading MegaDetector %s (sha256 %s…)", path.name, sha256[:12])
+    with _package_output_to_log():
+        detector = load_detector(str(path), force_cpu=force_cpu)
+    return MegaDetector(detector, path, sha256, image_size)
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None

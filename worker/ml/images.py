@@ -1,0 +1,194 @@
+"""Reading and decoding camera-trap images: the one place that turns bytes into RGB pixels.
+
+Every awkward input becomes either an RGB image (CMYK, greyscale, palette, alpha, 16-bit,
+EXIF-rotated, truncated: converted, the truncation flagged) or an :class:`ImageError` with a
+named reason (zero-byte, not an image, too large, undecodable), never an unexpected exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import threading
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from shared.archives import read_member
+from shared.schemas import Failure, ImageFlag, ImageMetadata, ImageSource
+
+EXIF_IFD = 0x8769
+TAG_MAKE, TAG_MODEL, TAG_DATETIME = 0x010F, 0x0110, 0x0132
+TAG_DATETIME_ORIGINAL, TAG_BODY_SERIAL = 0x9003, 0xA431
+EXIF_DATETIME_FORMAT = "%Y:%m:%d %H:%M:%S"
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_TRUNCATED_DECODE = threading.Lock()
+
+
+class ImageError(Exception):
+    """An image that cannot be processed, with the reason recorded for it."""
+
+    def __init__(self, failure: Failure, detail: str) -> None:
+        super().__init__(f"{failure.value}: {detail}")
+        self.failure = failure
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    image: Image.Image  # RGB, EXIF orientation applied, possibly reduced by JPEG draft mode
+    metadata: ImageMetadata  # width and height are the full-resolution, oriented size
+    flags: tuple[ImageFlag, ...] = ()
+
+
+def read_source(source: ImageSource) -> bytes:
+    """The bytes of an image file or archive member."""
+    try:
+        if source.member is not None:
+            return read_member(source.path, source.member, source.offset, source.size)
+        with open(source.path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError as error:
+        raise ImageError(Failure.MISSING, str(error)) from error
+    except (OSError, ValueError, KeyError) as error:
+        raise ImageError(Failure.UNREADABLE, str(error)) from error
+
+
+def decode(data: bytes, long_side: int | None = None) -> DecodedImage:
+    """Decode ``data`` to RGB; with ``long_side``, JPEGs are decoded at the smallest DCT scale
+    whose long side is still at least that many pixels (Pillow ``draft``)."""
+    if not data:
+        raise ImageError(Failure.ZERO_BYTE, "the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise ImageError(Failure.TOO_LARGE, str(error)) from error
+    except UnidentifiedImageError as error:
+        raise ImageError(Failure.NOT_AN_IMAGE, "not a format Pillow can read") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(Failure.DECODE_ERROR, str(error)) from error
+
+    metadata = _metadata(image, data)
+    flags: tuple[ImageFlag, ...] = ()
+    _draft(image, long_side)
+    if _missing_trailer(data, image.format):
+        flags = (ImageFlag.TRUNCATED,)
+    try:
+        image.load()
+    except OSError as error:
+        if "truncated" not in str(error) and "broken data stream" not in str(error):
+            raise ImageError(Failure.DECODE_ERROR, str(error)) from error
+        image = _decode_truncated(data, long_side)
+        flags = (ImageFlag.TRUNCATED,)
+    except (SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageError(Failure.DECODE_ERROR, str(error)) from error
+    return DecodedImage(to_rgb(_oriented(image)), metadata, flags)
+
+
+def _decode_truncated(data: bytes, long_side: int | None) -> Image.Image:
+    """Decode as much of a truncated file as there is; the missing rows come out grey.
+
+    Pillow only does this with its process-wide LOAD_TRUNCATED_IMAGES switch, so the switch is
+    turned on for this one decode, under a lock. (A truncated file decoded by another thread in
+    that window is accepted without its flag: rare, and its pixels are still right.)
+    """
+    with _TRUNCATED_DECODE:
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            image = Image.open(io.BytesIO(data))
+            _draft(image, long_side)
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageError(Failure.DECODE_ERROR, str(error)) from error
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+    return image
+
+
+def _missing_trailer(data: bytes, image_format: str | None) -> bool:
+    """True when a JPEG's last scan or a PNG's chunks do not reach their end marker.
+
+    This is how truncation is seen even where another library switched Pillow's
+    LOAD_TRUNCATED_IMAGES on for the whole process (the megadetector package does, on import).
+    Bytes after the end marker (some cameras append text) are allowed.
+    """
+    if image_format == "JPEG":
+        last_scan = data.rfind(b"\xff\xda")  # 0xFF is byte-stuffed inside scans: no false matches
+        return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) < 0
+    if image_format == "PNG":
+        return data.rfind(b"IEND") < 0
+    return False
+
+
+def _draft(image: Image.Image, long_side: int | None) -> None:
+    if long_side and image.format == "JPEG":
+        scale = long_side / max(image.size)
+        if scale < 1:
+            image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+
+
+def _oriented(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except (ValueError, TypeError, KeyError, SyntaxError):  # corrupt orientation tag: keep the pixels as stored
+        return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB for any mode: CMYK and palette converted, alpha dropped, 16-bit scaled to 8-bit."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode != "F" and pixels.max(initial=0) > 255 else 255.0
+        scaled = np.clip(pixels * (255.0 / peak), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
+    if image.mode in ("P", "PA") or "A" in image.mode:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _metadata(image: Image.Image, data: bytes) -> ImageMetadata:
+    """Size (oriented, full resolution), EXIF fields and checksum, from the header and bytes."""
+    width, height = image.size
+    make = model = serial = None
+    taken_at = None
+    try:
+        exif = image.getexif()
+        if exif.get(0x0112) in (5, 6, 7, 8):  # rotated by 90°: width and height swap
+            width, height = height, width
+        sub = exif.get_ifd(EXIF_IFD)
+        make, model = _text(exif.get(TAG_MAKE)), _text(exif.get(TAG_MODEL))
+        serial = _text(sub.get(TAG_BODY_SERIAL))
+        taken_at = _exif_datetime(sub.get(TAG_DATETIME_ORIGINAL) or exif.get(TAG_DATETIME))
+    except Exception:  # noqa: BLE001 - corrupt EXIF of any shape must not fail the image
+        pass
+    return ImageMetadata(
+        sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, taken_at=taken_at,
+        make=make, model=model, serial=serial, content_type=Image.MIME.get(image.format or ""),
+    )
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).replace("\x00", "").strip()
+    return text[:128] or None
+
+
+def _exif_datetime(value: object) -> datetime | None:
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text[:19], EXIF_DATETIME_FORMAT)
+    except ValueError:
+        return None
