@@ -38,6 +38,7 @@ def main(ctx: click.Context, verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     ctx.obj = get_settings()
 
 

@@ -54,6 +54,7 @@ def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:
         task_send_sent_event=True,
         task_track_started=True,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,  # our logging already goes to stderr
     )
     return app
 

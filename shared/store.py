@@ -94,8 +94,8 @@ def register_images(session: Session, archive_id: int, rows: Iterable[dict]) -> 
             row["archive_id"] = archive_id
         statement = _insert(session, Image).values(chunk).on_conflict_do_nothing(
             index_elements=["archive_id", "rel_path"]
-        )
-        added += session.execute(statement).rowcount or 0
+        ).returning(Image.id)  # counted from RETURNING: rowcount is -1 for batched inserts
+        added += len(session.execute(statement).all())
     return added
 
 

@@ -22,9 +22,14 @@ from shared.archives import read_member
 from shared.schemas import Failure, ImageFlag, ImageMetadata, ImageSource
 
 EXIF_IFD = 0x8769
-TAG_MAKE, TAG_MODEL, TAG_DATETIME = 0x010F, 0x0110, 0x0132
+TAG_MAKE, TAG_MODEL, TAG_DATETIME, TAG_ORIENTATION = 0x010F, 0x0110, 0x0132, 0x0112
 TAG_DATETIME_ORIGINAL, TAG_BODY_SERIAL = 0x9003, 0xA431
 EXIF_DATETIME_FORMAT = "%Y:%m:%d %H:%M:%S"
+ORIENTATION_TRANSPOSE = {  # EXIF orientation -> the transpose that displays it upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _TRUNCATED_DECODE = threading.Lock()
 
@@ -136,8 +141,17 @@ def _draft(image: Image.Image, long_side: int | None) -> None:
 def _oriented(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
-    except (ValueError, TypeError, KeyError, SyntaxError):  # corrupt orientation tag: keep the pixels as stored
+    except Exception:  # noqa: BLE001 - writing corrupt EXIF onto the rotated copy fails in many ways
+        return _transposed_by_tag(image)
+
+
+def _transposed_by_tag(image: Image.Image) -> Image.Image:
+    """Rotated by the orientation tag alone, as _metadata read it; unreadable EXIF keeps the pixels."""
+    try:
+        method = ORIENTATION_TRANSPOSE.get(image.getexif().get(TAG_ORIENTATION))
+    except Exception:  # noqa: BLE001 - corrupt EXIF of any shape must not fail the image
         return image
+    return image.transpose(method) if method is not None else image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -161,7 +175,7 @@ def _metadata(image: Image.Image, data: bytes) -> ImageMetadata:
     taken_at = None
     try:
         exif = image.getexif()
-        if exif.get(0x0112) in (5, 6, 7, 8):  # rotated by 90°: width and height swap
+        if exif.get(TAG_ORIENTATION) in (5, 6, 7, 8):  # rotated by 90°: width and height swap
             width, height = height, width
         sub = exif.get_ifd(EXIF_IFD)
         make, model = _text(exif.get(TAG_MAKE)), _text(exif.get(TAG_MODEL))

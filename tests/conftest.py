@@ -1,0 +1,104 @@
+"""Fixtures shared by all test layers: real services, real photographs, a tiny real detector.
+
+Service fixtures read TRAPLINE_TEST_REDIS_URL and TRAPLINE_TEST_DATABASE_URL (set by
+``eval "$(scripts/test-services start)"``, which `make test` does). Without them the tests that
+need a server skip locally and fail when CI is set, so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CAMERA_TRAPS = REPO.parent / "shared" / "data" / "camera-traps"
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def camera_traps() -> Path:
+    """The shared real photographs (../shared/data/camera-traps), read in place."""
+    if not CAMERA_TRAPS.is_dir():
+        _missing(f"{CAMERA_TRAPS}")
+    return CAMERA_TRAPS
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    url = os.environ.get("TRAPLINE_TEST_REDIS_URL")
+    if not url:
+        _missing("a Redis server (TRAPLINE_TEST_REDIS_URL)")
+    return url
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """An empty Redis database for one test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushdb()
+    yield redis_server_url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    url = os.environ.get("TRAPLINE_TEST_DATABASE_URL")
+    if not url:
+        _missing("a PostgreSQL server (TRAPLINE_TEST_DATABASE_URL)")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database, migrated to head, dropped after the test.
+
+    A whole database per test (rather than a rolled-back transaction) because worker processes
+    must see committed rows.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from shared.migrations import upgrade
+
+    name = f"trapline_t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file, migrated to head."""
+    from shared.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path / 'trapline.sqlite3'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight YOLOv5n checkpoint (320 px) that megadetector loads like MegaDetector."""
+    pytest.importorskip("megadetector", reason="needs the detect environment")
+    from tests.support.detectors import build_random_yolov5
+
+    return build_random_yolov5(tmp_path_factory.mktemp("detector") / "md_tiny_yolov5n.pt")

@@ -1,0 +1,76 @@
+"""`trapline run`: the embedded mode (SQLite store, SQLite broker, local worker processes)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from shared import store
+from shared.db import Outcome
+from shared.schemas import OutcomeStatus
+
+pytestmark = [pytest.mark.e2e, pytest.mark.detect]
+
+IMAGES = 302
+
+
+def run_command(camera_traps: Path) -> list[str]:
+    return [sys.executable, "-m", "producer.cli", "run", str(camera_traps), "--region", "finnmark"]
+
+
+def environment(database: Path, detector: Path) -> dict[str, str]:
+    return {**os.environ, "TRAPLINE_DATABASE_URL": f"sqlite:///{database}",
+            "TRAPLINE_DETECTOR__WEIGHTS": str(detector), "TRAPLINE_BATCH_SIZE": "16"}
+
+
+def outcome_counts(database: Path) -> tuple[int, int]:
+    """(outcome rows, distinct images with an outcome)."""
+    with store.make_sessionmaker(store.make_engine(f"sqlite:///{database}"))() as session:
+        return (session.scalar(select(func.count(Outcome.id))) or 0,
+                session.scalar(select(func.count(func.distinct(Outcome.image_id)))) or 0)
+
+
+def test_run_interrupted_then_resumed(camera_traps, tiny_detector, tmp_path):
+    database = tmp_path / "data" / "trapline.sqlite3"
+    env = environment(database, tiny_detector)
+
+    # Given a run interrupted with Ctrl-C once some batches are stored
+    first = subprocess.Popen(run_command(camera_traps), env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not database.exists() or outcome_counts(database)[0] < 32):
+        time.sleep(0.5)
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr[-3000:]
+    assert "run the same command again to resume" in stderr
+    interrupted_rows, _ = outcome_counts(database)
+    assert 0 < interrupted_rows < IMAGES
+
+    # When the same command runs again
+    second = subprocess.run(run_command(camera_traps), env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    # Then every image has exactly one outcome, and the summary says so
+    assert outcome_counts(database) == (IMAGES, IMAGES)
+    assert re.search(r"images\s+302", second.stdout)
+    assert re.search(r"truncated \(processed\)\s+1", second.stdout)
+    processed = int(re.search(r"(\d+) processed in", second.stdout).group(1))
+    assert processed == IMAGES - interrupted_rows
+    with store.make_sessionmaker(store.make_engine(f"sqlite:///{database}"))() as session:
+        assert session.scalar(select(func.count()).where(Outcome.status == OutcomeStatus.DONE)) == IMAGES
+
+    # And a third run finds nothing left to do
+    third = subprocess.run(run_command(camera_traps), env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert third.returncode == 0 and "0 processed" in third.stdout
+    assert outcome_counts(database) == (IMAGES, IMAGES)
