@@ -23,8 +23,14 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _sessions(settings: Settings):  # noqa: ANN202 - sessionmaker
+    """Sessions on the configured database; an empty database gets the schema first."""
     from shared import store
+    from shared.migrations import SchemaOutOfDate, ensure_schema
 
+    try:
+        ensure_schema(settings.database_url)
+    except SchemaOutOfDate as error:
+        raise click.ClickException(str(error)) from error
     return store.make_sessionmaker(store.make_engine(settings.database_url))
 
 
@@ -66,10 +72,8 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
 def scan(ctx: click.Context, archive: Path, region: str | None, pattern: str | None) -> None:
     """Register the images below ARCHIVE (directories, .zip and .tar files); idempotent."""
     from producer.enqueue import register_archive
-    from shared.migrations import upgrade
 
     settings = _settings(ctx)
-    upgrade(settings.database_url)
     with _sessions(settings).begin() as session:
         result = register_archive(session, archive, region, pattern or settings.path_pattern)
     click.echo(f"{archive}: {result.seen} images seen, {result.added} new, "

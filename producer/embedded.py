@@ -145,13 +145,13 @@ def run_pipeline(
     from producer.model_versions import current_detector
     from shared import store
     from shared.celery_app import Queue, create_celery
-    from shared.migrations import upgrade
+    from shared.migrations import ensure_schema
     from shared.schemas import Stage
 
     database_url = absolute_database_url(settings.database_url)
     broker_url = embedded_broker_url(database_url)
     python = detect_python(settings)
-    upgrade(database_url)
+    ensure_schema(database_url)
     sessions = store.make_sessionmaker(store.make_engine(database_url))
     with sessions.begin() as session:
         registration = register_archive(session, root, region, settings.path_pattern)

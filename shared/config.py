@@ -11,8 +11,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+ENV_PREFIX = "TRAPLINE_"
 DEFAULT_DATABASE_URL = "sqlite:///./trapline-data/trapline.sqlite3"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -41,7 +42,7 @@ class Settings(BaseSettings):
     """Everything a producer, a worker or a test can configure."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRAPLINE_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         env_file=".env",
         extra="forbid",
@@ -59,6 +60,14 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(1, ge=1, description="Detect worker processes `trapline run` starts.")
     detector: DetectorSettings = DetectorSettings()
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TraplineDotEnv(settings_cls), file_secret_settings
+
     @field_validator("task_time_limit_s")
     @classmethod
     def _below_visibility(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
@@ -72,3 +81,11 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings of this process, read once. Call from entry points only."""
     return Settings()
+
+
+class _TraplineDotEnv(DotEnvSettingsSource):
+    """The .env file, minus lines without the TRAPLINE_ prefix: those (REDIS_PASSWORD, …) are
+    docker compose's, and must not trip ``extra="forbid"``, which still catches TRAPLINE_ typos."""
+
+    def _load_env_vars(self):  # noqa: ANN202 - pydantic-settings' own mapping type
+        return {k: v for k, v in super()._load_env_vars().items() if k.upper().startswith(ENV_PREFIX)}

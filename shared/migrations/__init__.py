@@ -25,3 +25,30 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database holds an older (or newer) schema than this version of trapline."""
+
+
+def ensure_schema(database_url: str) -> None:
+    """Create the schema in an empty database; refuse to work on one at another revision.
+
+    Upgrading a database that already holds data is left to an explicit ``trapline db upgrade``.
+    """
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from shared.store import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    if current is None:
+        upgrade(database_url)
+    elif current != head:
+        raise SchemaOutOfDate(f"database schema is at {current}, this trapline needs {head}: run `trapline db upgrade`")

@@ -1,0 +1,71 @@
+"""Delivery policy with a real Redis broker and real worker processes: JSON only, pickle
+refused, database outages retried."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from kombu import Connection, Exchange, Producer
+from kombu import Queue as KombuQueue
+
+from shared.celery_app import Queue, TaskName, create_celery
+from shared.config import Settings
+from shared.schemas import ProcessBatch, Stage
+from tests.support.workers import WorkerProcesses, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class _Exploit:
+    """Unpickling this would create a file: proof that a worker deserialized pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (self.path, "w"))
+
+
+def test_configuration_is_json_only_and_late_acked():
+    app = create_celery(Settings(redis_url="redis://127.0.0.1:1/0"))
+    assert (app.conf.task_serializer, list(app.conf.accept_content)) == ("json", ["json"])
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.task_time_limit < app.conf.broker_transport_options["visibility_timeout"]
+    assert app.conf.task_routes[TaskName.DETECT_BATCH.value] == {"queue": Queue.DETECT.value}
+
+
+def test_pickled_message_is_refused(redis_url, sqlite_url, tmp_path):
+    marker = tmp_path / "unpickled"
+    body = pickle.dumps(((_Exploit(str(marker)),), {}, {}))
+    exchange = Exchange(Queue.DETECT.value, type="direct")
+    with Connection(redis_url) as connection:
+        Producer(connection).publish(
+            body, exchange=exchange, routing_key=Queue.DETECT.value,
+            declare=[KombuQueue(Queue.DETECT.value, exchange, routing_key=Queue.DETECT.value)], content_type="application/x-python-serialize", content_encoding="binary",
+            headers={"task": TaskName.DETECT_BATCH.value, "id": "pickled-1", "lang": "py"},
+        )
+    workers = WorkerProcesses({"TRAPLINE_REDIS_URL": redis_url, "TRAPLINE_DATABASE_URL": sqlite_url},
+                              tmp_path / "logs")
+    workers.start(1)
+    try:
+        wait_until(lambda: "untrusted content" in workers.logs(), 120, workers)
+    finally:
+        workers.stop()
+    assert not marker.exists()
+
+
+def test_database_outage_is_retried(redis_url, tmp_path):
+    unreachable = "postgresql+psycopg://trapline@127.0.0.1:1/nowhere"
+    app = create_celery(Settings(redis_url=redis_url))
+    payload = ProcessBatch(batch_id=1, stage=Stage.DETECT, model_version_id=1, image_ids=[1, 2])
+    app.send_task(TaskName.DETECT_BATCH.value, args=[payload.model_dump(mode="json")])
+    workers = WorkerProcesses({"TRAPLINE_REDIS_URL": redis_url, "TRAPLINE_DATABASE_URL": unreachable},
+                              tmp_path / "logs")
+    workers.start(1)
+    try:
+        wait_until(lambda: workers.logs().count("Retry in") >= 2, 120, workers)
+    finally:
+        workers.stop()
+    assert "OperationalError" in workers.logs()
