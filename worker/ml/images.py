@@ -91,7 +91,7 @@ def decode(data: bytes, long_side: int | None = None) -> DecodedImage:
             raise ImageError(Failure.DECODE_ERROR, str(error)) from error
         image = _decode_truncated(data, long_side)
         flags = (ImageFlag.TRUNCATED,)
-    except (SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (SyntaxError, ValueError, TypeError, Image.DecompressionBombError) as error:
         raise ImageError(Failure.DECODE_ERROR, str(error)) from error
     return DecodedImage(to_rgb(_oriented(image)), metadata, flags)
 
