@@ -14,7 +14,7 @@ run: setup  ## embedded run on one machine: make run ARCHIVE=/path/to/images REG
 	$(DETECT)/trapline run "$(ARCHIVE)" --region "$(REGION)"
 
 test: setup lint  ## every test: unit, integration (Redis + PostgreSQL started locally), end to end
-	eval "$$(scripts/test-services start)" && $(DETECT)/python -m pytest
+	services="$$(scripts/test-services start)" && eval "$$services" && $(DETECT)/python -m pytest
 
 unit: setup  ## unit tests only (no servers)
 	$(DETECT)/python -m pytest tests/unit
