@@ -29,11 +29,16 @@ class ChecksumMismatch(RuntimeError):
 
 @contextlib.contextmanager
 def _package_output_to_log() -> Iterator[None]:
+    """Send what megadetector and yolov5 print to this logger, and undo the handlers yolov5
+    attaches to the root logger on import (each log line would otherwise appear three times)."""
     buffer = io.StringIO()
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     try:
         with contextlib.redirect_stdout(buffer):
             yield
     finally:
+        root.handlers[:] = handlers
         for line in buffer.getvalue().splitlines():
             if line.strip():
                 log.debug("megadetector: %s", line)
