@@ -19,8 +19,9 @@ test: setup lint  ## every test: unit, integration (Redis + PostgreSQL started l
 unit: setup  ## unit tests only (no servers)
 	$(DETECT)/python -m pytest tests/unit
 
-lint: setup  ## architecture contracts (import-linter)
+lint: setup  ## architecture contracts (import-linter) and ruff
 	$(DETECT)/lint-imports
+	$(DETECT)/ruff check shared producer worker bench tests
 
 services:  ## start the test Redis and PostgreSQL; prints their URLs
 	scripts/test-services start

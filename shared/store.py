@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.chunking import chunked
 from shared.db import Archive, Batch, BatchItem, DetectionRow, Image, ModelVersion, Outcome
 from shared.schemas import BatchStatus, DetectOutcome, ImageSource, ModelKind, OutcomeStatus, Stage
 
@@ -58,17 +59,6 @@ def _insert(session: Session, table):  # noqa: ANN001, ANN202 - dialect-specific
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def _chunks(rows: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 # --- archives and images -------------------------------------------------------------------
 
 
@@ -89,7 +79,7 @@ def register_images(session: Session, archive_id: int, rows: Iterable[dict]) -> 
     Streams: holds one chunk of rows at a time. Returns how many rows were new.
     """
     added = 0
-    for chunk in _chunks(rows, INSERT_CHUNK):
+    for chunk in chunked(rows, INSERT_CHUNK):
         for row in chunk:
             row["archive_id"] = archive_id
         statement = _insert(session, Image).values(chunk).on_conflict_do_nothing(
@@ -268,7 +258,7 @@ def save_detect_outcomes(session: Session, batch_id: int | None, model_version_i
          "x": d.bbox[0], "y": d.bbox[1], "w": d.bbox[2], "h": d.bbox[3]}
         for o in outcomes for d in o.detections
     ]
-    for chunk in _chunks(detections, INSERT_CHUNK):
+    for chunk in chunked(detections, INSERT_CHUNK):
         session.execute(_insert(session, DetectionRow).values(chunk))
     metadata = [
         {"id": o.image_id, "sha256": m.sha256, "width": m.width, "height": m.height, "taken_at": m.taken_at,

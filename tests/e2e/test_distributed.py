@@ -4,10 +4,14 @@ megadetector package's validator accepts."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,6 +34,40 @@ def trapline(args: list[str], environment: dict[str, str], cwd: Path) -> subproc
     )
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def flower_answers(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=2)
+    except urllib.error.HTTPError:
+        return True  # it answered, if only to refuse
+    except OSError:
+        return False
+    return True
+
+
+def flower_tasks(port: int) -> dict:
+    """Flower's task list (it needs credentials: without them it answers 401)."""
+    url = f"http://127.0.0.1:{port}/api/tasks"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code == 401
+    request = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(b"watcher:secret").decode()})
+    tasks: dict = {}
+
+    def all_seen() -> bool:
+        nonlocal tasks
+        with urllib.request.urlopen(request, timeout=10) as response:
+            tasks = json.load(response)
+        return sum(t["name"] == "trapline.detect_batch" and t["state"] == "SUCCESS" for t in tasks.values()) >= 19
+    wait_until(all_seen, 60)
+    return tasks
+
+
 def test_scan_enqueue_two_workers_postgres(camera_traps, tiny_detector, redis_url, postgres_url, tmp_path):
     environment = {
         "TRAPLINE_DATABASE_URL": postgres_url, "TRAPLINE_REDIS_URL": redis_url,
@@ -44,6 +82,13 @@ def test_scan_enqueue_two_workers_postgres(camera_traps, tiny_detector, redis_ur
     assert "enqueued: 0 images" in trapline(["enqueue"], environment, tmp_path).stdout  # nothing twice
 
     sessions = store.make_sessionmaker(store.make_engine(postgres_url))
+    flower_port = free_port()
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "producer.cli", "flower", f"--port={flower_port}", "--address=127.0.0.1",
+         "--basic-auth=watcher:secret"],
+        env={**os.environ, **environment}, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: flower_answers(flower_port), 60)  # listening before any task event is sent
     workers = WorkerProcesses(environment, tmp_path / "logs")
     workers.start(2)
     try:
@@ -51,8 +96,14 @@ def test_scan_enqueue_two_workers_postgres(camera_traps, tiny_detector, redis_ur
             with sessions() as session:
                 return session.scalar(select(func.count(Outcome.id))) == 302
         wait_until(finished, E2E_TIMEOUT_S, workers)
+        tasks = flower_tasks(flower_port)
     finally:
         workers.stop()
+        flower.terminate()
+        flower.wait(timeout=30)
+    # Flower saw every batch through the workers' task events.
+    detect_tasks = [t for t in tasks.values() if t["name"] == "trapline.detect_batch"]
+    assert len(detect_tasks) == 19 and {t["state"] for t in detect_tasks} == {"SUCCESS"}
 
     with sessions() as session:
         per_image = session.execute(select(Outcome.image_id, func.count()).group_by(Outcome.image_id)).all()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from shared.chunking import chunked
 from shared.schemas import DetectOutcome, Failure, ImageFlag, ImageMetadata, ImageSource, OutcomeStatus
 from worker.ml.detector import MegaDetector, PreparedImage
 from worker.ml.images import ImageError, decode, read_source
@@ -43,17 +44,6 @@ def _decode_one(detector: MegaDetector, source: ImageSource) -> _Decoded:
         return _Decoded(source, None, None, (), failure, time.perf_counter() - start)
 
 
-def _groups(decoded: Iterator[_Decoded], size: int) -> Iterator[list[_Decoded]]:
-    group: list[_Decoded] = []
-    for item in decoded:
-        group.append(item)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
 def detect_images(
     detector: MegaDetector, sources: Sequence[ImageSource], *, threshold: float, decode_threads: int = 4,
     infer_batch: int = 8,
@@ -62,7 +52,7 @@ def detect_images(
     outcomes: list[DetectOutcome] = []
     with ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode") as pool:
         decoded = pool.map(lambda s: _decode_one(detector, s), sources)
-        for group in _groups(decoded, infer_batch):
+        for group in chunked(decoded, infer_batch):
             outcomes.extend(_infer_group(detector, group, threshold))
     return outcomes
 
