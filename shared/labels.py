@@ -1,14 +1,16 @@
-"""The workflow's label rules as pure functions (WORKFLOW.md, step 1b).
+"""The workflow's label rules as pure functions (WORKFLOW.md, steps 1a, 1b, 2 and the final label).
 
-Nothing here does I/O, so stored raw detections can be relabelled with new thresholds without a
-model or a GPU.
+Nothing here does I/O or needs numpy: inputs are plain floats, names and labels, so stored raw
+outputs (detections, P(Bad), crop softmaxes) can be relabelled with new settings without a model or
+a GPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 
 from shared.schemas import Detection
 
@@ -69,3 +71,261 @@ def max_conf_per_category(detections: Iterable[Detection]) -> dict[int, float]:
         if d.category in best and d.conf > best[d.category]:
             best[d.category] = d.conf
     return best
+
+
+# --- Step 1a: image quality -------------------------------------------------------------------
+
+BAD_THRESHOLD = 0.95  # Bad iff P(Bad) >= this (WORKFLOW.md step 1a, Step_2_B 2024; 0.90 in 2023)
+
+
+class QualityLabel(StrEnum):
+    """The quality model's image label, after the threshold rule (not the argmax)."""
+
+    GOOD = "Good"
+    BAD = "Bad"
+
+
+def quality_label(p_bad: float, threshold: float = BAD_THRESHOLD) -> QualityLabel:
+    """Bad iff P(Bad) >= threshold (boundary inclusive), otherwise Good.
+
+    Without a quality model there is no P(Bad): pass ``quality=None`` to the functions below,
+    which treat the image as Good and record the absence (``ImageLabels.quality is None``).
+    """
+    if not 0.0 <= p_bad <= 1.0:  # also rejects NaN
+        raise ValueError(f"P(Bad) must be a probability in [0, 1], got {p_bad!r}")
+    return QualityLabel.BAD if p_bad >= threshold else QualityLabel.GOOD
+
+
+def _is_bad(quality: QualityLabel | None) -> bool:
+    return quality == QualityLabel.BAD
+
+
+# --- Step 2: crop classes and region restriction ----------------------------------------------
+
+# The joint Finnmark + Yamal crop classifier's 16 outputs in model order: sorted folder names,
+# uppercase before lowercase (WORKFLOW.md "The 16 classes", Step_4_C).
+CROP_CLASSES: tuple[str, ...] = (
+    "Bait", "Bait_yamal", "Empty", "Rock",
+    "alc_alc", "aqu_chr", "cor_cora", "cor_corn", "gul_gul", "hal_alb",
+    "lag_mut", "lep_arc", "pic_pic", "ran_tar", "vul_lag", "vul_vul",
+)
+# Crop classes that are never an animal: boxes on bait, rocks or nothing.
+JUNK_CLASSES: frozenset[str] = frozenset({"Bait", "Bait_yamal", "Empty", "Rock"})
+# Yamal drops Bait, alc_alc (moose), aqu_chr (golden eagle) and hal_alb (white-tailed eagle) [Step_4_C].
+YAMAL_CLASSES: tuple[str, ...] = (
+    "Bait_yamal", "Empty", "Rock",
+    "cor_cora", "cor_corn", "gul_gul", "lag_mut", "lep_arc", "pic_pic", "ran_tar", "vul_lag", "vul_vul",
+)
+# Region -> allowed crop classes. Keys are matched case-insensitively. Finnmark's set is not published,
+# so it has no profile; a region without a profile gets no restriction. A model version may ship its own
+# profiles (regions.json); pass them instead of this default.
+DEFAULT_REGION_PROFILES: Mapping[str, tuple[str, ...]] = MappingProxyType({"yamal": YAMAL_CLASSES})
+
+
+def allowed_classes(
+    region: str | None, profiles: Mapping[str, Collection[str]] = DEFAULT_REGION_PROFILES,
+) -> frozenset[str] | None:
+    """The crop classes allowed in ``region``, or None (no restriction) when it has no profile."""
+    if region is None:
+        return None
+    wanted = region.casefold()
+    matches = [classes for name, classes in profiles.items() if name.casefold() == wanted]
+    if len(matches) > 1:
+        raise ValueError(f"more than one region profile matches {region!r}")
+    return frozenset(matches[0]) if matches else None
+
+
+def restricted_prediction(
+    probabilities: Sequence[float], classes: Sequence[str], allowed: Collection[str] | None = None,
+) -> tuple[str, float]:
+    """One crop's class: the argmax over the allowed columns of the softmax, without renormalising.
+
+    Returns (class, probability), the probability being the raw softmax value of that class, i.e.
+    the largest allowed value. ``allowed=None`` means every class. Ties go to the first class in
+    model order, like R's ``max.col(ties.method = "first")`` in the scripts.
+    """
+    if len(probabilities) != len(classes):
+        raise ValueError(f"{len(probabilities)} probabilities for {len(classes)} classes")
+    if allowed is None:
+        columns = range(len(classes))
+    else:
+        unknown = set(allowed) - set(classes)
+        if unknown:
+            raise ValueError(f"allowed classes not among the model's classes: {sorted(unknown)}")
+        columns = [i for i, name in enumerate(classes) if name in allowed]
+    if not columns:
+        raise ValueError("no class to choose from")
+    if any(p != p for p in probabilities):
+        raise ValueError("probabilities contain NaN")
+    best = max(columns, key=lambda i: (probabilities[i], -i))
+    return classes[best], float(probabilities[best])
+
+
+# --- Aggregation per image ----------------------------------------------------------------------
+
+
+class AnimalPresence(StrEnum):
+    """The crop-based image label, ``Animal_present`` in the scripts."""
+
+    ANIMAL = "Animal"
+    EMPTY = "Empty"
+
+
+@dataclass(frozen=True, slots=True)
+class CropCounts:
+    """One image's crops per class (every class present, 0 when absent) and their animal total."""
+
+    counts: Mapping[str, int]
+    animal_total: int
+
+    @property
+    def animal_present(self) -> AnimalPresence:
+        return AnimalPresence.ANIMAL if self.animal_total > 0 else AnimalPresence.EMPTY
+
+
+def crop_counts(
+    species: Iterable[str], classes: Sequence[str] = CROP_CLASSES, junk: Collection[str] = JUNK_CLASSES,
+) -> CropCounts:
+    """Count one image's crops by (restricted) class; junk classes never add to the animal total.
+
+    ``species`` holds one class name per crop; an image without crops gives all zeros, hence Empty.
+    """
+    counts = dict.fromkeys(classes, 0)
+    for name in species:
+        if name not in counts:
+            raise ValueError(f"unknown crop class {name!r}")
+        counts[name] += 1
+    total = sum(n for name, n in counts.items() if name not in junk)
+    return CropCounts(MappingProxyType(counts), total)
+
+
+def animal_presence(crops: CropCounts | None, detection: DetectionLabel) -> AnimalPresence:
+    """Animal or Empty: from the crops; with no crop model at all (``crops=None``), from MegaDetector.
+
+    Without crop predictions the counted animal boxes decide, i.e. Animal iff the detection label is
+    Animal or Animal_Human. An image that was cropped but had no crops is ``crop_counts([])``, not None.
+    """
+    if crops is not None:
+        return crops.animal_present
+    if detection in (DetectionLabel.ANIMAL, DetectionLabel.ANIMAL_HUMAN):
+        return AnimalPresence.ANIMAL
+    return AnimalPresence.EMPTY
+
+
+# --- Combined and final labels --------------------------------------------------------------------
+
+
+class MergedLabel(StrEnum):
+    """MegaDetector's image label with Bad overriding it (``class_id_model_step_3`` in the scripts)."""
+
+    EMPTY = "Empty"
+    ANIMAL = "Animal"
+    HUMAN = "Human"
+    ANIMAL_HUMAN = "Animal_Human"
+    BAD = "Bad"
+
+
+class FinalLabel(StrEnum):
+    """The image's final label (``class_id_model_all``): Human > Bad > Animal/Empty."""
+
+    HUMAN = "Human"
+    BAD = "Bad"
+    ANIMAL = "Animal"
+    EMPTY = "Empty"
+
+
+class AnimalHumanAs(StrEnum):
+    """How the final label treats an Animal_Human image (``TRAPLINE_LABELS__ANIMAL_HUMAN_AS``)."""
+
+    CROPS = "crops"  # Animal or Empty from its crops, like the scripts' rule 3 (tests for Human only)
+    HUMAN = "human"  # Human, like a Human image
+
+
+def merged_label(detection: DetectionLabel, quality: QualityLabel | None) -> MergedLabel:
+    """Step 1b's merge: Bad overrides every MegaDetector label; no quality model counts as Good."""
+    return MergedLabel.BAD if _is_bad(quality) else MergedLabel(detection)
+
+
+def has_human(detection: DetectionLabel) -> bool:
+    """MegaDetector counted a person or vehicle box (Human or Animal_Human)."""
+    return detection in (DetectionLabel.HUMAN, DetectionLabel.ANIMAL_HUMAN)
+
+
+def v_quality(detection: DetectionLabel, quality: QualityLabel | None, *, script_compat: bool = False) -> int:
+    """0 iff the image is Bad and MegaDetector says Empty, else 1.
+
+    ``script_compat=True`` gives 1 always: the scripts compare against the merged label, in which a
+    Bad image is already Bad and never Empty.
+    """
+    if script_compat:
+        return 1
+    return 0 if _is_bad(quality) and detection == DetectionLabel.EMPTY else 1
+
+
+def final_label(
+    detection: DetectionLabel,
+    quality: QualityLabel | None,
+    animal_present: AnimalPresence,
+    *,
+    animal_human_as: AnimalHumanAs | str = AnimalHumanAs.CROPS,
+    script_compat: bool = False,
+) -> FinalLabel:
+    """Human > Bad > Animal/Empty, from the raw labels (``quality=None``: no quality model, Good).
+
+    ``animal_human_as``: "crops" (default) lets an Animal_Human image take Animal/Empty from its crops
+    (it may still be Bad); "human" makes it Human. ``script_compat=True`` reproduces the scripts, where a
+    Bad image is Bad even if MegaDetector saw a human (Bad > Human > Animal/Empty), because step 1b
+    replaced the MegaDetector label before the Human rule ran. The two settings are independent; the
+    scripts correspond to "crops" with ``script_compat=True``.
+    """
+    as_human = AnimalHumanAs(animal_human_as) == AnimalHumanAs.HUMAN
+    human = detection == DetectionLabel.HUMAN or (as_human and detection == DetectionLabel.ANIMAL_HUMAN)
+    bad = _is_bad(quality)
+    if bad and (script_compat or not human):
+        return FinalLabel.BAD
+    if human:
+        return FinalLabel.HUMAN
+    return FinalLabel(animal_present)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLabels:
+    """Every label of one image, derived from its raw labels.
+
+    ``quality is None``: no quality model ran, and the image was treated as Good.
+    ``animal_total is None`` (and ``counts`` empty): no crop model ran, and MegaDetector's counted
+    animal boxes decided ``animal_present``. Counts are kept whatever the final label.
+    """
+
+    final: FinalLabel
+    merged: MergedLabel
+    detection: DetectionLabel
+    quality: QualityLabel | None
+    animal_present: AnimalPresence
+    animal_total: int | None
+    counts: Mapping[str, int]
+    has_human: bool
+    v_quality: int
+
+
+def image_labels(
+    detection: DetectionLabel,
+    quality: QualityLabel | None,
+    crops: CropCounts | None,
+    *,
+    animal_human_as: AnimalHumanAs | str = AnimalHumanAs.CROPS,
+    script_compat: bool = False,
+) -> ImageLabels:
+    """All labels of one image; ``quality=None`` means no quality model, ``crops=None`` no crop model."""
+    present = animal_presence(crops, detection)
+    return ImageLabels(
+        final=final_label(detection, quality, present, animal_human_as=animal_human_as, script_compat=script_compat),
+        merged=merged_label(detection, quality),
+        detection=detection,
+        quality=quality,
+        animal_present=present,
+        animal_total=None if crops is None else crops.animal_total,
+        counts=MappingProxyType({}) if crops is None else crops.counts,
+        has_human=has_human(detection),
+        v_quality=v_quality(detection, quality, script_compat=script_compat),
+    )

@@ -1,11 +1,16 @@
-"""shared/labels.py: the workflow's image label and per-category confidences (WORKFLOW.md, step 1b)."""
+"""shared/labels.py: the workflow's label rules (WORKFLOW.md, steps 1a, 1b, 2 and the final label)."""
 
 from __future__ import annotations
+
+from dataclasses import FrozenInstanceError
 
 import pytest
 
 from shared.labels import (
-    ANIMAL, PERSON, VEHICLE, DetectionLabel, Thresholds, counted, detection_label, max_conf_per_category,
+    ANIMAL, BAD_THRESHOLD, CROP_CLASSES, DEFAULT_REGION_PROFILES, JUNK_CLASSES, PERSON, VEHICLE, YAMAL_CLASSES,
+    AnimalHumanAs, AnimalPresence, DetectionLabel, FinalLabel, ImageLabels, MergedLabel, QualityLabel,
+    Thresholds, allowed_classes, animal_presence, counted, crop_counts, detection_label, final_label, has_human,
+    image_labels, max_conf_per_category, merged_label, quality_label, restricted_prediction, v_quality,
 )
 from shared.schemas import Detection
 
@@ -80,3 +85,365 @@ def test_max_conf_per_category_of_nothing_is_zero_everywhere() -> None:
 
 def test_labels_accept_any_iterable_once() -> None:
     assert detection_label(iter([det(ANIMAL, 0.5)]), DEFAULT) is DetectionLabel.ANIMAL
+
+
+# --- Step 1a: quality -------------------------------------------------------------------------
+
+D, Q, P, F = DetectionLabel, QualityLabel, AnimalPresence, FinalLabel
+
+
+@pytest.mark.parametrize(("p_bad", "label"), [
+    (0.95, Q.BAD),  # the boundary is inclusive
+    (0.9499, Q.GOOD),
+    (1.0, Q.BAD),
+    (0.0, Q.GOOD),
+    (0.6, Q.GOOD),  # the argmax would say Bad; the rule does not
+])
+def test_quality_label_is_bad_only_at_or_above_095(p_bad: float, label: QualityLabel) -> None:
+    assert BAD_THRESHOLD == 0.95
+    assert quality_label(p_bad) is label
+
+
+def test_quality_threshold_is_an_argument() -> None:
+    assert quality_label(0.90, threshold=0.90) is Q.BAD  # the 2023 rule
+    assert quality_label(0.8999, threshold=0.90) is Q.GOOD
+
+
+@pytest.mark.parametrize("p_bad", [float("nan"), -0.01, 1.01])
+def test_quality_label_rejects_non_probabilities(p_bad: float) -> None:
+    with pytest.raises(ValueError):
+        quality_label(p_bad)
+
+
+def test_quality_labels_are_the_authors_strings() -> None:
+    assert {label.value for label in QualityLabel} == {"Good", "Bad"}
+
+
+# --- Step 2: crop classes and region restriction ----------------------------------------------
+
+
+def test_crop_classes_are_the_16_outputs_in_model_order() -> None:
+    assert len(CROP_CLASSES) == 16
+    assert CROP_CLASSES[0] == "Bait" and CROP_CLASSES[4] == "alc_alc" and CROP_CLASSES[15] == "vul_vul"
+    assert list(CROP_CLASSES) == sorted(CROP_CLASSES)  # sorted folder names, uppercase first
+
+
+def test_junk_classes_and_the_12_species() -> None:
+    assert JUNK_CLASSES == {"Bait", "Bait_yamal", "Empty", "Rock"}
+    assert len([c for c in CROP_CLASSES if c not in JUNK_CLASSES]) == 12
+
+
+def test_yamal_profile_drops_bait_moose_and_the_two_eagles() -> None:
+    assert set(CROP_CLASSES) - set(YAMAL_CLASSES) == {"Bait", "alc_alc", "aqu_chr", "hal_alb"}
+    assert len(YAMAL_CLASSES) == 12
+    assert DEFAULT_REGION_PROFILES["yamal"] == YAMAL_CLASSES
+
+
+@pytest.mark.parametrize("region", ["yamal", "Yamal", "YAMAL"])
+def test_allowed_classes_of_yamal(region: str) -> None:
+    assert allowed_classes(region) == frozenset(YAMAL_CLASSES)
+
+
+@pytest.mark.parametrize("region", ["finnmark", "nowhere", None])
+def test_a_region_without_a_profile_is_not_restricted(region: str | None) -> None:
+    assert allowed_classes(region) is None
+
+
+def test_region_profiles_are_data() -> None:
+    profiles = {"Finnmark": ["Bait", "Empty", "Rock", "vul_lag"]}
+
+    assert allowed_classes("finnmark", profiles) == {"Bait", "Empty", "Rock", "vul_lag"}
+    assert allowed_classes("yamal", profiles) is None
+    with pytest.raises(ValueError, match="more than one"):
+        allowed_classes("yamal", {"yamal": ["Empty"], "Yamal": ["Rock"]})
+
+
+def softmax(**values: float) -> list[float]:
+    """A 16-class output: the named classes get their value, every other class 0."""
+    assert set(values) <= set(CROP_CLASSES)
+    return [values.get(name, 0.0) for name in CROP_CLASSES]
+
+
+# A Yamal crop the model calls a moose: alc_alc 0.40 > vul_lag 0.25 > ran_tar 0.20 > Bait 0.10 > Empty 0.05.
+MOOSE = softmax(alc_alc=0.40, vul_lag=0.25, ran_tar=0.20, Bait=0.10, Empty=0.05)
+
+
+def test_restriction_changes_the_argmax_and_keeps_the_raw_probability() -> None:
+    assert restricted_prediction(MOOSE, CROP_CLASSES) == ("alc_alc", 0.40)
+    # moose is not allowed in Yamal: the best allowed class with its raw value, not 0.25 / 0.60
+    assert restricted_prediction(MOOSE, CROP_CLASSES, allowed_classes("yamal")) == ("vul_lag", 0.25)
+
+
+def test_restriction_can_turn_an_animal_into_junk_and_junk_into_an_animal() -> None:
+    eagle = softmax(hal_alb=0.5, Empty=0.3, cor_cora=0.2)
+    bait = softmax(Bait=0.7, gul_gul=0.2, Bait_yamal=0.1)
+
+    assert restricted_prediction(eagle, CROP_CLASSES, YAMAL_CLASSES) == ("Empty", 0.3)
+    assert restricted_prediction(bait, CROP_CLASSES, YAMAL_CLASSES) == ("gul_gul", 0.2)
+
+
+def test_restriction_is_a_no_op_when_the_argmax_is_allowed() -> None:
+    fox = softmax(vul_vul=0.6, alc_alc=0.3, Empty=0.1)
+
+    assert restricted_prediction(fox, CROP_CLASSES, YAMAL_CLASSES) == ("vul_vul", 0.6)
+    assert restricted_prediction(fox, CROP_CLASSES, None) == ("vul_vul", 0.6)
+
+
+def test_restriction_ties_go_to_the_first_class_in_model_order() -> None:
+    tie = softmax(alc_alc=0.4, ran_tar=0.3, cor_cora=0.3)  # cor_cora (6) comes before ran_tar (13)
+
+    assert restricted_prediction(tie, CROP_CLASSES, YAMAL_CLASSES) == ("cor_cora", 0.3)
+
+
+def test_restriction_works_for_any_class_list() -> None:
+    assert restricted_prediction([0.2, 0.5, 0.3], ["a", "b", "c"], {"a", "c"}) == ("c", 0.3)
+    assert restricted_prediction((0.2, 0.5, 0.3), ("a", "b", "c")) == ("b", 0.5)
+
+
+@pytest.mark.parametrize(("probabilities", "classes", "allowed", "message"), [
+    ([0.5, 0.5], ["a", "b", "c"], None, "2 probabilities for 3 classes"),
+    ([0.5, 0.5], ["a", "b"], {"a", "moose"}, "not among"),
+    ([0.5, 0.5], ["a", "b"], set(), "no class"),
+    ([], [], None, "no class"),
+    ([float("nan"), 0.5], ["a", "b"], None, "NaN"),
+])
+def test_restriction_validates_its_inputs(
+    probabilities: list[float], classes: list[str], allowed: set[str] | None, message: str,
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        restricted_prediction(probabilities, classes, allowed)
+
+
+# --- Aggregation per image ----------------------------------------------------------------------
+
+
+def test_an_image_without_crops_is_empty_with_every_class_zero() -> None:
+    counts = crop_counts([])
+
+    assert dict(counts.counts) == dict.fromkeys(CROP_CLASSES, 0)
+    assert counts.animal_total == 0
+    assert counts.animal_present is P.EMPTY
+
+
+def test_counts_are_zero_filled_for_every_class() -> None:
+    counts = crop_counts(["vul_lag", "Bait", "vul_lag", "ran_tar"])
+
+    assert list(counts.counts) == list(CROP_CLASSES)
+    assert counts.counts["vul_lag"] == 2 and counts.counts["ran_tar"] == 1 and counts.counts["Bait"] == 1
+    assert sum(counts.counts.values()) == 4
+    assert [name for name, n in counts.counts.items() if n == 0] == [
+        c for c in CROP_CLASSES if c not in {"vul_lag", "ran_tar", "Bait"}
+    ]
+    assert counts.animal_total == 3  # the Bait crop does not count
+    assert counts.animal_present is P.ANIMAL
+
+
+@pytest.mark.parametrize("crops", [["Rock"], ["Rock", "Rock", "Rock"], ["Bait", "Bait_yamal", "Empty", "Rock"]])
+def test_junk_crops_never_count_as_animals(crops: list[str]) -> None:
+    counts = crop_counts(crops)
+
+    assert counts.animal_total == 0
+    assert counts.animal_present is P.EMPTY
+    assert sum(counts.counts.values()) == len(crops)  # still counted per class
+
+
+def test_one_animal_crop_is_enough() -> None:
+    assert crop_counts(["Rock", "pic_pic", "Empty"]).animal_present is P.ANIMAL
+
+
+def test_counts_reject_unknown_classes_and_cannot_be_changed() -> None:
+    with pytest.raises(ValueError, match="unknown crop class 'moose'"):
+        crop_counts(["moose"])
+    counts = crop_counts(["gul_gul"])
+    with pytest.raises(TypeError):
+        counts.counts["gul_gul"] = 5  # type: ignore[index]
+
+
+def test_counts_for_another_class_list() -> None:
+    counts = crop_counts(["x", "junk", "x"], classes=["junk", "x", "y"], junk={"junk"})
+
+    assert dict(counts.counts) == {"junk": 1, "x": 2, "y": 0}
+    assert counts.animal_total == 2
+
+
+def test_restriction_then_aggregation_on_a_yamal_image() -> None:
+    # raw argmaxes: alc_alc (animal) and Bait (junk); restricted: vul_lag (animal) and Bait_yamal (junk)
+    crops = [MOOSE, softmax(Bait=0.8, Bait_yamal=0.15, Rock=0.05)]
+    allowed = allowed_classes("Yamal")
+
+    species = [restricted_prediction(p, CROP_CLASSES, allowed)[0] for p in crops]
+    counts = crop_counts(species)
+
+    assert species == ["vul_lag", "Bait_yamal"]
+    assert counts.counts["alc_alc"] == 0 and counts.counts["Bait"] == 0
+    assert counts.animal_total == 1
+
+
+@pytest.mark.parametrize(("detection", "presence"), [
+    (D.EMPTY, P.EMPTY), (D.HUMAN, P.EMPTY), (D.ANIMAL, P.ANIMAL), (D.ANIMAL_HUMAN, P.ANIMAL),
+])
+def test_without_a_crop_model_megadetector_decides_animal_or_empty(
+    detection: DetectionLabel, presence: AnimalPresence,
+) -> None:
+    assert animal_presence(None, detection) is presence
+
+
+def test_with_a_crop_model_the_crops_decide_even_against_megadetector() -> None:
+    assert animal_presence(crop_counts([]), D.ANIMAL) is P.EMPTY
+    assert animal_presence(crop_counts(["Rock"]), D.ANIMAL_HUMAN) is P.EMPTY
+    assert animal_presence(crop_counts(["vul_vul"]), D.EMPTY) is P.ANIMAL
+
+
+# --- Merged (step 3) label, has_human, v_quality ----------------------------------------------------
+
+
+@pytest.mark.parametrize("detection", list(DetectionLabel))
+def test_merged_label_is_bad_for_every_bad_image(detection: DetectionLabel) -> None:
+    assert merged_label(detection, Q.BAD) is MergedLabel.BAD
+    assert merged_label(detection, Q.GOOD) == detection.value
+    assert merged_label(detection, None) == detection.value  # no quality model: Good
+
+
+def test_merged_labels_are_the_authors_strings() -> None:
+    assert [label.value for label in MergedLabel] == ["Empty", "Animal", "Human", "Animal_Human", "Bad"]
+    assert {label.value for label in FinalLabel} == {"Human", "Bad", "Animal", "Empty"}
+
+
+@pytest.mark.parametrize(("detection", "human"), [
+    (D.EMPTY, False), (D.ANIMAL, False), (D.HUMAN, True), (D.ANIMAL_HUMAN, True),
+])
+def test_has_human(detection: DetectionLabel, human: bool) -> None:
+    assert has_human(detection) is human
+
+
+@pytest.mark.parametrize(("detection", "quality", "expected"), [
+    (D.EMPTY, Q.BAD, 0),  # the only 0
+    (D.ANIMAL, Q.BAD, 1),
+    (D.HUMAN, Q.BAD, 1),
+    (D.ANIMAL_HUMAN, Q.BAD, 1),
+    (D.EMPTY, Q.GOOD, 1),
+    (D.EMPTY, None, 1),
+])
+def test_v_quality(detection: DetectionLabel, quality: QualityLabel | None, expected: int) -> None:
+    assert v_quality(detection, quality) == expected
+    assert v_quality(detection, quality, script_compat=True) == 1  # always 1 in the scripts
+
+
+# --- Final label --------------------------------------------------------------------------------
+
+CROPS, AS_HUMAN = AnimalHumanAs.CROPS, AnimalHumanAs.HUMAN
+
+
+@pytest.mark.parametrize(("detection", "quality", "present", "animal_human_as", "compat", "final"), [
+    # default: Human > Bad > Animal/Empty
+    (D.HUMAN, Q.BAD, P.EMPTY, CROPS, False, F.HUMAN),  # Human overrides Bad
+    (D.HUMAN, Q.GOOD, P.ANIMAL, CROPS, False, F.HUMAN),
+    (D.ANIMAL, Q.BAD, P.ANIMAL, CROPS, False, F.BAD),
+    (D.EMPTY, Q.BAD, P.EMPTY, CROPS, False, F.BAD),
+    (D.ANIMAL, Q.GOOD, P.ANIMAL, CROPS, False, F.ANIMAL),
+    (D.ANIMAL, Q.GOOD, P.EMPTY, CROPS, False, F.EMPTY),  # the crops removed a false positive
+    (D.EMPTY, Q.GOOD, P.EMPTY, CROPS, False, F.EMPTY),
+    (D.ANIMAL, None, P.ANIMAL, CROPS, False, F.ANIMAL),  # no quality model: Good
+    (D.HUMAN, None, P.EMPTY, CROPS, False, F.HUMAN),
+    # Animal_Human takes Animal/Empty from its crops by default, and can still be Bad
+    (D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, CROPS, False, F.EMPTY),
+    (D.ANIMAL_HUMAN, Q.GOOD, P.ANIMAL, CROPS, False, F.ANIMAL),
+    (D.ANIMAL_HUMAN, Q.BAD, P.ANIMAL, CROPS, False, F.BAD),
+    # ... or is Human
+    (D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, AS_HUMAN, False, F.HUMAN),
+    (D.ANIMAL_HUMAN, Q.BAD, P.ANIMAL, AS_HUMAN, False, F.HUMAN),
+    (D.HUMAN, Q.GOOD, P.EMPTY, AS_HUMAN, False, F.HUMAN),
+    (D.ANIMAL, Q.GOOD, P.ANIMAL, AS_HUMAN, False, F.ANIMAL),
+    # script_compat: Bad wins over Human
+    (D.HUMAN, Q.BAD, P.EMPTY, CROPS, True, F.BAD),
+    (D.HUMAN, Q.GOOD, P.EMPTY, CROPS, True, F.HUMAN),
+    (D.HUMAN, None, P.EMPTY, CROPS, True, F.HUMAN),
+    (D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, CROPS, True, F.EMPTY),
+    (D.ANIMAL_HUMAN, Q.BAD, P.ANIMAL, AS_HUMAN, True, F.BAD),
+    (D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, AS_HUMAN, True, F.HUMAN),
+    (D.ANIMAL, Q.GOOD, P.ANIMAL, CROPS, True, F.ANIMAL),
+])
+def test_final_label(
+    detection: DetectionLabel, quality: QualityLabel | None, present: AnimalPresence,
+    animal_human_as: AnimalHumanAs, compat: bool, final: FinalLabel,
+) -> None:
+    assert final_label(detection, quality, present, animal_human_as=animal_human_as, script_compat=compat) is final
+
+
+def test_final_label_defaults_are_crops_and_not_script_compat() -> None:
+    assert final_label(D.HUMAN, Q.BAD, P.EMPTY) is F.HUMAN
+    assert final_label(D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY) is F.EMPTY
+
+
+def test_final_label_settings_accept_their_strings_and_reject_others() -> None:
+    assert final_label(D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, animal_human_as="human") is F.HUMAN
+    assert final_label(D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, animal_human_as="crops") is F.EMPTY
+    with pytest.raises(ValueError):
+        final_label(D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, animal_human_as="person")
+
+
+# --- All labels of one image --------------------------------------------------------------------
+
+
+def test_image_labels_of_a_bad_animal_human_image() -> None:
+    labels = image_labels(D.ANIMAL_HUMAN, quality_label(0.95), crop_counts(["vul_lag", "Rock"]))
+
+    assert labels == ImageLabels(
+        final=F.BAD, merged=MergedLabel.BAD, detection=D.ANIMAL_HUMAN, quality=Q.BAD,
+        animal_present=P.ANIMAL, animal_total=1, counts=crop_counts(["vul_lag", "Rock"]).counts,
+        has_human=True, v_quality=1,
+    )
+    assert labels.counts["vul_lag"] == 1 and labels.counts["Rock"] == 1 and labels.counts["gul_gul"] == 0
+
+
+def test_image_labels_of_a_bad_empty_image() -> None:
+    labels = image_labels(D.EMPTY, quality_label(0.97), crop_counts([]))
+
+    assert (labels.final, labels.merged, labels.v_quality) == (F.BAD, MergedLabel.BAD, 0)
+    assert (labels.animal_present, labels.animal_total, labels.has_human) == (P.EMPTY, 0, False)
+    assert dict(labels.counts) == dict.fromkeys(CROP_CLASSES, 0)
+
+
+def test_image_labels_human_and_bad_default_against_script_compat() -> None:
+    default = image_labels(D.HUMAN, Q.BAD, crop_counts([]))
+    compat = image_labels(D.HUMAN, Q.BAD, crop_counts([]), script_compat=True)
+
+    assert (default.final, default.merged, default.has_human) == (F.HUMAN, MergedLabel.BAD, True)
+    assert (compat.final, compat.merged, compat.has_human) == (F.BAD, MergedLabel.BAD, True)
+
+
+def test_image_labels_passes_animal_human_as_on() -> None:
+    labels = image_labels(D.ANIMAL_HUMAN, Q.GOOD, crop_counts(["Empty"]), animal_human_as="human")
+
+    assert (labels.final, labels.animal_present, labels.merged) == (F.HUMAN, P.EMPTY, MergedLabel.ANIMAL_HUMAN)
+
+
+def test_image_labels_without_quality_or_crop_model() -> None:
+    labels = image_labels(D.ANIMAL, None, None)
+
+    assert labels.quality is None  # no quality model: treated as Good
+    assert labels.animal_total is None and dict(labels.counts) == {}  # no crop model: MegaDetector decides
+    assert (labels.final, labels.merged, labels.animal_present, labels.v_quality) == (
+        F.ANIMAL, MergedLabel.ANIMAL, P.ANIMAL, 1,
+    )
+    assert image_labels(D.EMPTY, None, None).final is F.EMPTY
+
+
+def test_image_labels_are_frozen() -> None:
+    labels = image_labels(D.EMPTY, Q.GOOD, crop_counts([]))
+
+    with pytest.raises(FrozenInstanceError):
+        labels.final = F.ANIMAL  # type: ignore[misc]
+
+
+def test_relabelling_from_stored_raw_outputs() -> None:
+    # MegaDetector: an animal box at 0.6 and a person box at 0.08 (below 0.1); P(Bad) 0.9499; two Yamal crops
+    detection = detection_label([det(ANIMAL, 0.6), det(PERSON, 0.08)], DEFAULT)
+    species = [restricted_prediction(p, CROP_CLASSES, allowed_classes("yamal"))[0]
+               for p in (MOOSE, softmax(Rock=0.9, Empty=0.1))]
+    labels = image_labels(detection, quality_label(0.9499), crop_counts(species))
+
+    assert (labels.detection, labels.quality, labels.final) == (D.ANIMAL, Q.GOOD, F.ANIMAL)
+    assert (labels.animal_total, labels.counts["vul_lag"], labels.counts["Rock"]) == (1, 1, 1)
+    # the same raw outputs with a 0.9 threshold make the image Bad
+    assert image_labels(detection, quality_label(0.9499, threshold=0.9), crop_counts(species)).final is F.BAD
