@@ -15,7 +15,7 @@ from shared.config import Settings, get_settings
 
 log = logging.getLogger("trapline")
 
-STAGES = click.Choice(["detect"])
+STAGES = click.Choice(["detect", "classify"])
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -132,17 +132,97 @@ def status(ctx: click.Context, as_json: bool) -> None:
     settings = _settings(ctx)
     with _sessions(settings).begin() as session:
         version = current_detector(session, settings.detector)
-        progress = store.stage_progress(session, Stage.DETECT, version.id)
-    report = {**asdict(progress), "stage": progress.stage.value, "model_version": version.name,
-              "eta_s": progress.eta_s}
+        stages = [store.stage_progress(session, stage, version.id) for stage in Stage]
     if as_json:
-        click.echo(json.dumps({"stages": [report]}, indent=2))
+        reports = [{**asdict(p), "stage": p.stage.value, "eta_s": p.eta_s} for p in stages]
+        click.echo(json.dumps({"detector": version.name, "stages": reports}, indent=2))
         return
-    rate = f"{progress.images_per_s:.2f} img/s" if progress.images_per_s else "-"
-    eta = f"{progress.eta_s:.0f} s" if progress.eta_s is not None else "-"
-    click.echo(f"{'stage':<8}{'total':>9}{'pending':>9}{'queued':>9}{'running':>9}{'done':>9}{'failed':>9}  rate        ETA")
-    click.echo(f"{progress.stage.value:<8}{progress.total:>9}{progress.pending:>9}{progress.queued:>9}"
-               f"{progress.running:>9}{progress.done:>9}{progress.failed:>9}  {rate:<11} {eta}")
+    click.echo(f"{'stage':<9}{'total':>9}{'pending':>9}{'queued':>9}{'running':>9}{'done':>9}{'failed':>9}  rate        ETA")
+    for p in stages:
+        rate = f"{p.images_per_s:.2f} img/s" if p.images_per_s else "-"
+        eta = f"{p.eta_s:.0f} s" if p.eta_s is not None else "-"
+        click.echo(f"{p.stage.value:<9}{p.total:>9}{p.pending:>9}{p.queued:>9}{p.running:>9}{p.done:>9}{p.failed:>9}"
+                   f"  {rate:<11} {eta}")
+    click.echo("(classify counts the images the detector processed)")
+
+
+@main.command()
+@click.option("--stage", type=click.Choice(["classify"]), default="classify", show_default=True)
+@click.pass_context
+def reprocess(ctx: click.Context, stage: str) -> None:
+    """Re-enqueue only the images whose labels came from models other than the promoted ones."""
+    from producer.enqueue import enqueue_pending
+    from producer.model_versions import current_detector
+    from shared import store
+    from shared.celery_app import create_celery
+    from shared.schemas import Stage
+
+    settings = _settings(ctx)
+    sessions = _sessions(settings)
+    with sessions.begin() as session:
+        version_id = current_detector(session, settings.detector).id
+        stale = store.images_to_reclassify(session, version_id)
+        store.forget_outcomes(session, Stage.CLASSIFY, version_id, stale)
+    sent = enqueue_pending(sessions, create_celery(settings), Stage.CLASSIFY, version_id, settings.batch_size)
+    click.echo(f"{len(stale)} images classified with other models; enqueued {sent.images} in {sent.batches} batches")
+
+
+@main.group()
+def models() -> None:
+    """The model registry: import classifier files, list versions."""
+
+
+@models.command("import")
+@click.argument("kind", type=click.Choice(["quality", "crops"]))
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="A Keras model: .keras or HDF5 (.h5, as the authors' R keras models).")
+@click.option("--classes", help="Output class names in model order, comma-separated (e.g. Bad,Good).")
+@click.option("--classes-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Output class names in model order, one per line.")
+@click.option("--region", help="quality: the region this model serves (default: every region without its own).")
+@click.option("--region-classes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="crops: JSON or YAML mapping region -> allowed classes (default: WORKFLOW.md's Yamal profile).")
+@click.pass_context
+def models_import(ctx: click.Context, kind: str, file: Path, classes: str | None, classes_file: Path | None,
+                  region: str | None, region_classes: Path | None) -> None:
+    """Check a classifier against its classes, store it by SHA-256 and promote it."""
+    from producer.embedded import classify_python
+    from producer.registry import ModelImportError, import_model, read_region_classes
+    from shared.schemas import ModelKind
+
+    settings = _settings(ctx)
+    if (classes is None) == (classes_file is None):
+        raise click.UsageError("give the class names with exactly one of --classes or --classes-file")
+    names = [c.strip() for c in (classes.split(",") if classes else classes_file.read_text().splitlines()) if c.strip()]
+    try:
+        regions = read_region_classes(region_classes) if region_classes else None
+        with _sessions(settings).begin() as session:
+            version = import_model(session, python=classify_python(settings), model_root=settings.model_root,
+                                   kind=ModelKind(kind), file=file, classes=names, region=region, regions=regions)
+            click.echo(f"imported {kind} model {version.name} as version {version.id} "
+                       f"(sha256 {version.sha256[:12]}…, {len(names)} classes, promoted)")
+    except ModelImportError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_list(ctx: click.Context, as_json: bool) -> None:
+    """Every model version: kind, region, name, classes, SHA-256, promoted."""
+    from shared import store
+
+    with _sessions(_settings(ctx)).begin() as session:
+        rows = [{"id": v.id, "kind": v.kind.value, "region": v.region, "name": v.name,
+                 "classes": (v.manifest or {}).get("classes"), "sha256": v.sha256, "promoted": v.promoted,
+                 "source": v.source} for v in store.model_versions(session)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        classes = len(r["classes"]) if r["classes"] else "-"
+        click.echo(f"{r['id']:>4}  {r['kind']:<9} {r['region'] or '-':<10} {r['name']:<32} classes={classes:<3} "
+                   f"{'promoted' if r['promoted'] else '        '}  {(r['sha256'] or '-')[:12]}")
 
 
 @main.command()
@@ -155,13 +235,15 @@ def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None) -> 
     from producer import export as exporter
     from producer.model_versions import current_detector
     from shared import store
-    from shared.labels import Thresholds
+    from shared.labels import CROP_CLASSES, Thresholds
+    from shared.schemas import ModelKind
 
     settings = _settings(ctx)
     d = settings.detector
     thresholds = Thresholds(d.animal_threshold, d.person_threshold, d.vehicle_threshold)
     with _sessions(settings).begin() as session:
         version = current_detector(session, settings.detector)
+        crop_model = next(iter(store.promoted_models(session, ModelKind.CROPS)), None)
         archives = store.archives(session)
         if archive is not None:
             archives = [a for a in archives if Path(a.root) == archive.resolve()]
@@ -177,10 +259,13 @@ def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None) -> 
                 from datetime import datetime
 
                 info = exporter.md_info(version, {"detector": settings.detector.model_dump()}, datetime.now())
-                count = exporter.write_md_json(out, store.image_results(session, archives[0].id, version.id), info)
+                count = exporter.write_md_json(out, store.image_results(session, archives[0].id, version.id), info,
+                                               crop_model)
             else:
                 rows = ((a, r) for a in archives for r in store.image_results(session, a.id, version.id))
-                count = exporter.write_csv(out, rows, version.name, thresholds)
+                names = {v.id: v.name for v in store.model_versions(session)}
+                classes = (crop_model.manifest or {}).get("classes") if crop_model else None
+                count = exporter.write_csv(out, rows, thresholds, names, classes or CROP_CLASSES)
     click.echo(f"wrote {count} images to {output}")
 
 
@@ -199,34 +284,32 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
 
     from producer.embedded import run_pipeline
     from producer.summary import format_table, summarize, summary_rows
-    from shared.labels import Thresholds
+    from shared.schemas import Stage
 
     settings = _settings(ctx)
-    bar = tqdm(unit="img", desc="detect", dynamic_ncols=True, disable=None)
+    bars = {stage: tqdm(unit="img", desc=f"{stage.value:<8}", dynamic_ncols=True, disable=None, position=i)
+            for i, stage in enumerate(Stage)}
 
-    def on_registered(total: int, finished: int) -> None:
-        bar.reset(total=total)
-        bar.update(finished)
-
-    def on_progress(finished: int, total: int) -> None:
-        bar.total = total
-        bar.update(finished - bar.n)
+    def on_progress(progress: dict) -> None:
+        for stage, bar in bars.items():
+            bar.total = progress[stage].total
+            bar.update(progress[stage].finished - bar.n)
 
     try:
-        result = run_pipeline(settings, archive, region, workers or settings.embedded_workers,
-                              on_registered, on_progress)
+        result = run_pipeline(settings, archive, region, workers or settings.embedded_workers, on_progress)
     except KeyboardInterrupt:
-        bar.close()
+        for bar in bars.values():
+            bar.close()
         click.echo("\ninterrupted: workers stopped; run the same command again to resume", err=True)
         sys.exit(130)
-    bar.close()
-    d = settings.detector
+    for bar in bars.values():
+        bar.close()
     with _sessions(settings).begin() as session:
-        summary = summarize(session, result.archive_id, result.model_version_id,
-                            Thresholds(d.animal_threshold, d.person_threshold, d.vehicle_threshold))
-    rate = result.processed / result.elapsed_s if result.elapsed_s > 0 and result.processed else 0.0
-    click.echo(f"\n{archive}: {result.registered} newly registered, {result.processed} processed in "
-               f"{result.elapsed_s:.1f} s ({rate:.2f} img/s)")
+        summary = summarize(session, result.archive_id, result.model_version_id)
+    click.echo(f"\n{archive}: {result.registered} newly registered in {result.elapsed_s:.1f} s")
+    for stage, count in result.processed.items():
+        rate = count / result.elapsed_s if result.elapsed_s > 0 and count else 0.0
+        click.echo(f"  {stage.value}: {count} processed ({rate:.2f} img/s over the run)")
     click.echo(format_table(summary_rows(summary)))
     click.echo(f"database: {settings.database_url}")
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.5
 STOP_TIMEOUT_S = 30
 DETECT_ENV_PYTHON = Path(".venv/detect/bin/python")
+CLASSIFY_ENV_PYTHON = Path(".venv/classify/bin/python")
 
 
 def absolute_database_url(url: str) -> str:
@@ -55,17 +56,27 @@ def embedded_broker_url(database_url: str) -> str:
     return f"sqla+sqlite:///{data_dir(database_url) / 'broker.sqlite3'}"
 
 
-def detect_python(settings: Settings) -> str:
-    """The interpreter of the detect environment (PyTorch + megadetector)."""
-    if settings.detect_python:
-        return str(settings.detect_python)
-    if importlib.util.find_spec("megadetector") is not None:
+def environment_python(configured: Path | None, module: str, env_python: Path, stage: str) -> str:
+    """The interpreter of a worker environment: the configured one, this one if it can import
+    ``module``, else the one ``make setup`` created."""
+    if configured:
+        return str(configured)
+    if importlib.util.find_spec(module) is not None:
         return sys.executable
-    if DETECT_ENV_PYTHON.exists():
-        return str(DETECT_ENV_PYTHON.resolve())
-    raise RuntimeError(
-        "no detect environment: run `make setup` (creates .venv/detect), or set TRAPLINE_DETECT_PYTHON"
-    )
+    if env_python.exists():
+        return str(env_python.resolve())
+    raise RuntimeError(f"no {stage} environment: run `make setup` (creates {env_python.parent.parent}), "
+                       f"or set TRAPLINE_{stage.upper()}_PYTHON")
+
+
+def detect_python(settings: Settings) -> str:
+    """The detect environment (PyTorch + megadetector)."""
+    return environment_python(settings.detect_python, "megadetector", DETECT_ENV_PYTHON, "detect")
+
+
+def classify_python(settings: Settings) -> str:
+    """The classify environment (Keras + TensorFlow)."""
+    return environment_python(settings.classify_python, "tensorflow", CLASSIFY_ENV_PYTHON, "classify")
 
 
 @dataclass
@@ -74,6 +85,7 @@ class LocalWorkers:
 
     processes: list[subprocess.Popen]
     log_dir: Path
+    queue: str
 
     @classmethod
     def start(cls, python: str, count: int, queue: str, environment: dict[str, str], log_dir: Path) -> LocalWorkers:
@@ -89,7 +101,7 @@ class LocalWorkers:
                     command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                 ))
         log.info("started %d %s worker(s); logs in %s", count, queue, log_dir)
-        return cls(processes, log_dir)
+        return cls(processes, log_dir, queue)
 
     def alive(self) -> int:
         return sum(p.poll() is None for p in self.processes)
@@ -113,34 +125,35 @@ def worker_environment(database_url: str, broker_url: str) -> dict[str, str]:
     return environment
 
 
-def wait_for(done: Callable[[], bool], workers: LocalWorkers, on_poll: Callable[[], None]) -> None:
-    """Poll until ``done()``; fail fast when every worker has exited."""
+def wait_for(done: Callable[[], bool], groups: list[LocalWorkers], on_poll: Callable[[], None]) -> None:
+    """Poll until ``done()``; fail fast when every worker of a queue has exited."""
     while True:
         on_poll()
         if done():
             return
-        if workers.alive() == 0:
-            raise RuntimeError(f"all workers exited; see the logs in {workers.log_dir}")
+        for group in groups:
+            if group.alive() == 0:
+                raise RuntimeError(f"all {group.queue} workers exited; see the logs in {group.log_dir}")
         time.sleep(POLL_INTERVAL_S)
 
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
     archive_id: int
-    model_version_id: int
+    model_version_id: int  # the detector's
     registered: int
     enqueued: int
     elapsed_s: float
-    processed: int  # images finished during this run
+    processed: dict  # Stage -> images finished during this run
 
 
 def run_pipeline(
     settings: Settings, root: Path, region: str | None, workers: int,
-    on_registered: Callable[[int, int], None] = lambda total, finished: None,
-    on_progress: Callable[[int, int], None] = lambda finished, total: None,
+    on_progress: Callable[[dict], None] = lambda progress: None,
 ) -> RunResult:
-    """Scan, enqueue, start local workers, wait until every image of the archive has a detect
-    outcome, stop the workers. Interrupting (KeyboardInterrupt) stops the workers too."""
+    """Scan, enqueue, start local detect and classify workers, wait until every image of the
+    archive has an outcome in both stages, stop the workers. Interrupting (KeyboardInterrupt)
+    stops the workers too."""
     from producer.enqueue import enqueue_pending, register_archive
     from producer.model_versions import current_detector
     from shared import store
@@ -150,39 +163,50 @@ def run_pipeline(
 
     database_url = absolute_database_url(settings.database_url)
     broker_url = embedded_broker_url(database_url)
-    python = detect_python(settings)
+    pythons = {Stage.DETECT: detect_python(settings), Stage.CLASSIFY: classify_python(settings)}
     ensure_schema(database_url)
     sessions = store.make_sessionmaker(store.make_engine(database_url))
     with sessions.begin() as session:
         registration = register_archive(session, root, region, settings.path_pattern)
         detector = current_detector(session, settings.detector)
-        store.abandon_open_batches(session, Stage.DETECT)  # their messages die with the purge below
+        for stage in Stage:  # their messages die with the purge below
+            store.abandon_open_batches(session, stage)
     archive_id, model_version_id = registration.archive_id, detector.id
 
-    def progress() -> store.StageProgress:
+    def progress() -> dict:
         with sessions() as session:
-            return store.stage_progress(session, Stage.DETECT, model_version_id, archive_id)
+            return {stage: store.stage_progress(session, stage, model_version_id, archive_id) for stage in Stage}
 
     before = progress()
-    on_registered(before.total, before.finished)
+    on_progress(before)
     app = create_celery(settings, broker_url=broker_url)
     with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(Queue.DETECT.value)
-    enqueued = enqueue_pending(sessions, app, Stage.DETECT, model_version_id, settings.batch_size, archive_id)
+        for queue in Queue:
+            connection.default_channel.queue_purge(queue.value)
+    enqueued = 0
+    for stage in Stage:  # classify: images detected earlier whose classification was lost
+        enqueued += enqueue_pending(sessions, app, stage, model_version_id, settings.batch_size, archive_id).images
     start = time.monotonic()
-    if enqueued.images:
-        local = LocalWorkers.start(python, workers, Queue.DETECT.value,
-                                   worker_environment(database_url, broker_url), data_dir(database_url) / "logs")
+    if enqueued:
+        environment = worker_environment(database_url, broker_url)
+        logs = data_dir(database_url) / "logs"
+        local = [LocalWorkers.start(pythons[Stage.DETECT], workers, Queue.DETECT.value, environment, logs),
+                 LocalWorkers.start(pythons[Stage.CLASSIFY], 1, Queue.CLASSIFY.value, environment, logs)]
         try:
             state = {"progress": before}
 
             def poll() -> None:
                 state["progress"] = progress()
-                on_progress(state["progress"].finished, state["progress"].total)
+                on_progress(state["progress"])
 
-            wait_for(lambda: state["progress"].finished >= state["progress"].total, local, poll)
+            def finished() -> bool:
+                now = state["progress"]
+                return all(p.finished >= p.total and p.queued + p.running == 0 for p in now.values())
+
+            wait_for(finished, local, poll)
         finally:
-            local.stop()
+            for group in local:
+                group.stop()
     after = progress()
-    return RunResult(archive_id, model_version_id, registration.added, enqueued.images,
-                     time.monotonic() - start, after.finished - before.finished)
+    return RunResult(archive_id, model_version_id, registration.added, enqueued, time.monotonic() - start,
+                     {stage: after[stage].finished - before[stage].finished for stage in Stage})

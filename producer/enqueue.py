@@ -17,13 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from producer.scan import PathPattern, ScanReport, ScannedFile, scan_archive
 from shared import store
-from shared.celery_app import TaskName
+from shared.celery_app import STAGE_TASKS
 from shared.schemas import ProcessBatch, Stage
 
 log = logging.getLogger(__name__)
 
 BATCHES_PER_COMMIT = 50  # batch rows committed together before their messages are sent
-STAGE_TASKS = {Stage.DETECT: TaskName.DETECT_BATCH}
 
 
 @dataclass(frozen=True, slots=True)

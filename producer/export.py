@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import IO, Any
 
 from shared.db import Archive, DetectionRow, ModelVersion
 from shared.labels import (
-    ANIMAL, DETECTION_CATEGORIES, PERSON, VEHICLE, Thresholds, counted, detection_label, max_conf_per_category,
+    ANIMAL, CROP_CLASSES, DEFAULT_REGION_PROFILES, DETECTION_CATEGORIES, PERSON, VEHICLE, Thresholds, allowed_classes,
+    counted, detection_label, max_conf_per_category,
 )
 from shared.schemas import Detection, OutcomeStatus
 from shared.store import ImageResult
@@ -27,19 +28,31 @@ MD_DATETIME_FORMAT = "%Y:%m:%d %H:%M:%S"
 MDV5_THRESHOLDS = (0.2, 0.05)
 UNKNOWN_THRESHOLDS = (0.2, 0.1)
 
-CSV_COLUMNS = (
-    "file", "archive", "region", "site", "camera", "timestamp", "width", "height", "label",
-    "max_conf_animal", "max_conf_person", "max_conf_vehicle", "n_animal", "n_person", "n_vehicle",
-    "detector", "failure", "flags",
+TOP_CLASSIFICATIONS = 3  # classes listed per cropped detection in MD JSON
+
+CSV_LEADING = (
+    "image_id", "archive", "rel_path", "region", "site", "camera", "timestamp", "width", "height",
+    "md_label", "md_max_conf", "max_conf_animal", "max_conf_person", "max_conf_vehicle",
+    "n_animal", "n_person", "n_vehicle", "quality_p_bad", "quality_label",
 )
+CSV_TRAILING = (
+    "animal_total", "animal_present", "has_human", "final_label", "v_quality",
+    "detector", "quality_model", "crops_model", "failure", "flags",
+)
+
+
+def csv_columns(crop_classes: Sequence[str] = CROP_CLASSES) -> list[str]:
+    """trapline's per-image CSV (FORMATS.md §3): one count column per crop class."""
+    return [*CSV_LEADING, *(f"count_{c}" for c in crop_classes), *CSV_TRAILING]
 
 
 def _detections(rows: Iterable[DetectionRow]) -> list[Detection]:
     return [row.to_detection() for row in rows]
 
 
-def md_image_entry(result: ImageResult) -> dict[str, Any]:
-    """One ``images[]`` entry: failures get ``detections: null``; boxes sorted by conf."""
+def md_image_entry(result: ImageResult, crop_model: ModelVersion | None = None) -> dict[str, Any]:
+    """One ``images[]`` entry: failures get ``detections: null``; boxes sorted by conf; cropped
+    animal boxes carry their top region-restricted crop classes."""
     image, outcome = result.image, result.outcome
     entry: dict[str, Any] = {"file": image.rel_path}
     if outcome is None or outcome.status == OutcomeStatus.FAILED:
@@ -49,12 +62,25 @@ def md_image_entry(result: ImageResult) -> dict[str, Any]:
     entry["detections"] = [
         {"category": str(d.category), "conf": round(d.conf, CONF_DIGITS),
          "bbox": [round(v, COORD_DIGITS) for v in d.bbox]}
-        for d in sorted(_detections(result.detections), key=lambda d: -d.conf)
+        for d in _detections(result.detections)  # stored order: conf descending, as classified
     ]
+    if crop_model is not None and result.crops:
+        manifest = crop_model.manifest or {}
+        classes = manifest.get("classes") or []
+        allowed = allowed_classes(image.region, manifest.get("regions") or DEFAULT_REGION_PROFILES)
+        for index, crop in result.crops.items():
+            if index < len(entry["detections"]):
+                entry["detections"][index]["classifications"] = _top_classes(crop.probabilities, classes, allowed)
     if image.width and image.height:
         entry["width"], entry["height"] = image.width, image.height
     entry["datetime"] = image.taken_at.strftime(MD_DATETIME_FORMAT) if image.taken_at else None
     return entry
+
+
+def _top_classes(probabilities: Sequence[float], classes: Sequence[str], allowed: Collection[str] | None) -> list:
+    ranked = sorted(((p, i) for i, p in enumerate(probabilities) if allowed is None or classes[i] in allowed),
+                    reverse=True)
+    return [[str(i), round(p, CONF_DIGITS)] for p, i in ranked[:TOP_CLASSIFICATIONS]]
 
 
 def md_info(detector: ModelVersion, settings: dict[str, Any], completed: datetime) -> dict[str, Any]:
@@ -74,25 +100,35 @@ def md_info(detector: ModelVersion, settings: dict[str, Any], completed: datetim
     }
 
 
-def write_md_json(out: IO[str], results: Iterable[ImageResult], info: dict[str, Any]) -> int:
+def write_md_json(out: IO[str], results: Iterable[ImageResult], info: dict[str, Any],
+                  crop_model: ModelVersion | None = None) -> int:
     """Write a batch output file, one image entry at a time; returns the number of images."""
+    if crop_model is not None:
+        info = {**info, "classifier": f"{crop_model.name} (sha256 {crop_model.sha256})"}
     out.write('{"info": ' + json.dumps(info) + ',\n "detection_categories": ')
     out.write(json.dumps({str(k): v for k, v in DETECTION_CATEGORIES.items()}))
+    if crop_model is not None:
+        classes = (crop_model.manifest or {}).get("classes") or []
+        out.write(',\n "classification_categories": ' + json.dumps({str(i): c for i, c in enumerate(classes)}))
     out.write(',\n "images": [')
     count = 0
     for result in results:
-        out.write(("\n  " if count == 0 else ",\n  ") + json.dumps(md_image_entry(result)))
+        out.write(("\n  " if count == 0 else ",\n  ") + json.dumps(md_image_entry(result, crop_model)))
         count += 1
     out.write("\n ]\n}\n")
     return count
 
 
-def csv_row(result: ImageResult, archive: Archive, detector_name: str, thresholds: Thresholds) -> dict[str, Any]:
-    image, outcome = result.image, result.outcome
+def csv_row(result: ImageResult, archive: Archive, thresholds: Thresholds, names: dict[int, str],
+            crop_classes: Sequence[str] = CROP_CLASSES) -> dict[str, Any]:
+    """One image's row; ``names`` maps model version ids to their names."""
+    image, outcome, labels = result.image, result.outcome, result.labels
     row: dict[str, Any] = {
-        "file": image.rel_path, "archive": archive.root, "region": image.region, "site": image.site,
-        "camera": image.camera, "timestamp": image.taken_at.isoformat(sep=" ") if image.taken_at else "",
-        "width": image.width, "height": image.height, "detector": detector_name,
+        "image_id": image.id, "archive": archive.root, "rel_path": image.rel_path, "region": image.region,
+        "site": image.site, "camera": image.camera,
+        "timestamp": image.taken_at.isoformat(sep=" ") if image.taken_at else "",
+        "width": image.width, "height": image.height,
+        "detector": names.get(outcome.model_version_id, "") if outcome else "",
         "failure": outcome.failure if outcome else "not processed", "flags": (outcome.flags if outcome else "") or "",
     }
     if outcome is None or outcome.status == OutcomeStatus.FAILED:
@@ -101,23 +137,34 @@ def csv_row(result: ImageResult, archive: Archive, detector_name: str, threshold
     best = max_conf_per_category(detections)
     boxes = counted(detections, thresholds)
     row.update({
-        "label": detection_label(detections, thresholds).value,
+        "md_label": detection_label(detections, thresholds).value, "md_max_conf": round(max(best.values()), CONF_DIGITS),
         "max_conf_animal": round(best[ANIMAL], CONF_DIGITS), "max_conf_person": round(best[PERSON], CONF_DIGITS),
         "max_conf_vehicle": round(best[VEHICLE], CONF_DIGITS),
         "n_animal": sum(d.category == ANIMAL for d in boxes), "n_person": sum(d.category == PERSON for d in boxes),
         "n_vehicle": sum(d.category == VEHICLE for d in boxes), "failure": "",
     })
+    if labels is not None:
+        counts = labels.counts or {}
+        row.update({
+            "quality_p_bad": "" if labels.p_bad is None else round(labels.p_bad, CONF_DIGITS),
+            "quality_label": labels.quality_label or "", **{f"count_{c}": counts.get(c, 0) for c in crop_classes},
+            "animal_total": "" if labels.animal_total is None else labels.animal_total,
+            "animal_present": labels.animal_present, "has_human": int(labels.has_human),
+            "final_label": labels.final_label, "v_quality": labels.v_quality,
+            "quality_model": names.get(labels.quality_version_id, ""), "crops_model": names.get(labels.crops_version_id, ""),
+        })
     return row
 
 
 def write_csv(
-    out: IO[str], results: Iterable[tuple[Archive, ImageResult]], detector_name: str, thresholds: Thresholds
+    out: IO[str], results: Iterable[tuple[Archive, ImageResult]], thresholds: Thresholds, names: dict[int, str],
+    crop_classes: Sequence[str] = CROP_CLASSES,
 ) -> int:
-    """The per-image CSV: one row per image, label from the counting thresholds."""
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="raise")
+    """The per-image CSV: detection label and counts from the thresholds, the paper's labels."""
+    writer = csv.DictWriter(out, fieldnames=csv_columns(crop_classes), extrasaction="raise")
     writer.writeheader()
     count = 0
     for archive, result in results:
-        writer.writerow(csv_row(result, archive, detector_name, thresholds))
+        writer.writerow(csv_row(result, archive, thresholds, names, crop_classes))
         count += 1
     return count

@@ -2,39 +2,36 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 from shared import store
-from shared.labels import Thresholds, detection_label
-from shared.schemas import ImageFlag, OutcomeStatus, Stage
+from shared.schemas import ImageFlag, Stage
 
 
 @dataclass(frozen=True, slots=True)
 class Summary:
     images: int
-    done: int
+    detected: int
     failed: int
+    classified: int
     truncated: int
     failures: dict[str, int]
-    labels: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def summarize(session: Session, archive_id: int, model_version_id: int, thresholds: Thresholds) -> Summary:
-    """Counts per outcome, failure reason and image label, streamed over the archive's images."""
-    progress = store.stage_progress(session, Stage.DETECT, model_version_id, archive_id)
-    labels: Counter[str] = Counter()
-    for result in store.image_results(session, archive_id, model_version_id):
-        if result.outcome is not None and result.outcome.status == OutcomeStatus.DONE:
-            boxes = [row.to_detection() for row in result.detections]
-            labels[detection_label(boxes, thresholds).value] += 1
+def summarize(session: Session, archive_id: int, detector_version_id: int) -> Summary:
+    """Counts per outcome, failure reason and label, computed in the database."""
+    detect = store.stage_progress(session, Stage.DETECT, detector_version_id, archive_id)
+    classify = store.stage_progress(session, Stage.CLASSIFY, detector_version_id, archive_id)
+    failures = store.failure_counts(session, Stage.DETECT, detector_version_id, archive_id)
+    for reason, count in store.failure_counts(session, Stage.CLASSIFY, detector_version_id, archive_id).items():
+        failures[reason] = failures.get(reason, 0) + count
     return Summary(
-        images=progress.total, done=progress.done, failed=progress.failed,
-        truncated=store.flagged_count(session, Stage.DETECT, model_version_id, ImageFlag.TRUNCATED, archive_id),
-        failures=store.failure_counts(session, Stage.DETECT, model_version_id, archive_id),
-        labels=dict(sorted(labels.items())),
+        images=detect.total, detected=detect.done, failed=detect.failed + classify.failed, classified=classify.done,
+        truncated=store.flagged_count(session, Stage.DETECT, detector_version_id, ImageFlag.TRUNCATED, archive_id),
+        failures=failures, labels=store.label_counts(session, archive_id, detector_version_id),
     )
 
 
@@ -45,9 +42,11 @@ def format_table(rows: list[tuple[str, object]]) -> str:
 
 def summary_rows(summary: Summary) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [
-        ("images", summary.images), ("detected", summary.done), ("failed", summary.failed),
-        ("truncated (processed)", summary.truncated),
+        ("images", summary.images), ("detected", summary.detected), ("classified", summary.classified),
+        ("failed", summary.failed), ("truncated (processed)", summary.truncated),
     ]
     rows += [(f"  failed: {reason}", count) for reason, count in sorted(summary.failures.items())]
-    rows += [(f"label {label}", count) for label, count in summary.labels.items()]
+    names = {"final_label": "final", "detection_label": "MegaDetector", "quality_label": "quality"}
+    for column, counts in summary.labels.items():
+        rows += [(f"{names[column]} {label if label != 'None' else '(no model)'}", n) for label, n in sorted(counts.items())]
     return rows

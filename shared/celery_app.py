@@ -14,14 +14,20 @@ from shared.config import Settings, get_settings
 
 
 class Queue(StrEnum):
-    DETECT = "detect"
+    DETECT = "detect"  # PyTorch environment
+    CLASSIFY = "classify"  # TensorFlow environment
 
 
 class TaskName(StrEnum):
     DETECT_BATCH = "trapline.detect_batch"
+    CLASSIFY_BATCH = "trapline.classify_batch"
 
 
-TASK_ROUTES = {TaskName.DETECT_BATCH.value: {"queue": Queue.DETECT.value}}
+TASK_ROUTES = {
+    TaskName.DETECT_BATCH.value: {"queue": Queue.DETECT.value},
+    TaskName.CLASSIFY_BATCH.value: {"queue": Queue.CLASSIFY.value},
+}
+STAGE_TASKS = {"detect": TaskName.DETECT_BATCH, "classify": TaskName.CLASSIFY_BATCH}
 
 
 def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -38,6 +39,32 @@ class DetectorSettings(BaseModel):
     infer_batch_size: int = Field(8, ge=1, description="Images per forward pass (a task's batch is split into these).")
 
 
+class QualitySettings(BaseModel):
+    """The image-quality model (WORKFLOW.md, step 1a)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bad_threshold: float = Field(0.95, ge=0, le=1, description="Bad iff P(Bad) ≥ this (Celis 2024 scripts).")
+
+
+class CropSettings(BaseModel):
+    """Square crops of animal boxes and the crop classifier (WORKFLOW.md, step 2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(0.1, ge=0, le=1, description="Animal boxes at or above this are cropped and classified.")
+    batch_size: int = Field(32, ge=1, description="Crops (and whole images) per classifier forward pass.")
+
+
+class LabelSettings(BaseModel):
+    """How the final per-image label is derived (WORKFLOW.md, "Final label")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    animal_human_as: Literal["crops", "human"] = Field("crops", description="Animal_Human images: crops decide (scripts) or Human.")
+    script_compat: bool = Field(False, description="Reproduce the authors' scripts: Bad beats Human, v_quality always 1.")
+
+
 class Settings(BaseSettings):
     """Everything a producer, a worker or a test can configure."""
 
@@ -58,7 +85,12 @@ class Settings(BaseSettings):
     max_retries: int = Field(5, ge=0, description="Retries of a batch after database or broker errors.")
     detect_python: Path | None = Field(None, description="Interpreter of the detect environment used by `trapline run`; default: this one if it has megadetector, else .venv/detect/bin/python.")
     embedded_workers: int = Field(1, ge=1, description="Detect worker processes `trapline run` starts.")
+    classify_python: Path | None = Field(None, description="Interpreter of the classify environment used by `trapline run` and `models import`; default: this one if it has TensorFlow, else .venv/classify/bin/python.")
+    model_root: Path = Field(Path("trapline-data/models"), description="Where imported classifier files are stored, by SHA-256, with their manifests.")
     detector: DetectorSettings = DetectorSettings()
+    quality: QualitySettings = QualitySettings()
+    crops: CropSettings = CropSettings()
+    labels: LabelSettings = LabelSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -103,6 +103,7 @@ class ModelVersion(Base):
 
     id: Mapped[intpk]
     kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind))
+    region: Mapped[str | None] = mapped_column(String(128))  # quality models: the region they serve
     name: Mapped[str] = mapped_column(String(256))  # weights file name, e.g. md_v5a.0.1.pt
     source: Mapped[str] = mapped_column(String(4096))  # known model name or file path
     sha256: Mapped[str | None] = mapped_column(String(64))
@@ -178,3 +179,44 @@ class DetectionRow(Base):
 
     def to_detection(self) -> Detection:
         return Detection(self.category, self.conf, (self.x, self.y, self.w, self.h))
+
+
+class Classification(Base):
+    """A raw classifier output: the quality model on a whole image, or the crop model on one box."""
+
+    __tablename__ = "classifications"
+    __table_args__ = (Index("ix_classifications_image_model", "image_id", "model_version_id"),)
+
+    id: Mapped[bigid]
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    detection_index: Mapped[int | None]  # crops: the box's rank among the image's detections
+    bbox: Mapped[list[float] | None] = mapped_column(JSON)  # crops: normalised x, y, w, h
+    crop: Mapped[list[int] | None] = mapped_column(JSON)  # crops: x, y, width, height, side (px)
+    probabilities: Mapped[list[float]] = mapped_column(JSON)  # in the model's class order
+    label: Mapped[str] = mapped_column(String(64))
+    conf: Mapped[float]
+
+
+class ImageLabel(Base):
+    """The paper's per-image labels, derived from raw outputs, with the model versions used."""
+
+    __tablename__ = "image_labels"
+    __table_args__ = (UniqueConstraint("image_id", "detector_version_id"),)
+
+    id: Mapped[bigid]
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    quality_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    crops_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    detection_label: Mapped[str] = mapped_column(String(32))
+    p_bad: Mapped[float | None]
+    quality_label: Mapped[str | None] = mapped_column(String(16))  # None: no quality model (treated as Good)
+    merged_label: Mapped[str] = mapped_column(String(32))
+    animal_total: Mapped[int | None]  # None: no crop model (detections decided)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    animal_present: Mapped[str] = mapped_column(String(16))
+    has_human: Mapped[bool] = mapped_column(Boolean)
+    v_quality: Mapped[int]
+    final_label: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -15,10 +15,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+CLASSIFIER_PREPROCESSING = "rgb-nearest-squash-rescale-1/255"  # recorded in every classifier manifest
+
+
 class Stage(StrEnum):
     """A step of the workflow; each has its own queue and its own per-image outcome."""
 
     DETECT = "detect"
+    CLASSIFY = "classify"
 
 
 class OutcomeStatus(StrEnum):
@@ -37,6 +41,7 @@ class Failure(StrEnum):
     """Why one image could not be processed. Stored as data; the batch goes on."""
 
     MISSING = "file missing"
+    NO_DETECTIONS = "no detections to classify"
     UNREADABLE = "file unreadable"
     ZERO_BYTE = "zero-byte file"
     NOT_AN_IMAGE = "not an image"
@@ -53,10 +58,16 @@ class ImageFlag(StrEnum):
 
 class ModelKind(StrEnum):
     DETECTOR = "detector"
+    QUALITY = "quality"  # ResNet-50 Good/Bad on the whole image, one per region
+    CROPS = "crops"  # ResNet-50 on square crops of animal boxes (rock, bait, empty, species)
 
 
 class ProcessBatch(BaseModel):
-    """Message of `trapline.detect_batch`: process these images with this model version."""
+    """Message of `trapline.detect_batch` and `trapline.classify_batch`: process these images.
+
+    ``model_version_id`` is the detector's in both stages: classification works on that
+    detector's boxes, and its outcome is keyed by it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -112,5 +123,31 @@ class DetectOutcome:
     failure: Failure | None = None
     detail: str | None = None
     flags: tuple[ImageFlag, ...] = ()
+    decode_s: float = 0.0
+    infer_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CropClassification:
+    """The crop model's output for one animal box."""
+
+    detection_index: int  # position in the image's detections, sorted by confidence
+    detection: Detection
+    crop: tuple[int, int, int, int, int]  # x, y, width, height cut from the image, square side
+    probabilities: tuple[float, ...]  # softmax over the model's classes, unrestricted
+    label: str  # region-restricted argmax
+    conf: float  # its (unrenormalised) probability
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyOutcome:
+    """The classify stage's result for one image (labels are derived from it by shared.labels)."""
+
+    image_id: int
+    status: OutcomeStatus
+    quality: tuple[float, ...] | None = None  # softmax of the quality model, or None without one
+    crops: tuple[CropClassification, ...] | None = None  # None without a crop model
+    failure: Failure | None = None
+    detail: str | None = None
     decode_s: float = 0.0
     infer_s: float = 0.0

@@ -19,8 +19,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.chunking import chunked
-from shared.db import Archive, Batch, BatchItem, DetectionRow, Image, ModelVersion, Outcome
-from shared.schemas import BatchStatus, DetectOutcome, ImageSource, ModelKind, OutcomeStatus, Stage
+from shared.db import Archive, Batch, BatchItem, Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome
+from shared.labels import ImageLabels
+from shared.schemas import BatchStatus, ClassifyOutcome, Detection, DetectOutcome, ImageSource, ModelKind, OutcomeStatus, Stage
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,16 @@ def record_model_checksum(session: Session, model_version_id: int, sha256: str, 
 # --- batches ---------------------------------------------------------------------------------
 
 
+def _detected(model_version_id: int):  # noqa: ANN202 - SQL expression
+    """Images the detector processed successfully: the ones the classify stage works on."""
+    return exists().where(Outcome.image_id == Image.id, Outcome.stage == Stage.DETECT,
+                          Outcome.model_version_id == model_version_id, Outcome.status == OutcomeStatus.DONE)
+
+
+def _stage_images(stage: Stage, model_version_id: int) -> list:
+    return [_detected(model_version_id)] if stage == Stage.CLASSIFY else []
+
+
 def _without_result(stage: Stage, model_version_id: int):  # noqa: ANN202 - SQL expression
     has_outcome = exists().where(
         Outcome.image_id == Image.id, Outcome.stage == stage, Outcome.model_version_id == model_version_id
@@ -159,7 +170,7 @@ def _without_result(stage: Stage, model_version_id: int):  # noqa: ANN202 - SQL 
         Batch.model_version_id == model_version_id,
         Batch.status.in_([BatchStatus.QUEUED, BatchStatus.RUNNING]),
     )
-    return and_(~has_outcome, ~in_open_batch)
+    return and_(~has_outcome, ~in_open_batch, *_stage_images(stage, model_version_id))
 
 
 def pending_image_ids(
@@ -231,26 +242,36 @@ def start_batch(session: Session, batch_id: int, worker: str) -> bool:
 # --- results ---------------------------------------------------------------------------------
 
 
-def save_detect_outcomes(session: Session, batch_id: int | None, model_version_id: int, outcomes: Sequence[DetectOutcome]) -> None:
-    """Store one batch's detect results, replacing any earlier delivery's rows."""
-    if not outcomes:
-        return
-    outcomes = sorted(outcomes, key=lambda o: o.image_id)  # one lock order for concurrent deliveries
-    now = datetime.now(UTC)
+def _upsert_outcomes(session: Session, stage: Stage, batch_id: int | None, model_version_id: int,
+                     outcomes: Sequence[DetectOutcome | ClassifyOutcome], now: datetime) -> None:
+    """One outcome row per image (sorted: one lock order for concurrent deliveries)."""
     rows = [
         {
-            "image_id": o.image_id, "stage": Stage.DETECT, "model_version_id": model_version_id,
+            "image_id": o.image_id, "stage": stage, "model_version_id": model_version_id,
             "status": o.status, "failure": o.failure.value if o.failure else None,
-            "detail": (o.detail or None) and o.detail[:1024], "flags": ",".join(o.flags) or None,
+            "detail": (o.detail or None) and o.detail[:1024], "flags": ",".join(getattr(o, "flags", ())) or None,
             "batch_id": batch_id, "decode_s": o.decode_s, "infer_s": o.infer_s, "finished_at": now,
         }
-        for o in outcomes
+        for o in sorted(outcomes, key=lambda o: o.image_id)
     ]
     statement = _insert(session, Outcome).values(rows)
     session.execute(statement.on_conflict_do_update(
         index_elements=["image_id", "stage", "model_version_id"],
         set_={c: statement.excluded[c] for c in ("status", "failure", "detail", "flags", "batch_id", "decode_s", "infer_s", "finished_at")},
     ))
+
+
+def _finish_batch(session: Session, batch_id: int | None, now: datetime) -> None:
+    if batch_id is not None:
+        session.execute(update(Batch).where(Batch.id == batch_id).values(status=BatchStatus.DONE, finished_at=now))
+
+
+def save_detect_outcomes(session: Session, batch_id: int | None, model_version_id: int, outcomes: Sequence[DetectOutcome]) -> None:
+    """Store one batch's detect results, replacing any earlier delivery's rows."""
+    if not outcomes:
+        return
+    now = datetime.now(UTC)
+    _upsert_outcomes(session, Stage.DETECT, batch_id, model_version_id, outcomes, now)
     image_ids = [o.image_id for o in outcomes]
     session.execute(delete(DetectionRow).where(DetectionRow.image_id.in_(image_ids), DetectionRow.model_version_id == model_version_id))
     detections = [
@@ -267,8 +288,67 @@ def save_detect_outcomes(session: Session, batch_id: int | None, model_version_i
     ]
     if metadata:
         session.execute(update(Image), metadata)
-    if batch_id is not None:
-        session.execute(update(Batch).where(Batch.id == batch_id).values(status=BatchStatus.DONE, finished_at=now))
+    _finish_batch(session, batch_id, now)
+
+
+def classify_inputs(session: Session, image_ids: Sequence[int], detector_version_id: int) -> list[tuple[ImageSource, str | None, tuple[Detection, ...]]]:
+    """Each image's source, region and stored boxes (confidence descending), in ``image_ids`` order."""
+    sources = {s.image_id: s for s in load_sources(session, image_ids)}
+    regions = dict(session.execute(select(Image.id, Image.region).where(Image.id.in_(image_ids))).all())
+    boxes: dict[int, list[Detection]] = {i: [] for i in image_ids}
+    for row in session.scalars(
+        select(DetectionRow).where(DetectionRow.image_id.in_(image_ids), DetectionRow.model_version_id == detector_version_id)
+        .order_by(DetectionRow.image_id, DetectionRow.conf.desc(), DetectionRow.id)
+    ):
+        boxes[row.image_id].append(row.to_detection())
+    return [(sources[i], regions.get(i), tuple(boxes[i])) for i in image_ids if i in sources]
+
+
+def save_classify_outcomes(
+    session: Session, batch_id: int | None, detector_version_id: int, outcomes: Sequence[ClassifyOutcome],
+    labels: dict[int, ImageLabels], quality_versions: dict[int, int | None], crops_version_id: int | None,
+    p_bad: dict[int, float],
+) -> None:
+    """Store one batch's raw classifier outputs and derived labels, replacing earlier deliveries'."""
+    if not outcomes:
+        return
+    now = datetime.now(UTC)
+    _upsert_outcomes(session, Stage.CLASSIFY, batch_id, detector_version_id, outcomes, now)
+    image_ids = [o.image_id for o in outcomes]
+    used = {v for v in quality_versions.values() if v is not None} | ({crops_version_id} - {None})
+    if used:
+        session.execute(delete(Classification).where(Classification.image_id.in_(image_ids),
+                                                     Classification.model_version_id.in_(used)))
+    rows = []
+    for o in outcomes:
+        if o.quality is not None and quality_versions.get(o.image_id) is not None:
+            rows.append({"image_id": o.image_id, "model_version_id": quality_versions[o.image_id],
+                         "detection_index": None, "bbox": None, "crop": None, "probabilities": list(o.quality),
+                         "label": labels[o.image_id].quality.value if labels[o.image_id].quality else "",
+                         "conf": max(o.quality)})
+        for c in o.crops or ():
+            rows.append({"image_id": o.image_id, "model_version_id": crops_version_id,
+                         "detection_index": c.detection_index, "bbox": list(c.detection.bbox), "crop": list(c.crop),
+                         "probabilities": list(c.probabilities), "label": c.label, "conf": c.conf})
+    for chunk in chunked(rows, INSERT_CHUNK // 4):
+        session.execute(_insert(session, Classification).values(chunk))
+    label_rows = [
+        {"image_id": o.image_id, "detector_version_id": detector_version_id,
+         "quality_version_id": quality_versions.get(o.image_id), "crops_version_id": crops_version_id,
+         "detection_label": label.detection.value, "p_bad": p_bad.get(o.image_id),
+         "quality_label": label.quality.value if label.quality else None, "merged_label": label.merged.value,
+         "animal_total": label.animal_total, "counts": dict(label.counts), "animal_present": label.animal_present.value,
+         "has_human": label.has_human, "v_quality": label.v_quality, "final_label": label.final.value, "updated_at": now}
+        for o in sorted(outcomes, key=lambda o: o.image_id)
+        if (label := labels.get(o.image_id)) is not None
+    ]
+    if label_rows:
+        statement = _insert(session, ImageLabel).values(label_rows)
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["image_id", "detector_version_id"],
+            set_={c: statement.excluded[c] for c in label_rows[0] if c not in ("image_id", "detector_version_id")},
+        ))
+    _finish_batch(session, batch_id, now)
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -299,7 +379,7 @@ class StageProgress:
 
 def stage_progress(session: Session, stage: Stage, model_version_id: int, archive_id: int | None = None) -> StageProgress:
     image_filter = [] if archive_id is None else [Image.archive_id == archive_id]
-    total = session.scalar(select(func.count(Image.id)).where(*image_filter)) or 0
+    total = session.scalar(select(func.count(Image.id)).where(*image_filter, *_stage_images(stage, model_version_id))) or 0
     by_status = dict(session.execute(
         select(Outcome.status, func.count(Outcome.id))
         .join(Image, Image.id == Outcome.image_id)
@@ -359,11 +439,13 @@ def _aware(moment: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class ImageResult:
-    """One image with its outcome and detections for one stage's model version (for exports)."""
+    """One image with its detect outcome, boxes, labels and crop classifications (for exports)."""
 
     image: Image
     outcome: Outcome | None
     detections: list[DetectionRow]
+    labels: ImageLabel | None = None
+    crops: dict[int, Classification] | None = None  # detection index -> crop classification
 
 
 def image_results(
@@ -390,9 +472,19 @@ def image_results(
             .order_by(DetectionRow.image_id, DetectionRow.conf.desc(), DetectionRow.id)
         ):
             boxes[row.image_id].append(row)
+        labels = {row.image_id: row for row in session.scalars(
+            select(ImageLabel).where(ImageLabel.image_id.in_(ids), ImageLabel.detector_version_id == model_version_id))}
+        crops: dict[int, dict[int, Classification]] = {}
+        crop_versions = {label.crops_version_id for label in labels.values()} - {None}
+        if crop_versions:
+            for row in session.scalars(select(Classification).where(
+                    Classification.image_id.in_(ids), Classification.model_version_id.in_(crop_versions),
+                    Classification.detection_index.is_not(None))):
+                if labels[row.image_id].crops_version_id == row.model_version_id:
+                    crops.setdefault(row.image_id, {})[row.detection_index] = row
         for image, outcome in rows:
             if outcome is not None or not processed_only:
-                yield ImageResult(image, outcome, boxes[image.id])
+                yield ImageResult(image, outcome, boxes[image.id], labels.get(image.id), crops.get(image.id))
         last_path = rows[-1][0].rel_path
 
 
@@ -419,3 +511,66 @@ def flagged_count(session: Session, stage: Stage, model_version_id: int, flag: s
     if archive_id is not None:
         query = query.where(Image.archive_id == archive_id)
     return session.scalar(query) or 0
+
+
+# --- model registry --------------------------------------------------------------------------
+
+
+def promote_model_version(session: Session, model_version_id: int) -> None:
+    """Make this version the one used for its kind and region; demote the others."""
+    version = session.get(ModelVersion, model_version_id)
+    if version is None:
+        raise LookupError(f"model version {model_version_id} does not exist")
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.kind == version.kind, ModelVersion.id != version.id,
+               ModelVersion.region.is_(None) if version.region is None else ModelVersion.region == version.region)
+        .values(promoted=False)
+    )
+    version.promoted = True
+
+
+def promoted_models(session: Session, kind: ModelKind) -> list[ModelVersion]:
+    return list(session.scalars(
+        select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.promoted.is_(True)).order_by(ModelVersion.id)
+    ))
+
+
+def model_versions(session: Session) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.kind, ModelVersion.id)))
+
+
+def label_counts(session: Session, archive_id: int, detector_version_id: int) -> dict[str, dict[str, int]]:
+    """How many images carry each final label and each detection label (classified images)."""
+    counts: dict[str, dict[str, int]] = {}
+    for column in (ImageLabel.final_label, ImageLabel.detection_label, ImageLabel.quality_label):
+        rows = session.execute(
+            select(column, func.count(ImageLabel.id)).join(Image, Image.id == ImageLabel.image_id)
+            .where(Image.archive_id == archive_id, ImageLabel.detector_version_id == detector_version_id)
+            .group_by(column)
+        ).all()
+        counts[column.key] = {str(value): n for value, n in rows}
+    return counts
+
+
+def images_to_reclassify(session: Session, detector_version_id: int) -> list[int]:
+    """Classified images whose labels came from other quality or crop models than the promoted ones."""
+    promoted_quality = {v.region: v.id for v in promoted_models(session, ModelKind.QUALITY)}
+    promoted_crops = next((v.id for v in promoted_models(session, ModelKind.CROPS)), None)
+    stale = []
+    rows = session.execute(
+        select(ImageLabel.image_id, Image.region, ImageLabel.quality_version_id, ImageLabel.crops_version_id)
+        .join(Image, Image.id == ImageLabel.image_id).where(ImageLabel.detector_version_id == detector_version_id)
+    )
+    for image_id, region, quality_id, crops_id in rows:
+        wanted_quality = promoted_quality.get(region.lower() if region else None, promoted_quality.get(None))
+        if quality_id != wanted_quality or crops_id != promoted_crops:
+            stale.append(image_id)
+    return stale
+
+
+def forget_outcomes(session: Session, stage: Stage, model_version_id: int, image_ids: Sequence[int]) -> None:
+    """Drop these images' outcomes of a stage, so that they are pending again (reprocessing)."""
+    for chunk in chunked(image_ids, INSERT_CHUNK):
+        session.execute(delete(Outcome).where(Outcome.stage == stage, Outcome.model_version_id == model_version_id,
+                                              Outcome.image_id.in_(chunk)))

@@ -102,3 +102,29 @@ def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.detectors import build_random_yolov5
 
     return build_random_yolov5(tmp_path_factory.mktemp("detector") / "md_tiny_yolov5n.pt")
+
+
+CLASSIFY_PYTHON = REPO / ".venv" / "classify" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def classify_python() -> str:
+    """The classify environment's interpreter (Keras + TensorFlow), made by `make setup`."""
+    python = os.environ.get("TRAPLINE_CLASSIFY_PYTHON") or str(CLASSIFY_PYTHON)
+    if not Path(python).exists():
+        _missing(f"the classify environment ({python})")
+    return python
+
+
+@pytest.fixture(scope="session")
+def tiny_classifiers(classify_python: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random-weight Keras ResNet-50s (32 px): quality.h5 (Bad, Good) and crops.keras (16 classes),
+    built in the classify environment, plus crop_classes.txt."""
+    import json
+    import subprocess
+
+    out = tmp_path_factory.mktemp("classifiers")
+    result = subprocess.run([classify_python, "-m", "tests.support.classifiers", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=600, check=True)
+    paths = {k: Path(v) for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    return {**paths, "classes": out / "crop_classes.txt"}

@@ -3,6 +3,7 @@
 Tasks are bound to the app passed to :func:`register_tasks` (no module-level app). Inference
 tasks are acknowledged late and idempotent: a batch redelivered after a worker died replaces
 its own rows. Only database and broker errors are retried; an image's problem is an outcome.
+A detect batch, once stored, enqueues the classify batch of the same images.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import kombu.exceptions
 import redis.exceptions
@@ -20,11 +23,12 @@ from celery import Celery, Task
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import labels as rules
 from shared import store
-from shared.celery_app import TaskName
+from shared.celery_app import STAGE_TASKS, TaskName
 from shared.config import Settings
 from shared.db import ModelVersion
-from shared.schemas import ProcessBatch
+from shared.schemas import ClassifyOutcome, ModelKind, OutcomeStatus, ProcessBatch, Stage
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ RETRYABLE = (
     kombu.exceptions.OperationalError,
 )
 RETRY_BACKOFF_MAX_S = 300
+Send = Callable[[ProcessBatch], None]
 
 
 @dataclass
@@ -48,14 +53,14 @@ class WorkerContext:
     """
 
     settings: Settings
-    detectors: dict[int, object] = field(default_factory=dict)
+    models: dict[int, object] = field(default_factory=dict)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return store.make_sessionmaker(store.make_engine(self.settings.database_url))
 
     def detector(self, version: ModelVersion):  # noqa: ANN201 - worker.ml.detector.MegaDetector
-        if version.id not in self.detectors:
+        if version.id not in self.models:
             from worker.ml.detector import load_megadetector
 
             detector = load_megadetector(
@@ -64,12 +69,42 @@ class WorkerContext:
             )
             with self.sessions.begin() as session:
                 store.record_model_checksum(session, version.id, detector.sha256, detector.manifest())
-            self.detectors[version.id] = detector
-        return self.detectors[version.id]
+            self.models[version.id] = detector
+        return self.models[version.id]
+
+    def classifier(self, version: ModelVersion):  # noqa: ANN201 - worker.ml.classification.LoadedClassifier
+        """A registered Keras model, loaded only if its file still has the registered SHA-256."""
+        if version.id not in self.models:
+            from shared.checksums import file_sha256
+            from worker.ml.classification import LoadedClassifier
+            from worker.ml.classifier import load_model
+            from worker.ml.detector import ChecksumMismatch
+
+            path = Path(version.source)
+            if file_sha256(path) != version.sha256:
+                raise ChecksumMismatch(f"{path}: the file changed since it was imported (SHA-256 differs)")
+            self._tensorflow_memory_growth()
+            manifest = version.manifest or {}
+            self.models[version.id] = LoadedClassifier(
+                version.id, load_model(path), tuple(manifest["classes"]), manifest.get("regions") or {},
+            )
+        return self.models[version.id]
+
+    @staticmethod
+    def _tensorflow_memory_growth() -> None:
+        try:
+            import tensorflow as tf
+        except ImportError:  # Keras on another backend
+            return
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # already initialised: growth was set on the first load
+                pass
 
 
-def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str) -> dict:
-    """Detect one batch and store its outcomes; returns a small summary for Flower."""
+def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str, send: Send) -> dict:
+    """Detect one batch, store its outcomes, then enqueue the classify batch of its images."""
     from worker.ml.inference import detect_images
 
     with context.sessions.begin() as session:
@@ -88,24 +123,99 @@ def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str
         infer_batch=context.settings.detector.infer_batch_size,
     )
     elapsed = time.perf_counter() - start
+    detected = [o.image_id for o in outcomes if o.status == OutcomeStatus.DONE]
     with context.sessions.begin() as session:
         store.save_detect_outcomes(session, payload.batch_id, payload.model_version_id, outcomes)
-    failed = sum(1 for o in outcomes if o.failure is not None)
+        follow_up = store.create_batch(session, Stage.CLASSIFY, payload.model_version_id, detected) if detected else None
+    if follow_up is not None:
+        send(ProcessBatch(batch_id=follow_up, stage=Stage.CLASSIFY, model_version_id=payload.model_version_id,
+                          image_ids=detected))
+    failed = len(outcomes) - len(detected)
     log.info("batch %d: %d images (%d failed) in %.1f s", payload.batch_id, len(outcomes), failed, elapsed)
-    return {"batch_id": payload.batch_id, "images": len(outcomes), "failed": failed,
-            "seconds": round(elapsed, 2)}
+    return {"batch_id": payload.batch_id, "images": len(outcomes), "failed": failed, "seconds": round(elapsed, 2)}
+
+
+def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str) -> dict:
+    """Quality model + crop classifier on one batch; raw outputs and the paper's labels stored."""
+    from worker.ml.classification import ClassifyItem, classify_images
+
+    settings = context.settings
+    with context.sessions.begin() as session:
+        if not store.start_batch(session, payload.batch_id, worker_name):
+            return {"batch_id": payload.batch_id, "skipped": True}
+        inputs = store.classify_inputs(session, payload.image_ids, payload.model_version_id)
+        quality_versions = store.promoted_models(session, ModelKind.QUALITY)
+        crops_version = next(iter(store.promoted_models(session, ModelKind.CROPS)), None)
+    quality = {v.region: context.classifier(v) for v in quality_versions}
+    crops = context.classifier(crops_version) if crops_version else None
+    start = time.perf_counter()
+    outcomes = classify_images(
+        [ClassifyItem(source, region, boxes) for source, region, boxes in inputs], quality=quality, crops=crops,
+        crop_threshold=settings.crops.threshold, batch_size=settings.crops.batch_size,
+        decode_threads=settings.detector.decode_threads,
+    )
+    elapsed = time.perf_counter() - start
+    boxes = {source.image_id: detections for source, _, detections in inputs}
+    regions = {source.image_id: region for source, region, _ in inputs}
+    quality_of = {i: _quality_version(quality, regions[i]) for i in boxes}
+    image_labels, p_bad = {}, {}
+    for outcome in outcomes:
+        if outcome.status == OutcomeStatus.DONE:
+            image_labels[outcome.image_id], p_bad[outcome.image_id] = _labels(
+                settings, outcome, boxes[outcome.image_id], quality_of[outcome.image_id], crops)
+    with context.sessions.begin() as session:
+        store.save_classify_outcomes(
+            session, payload.batch_id, payload.model_version_id, outcomes, image_labels,
+            {i: (q.model_version_id if q else None) for i, q in quality_of.items()},
+            crops.model_version_id if crops else None, p_bad,
+        )
+    log.info("classify batch %d: %d images in %.1f s", payload.batch_id, len(outcomes), elapsed)
+    return {"batch_id": payload.batch_id, "images": len(outcomes), "seconds": round(elapsed, 2)}
+
+
+def _quality_version(quality: dict, region: str | None):  # noqa: ANN202 - LoadedClassifier | None
+    return quality.get(region.lower() if region else None) or quality.get(None)
+
+
+def _labels(settings: Settings, outcome: ClassifyOutcome, detections, quality_model, crops_model):  # noqa: ANN001, ANN202
+    """The paper's labels of one image from its raw outputs, and its P(Bad) (None without a model)."""
+    d = settings.detector
+    detection = rules.detection_label(detections, rules.Thresholds(d.animal_threshold, d.person_threshold,
+                                                                   d.vehicle_threshold))
+    p_bad = None
+    if outcome.quality is not None and quality_model is not None:
+        p_bad = outcome.quality[quality_model.classes.index("Bad")]
+    quality = rules.quality_label(p_bad, settings.quality.bad_threshold) if p_bad is not None else None
+    counts = None
+    if outcome.crops is not None and crops_model is not None:
+        junk = rules.JUNK_CLASSES & set(crops_model.classes)
+        counts = rules.crop_counts([c.label for c in outcome.crops], crops_model.classes, junk)
+    labels = rules.image_labels(detection, quality, counts, animal_human_as=settings.labels.animal_human_as,
+                                script_compat=settings.labels.script_compat)
+    return labels, p_bad
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Define trapline's tasks on ``app``."""
     context = WorkerContext(settings)
     hostname = socket.gethostname()
-
-    @app.task(
-        name=TaskName.DETECT_BATCH.value, bind=True, acks_late=True, reject_on_worker_lost=True,
-        autoretry_for=RETRYABLE, retry_backoff=True, retry_backoff_max=RETRY_BACKOFF_MAX_S,
-        retry_jitter=True, max_retries=settings.max_retries, throws=(ValidationError,),
+    policy = dict(
+        bind=True, acks_late=True, reject_on_worker_lost=True, autoretry_for=RETRYABLE, retry_backoff=True,
+        retry_backoff_max=RETRY_BACKOFF_MAX_S, retry_jitter=True, max_retries=settings.max_retries,
+        throws=(ValidationError,),
     )
+
+    def send(payload: ProcessBatch) -> None:
+        result = app.send_task(STAGE_TASKS[payload.stage].value, args=[payload.model_dump(mode="json")])
+        with context.sessions.begin() as session:
+            store.set_batch_task(session, payload.batch_id, result.id)
+
+    @app.task(name=TaskName.DETECT_BATCH.value, **policy)
     def detect_batch_task(self: Task, message: dict) -> dict:
         payload = ProcessBatch.model_validate(message)
-        return detect_batch(context, payload, self.request.hostname or hostname)
+        return detect_batch(context, payload, self.request.hostname or hostname, send)
+
+    @app.task(name=TaskName.CLASSIFY_BATCH.value, **policy)
+    def classify_batch_task(self: Task, message: dict) -> dict:
+        payload = ProcessBatch.model_validate(message)
+        return classify_batch(context, payload, self.request.hostname or hostname)

@@ -1,10 +1,12 @@
-"""The distributed path end to end on the shared photographs: `trapline scan` and `trapline
-enqueue` → Redis → two detect worker processes → PostgreSQL → MD JSON export that the
-megadetector package's validator accepts."""
+"""The distributed path end to end on the shared photographs: `trapline scan`, `models import`
+and `enqueue` → Redis → two detect workers (PyTorch environment) and a classify worker
+(TensorFlow environment) → PostgreSQL → CSV and MD JSON exports (the latter accepted by the
+megadetector package's validator), with Flower watching."""
 
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import os
 import socket
@@ -18,8 +20,10 @@ import pytest
 from sqlalchemy import func, select
 
 from shared import store
-from shared.db import Batch, DetectionRow, Image, Outcome
-from shared.schemas import BatchStatus, Failure, OutcomeStatus
+from producer.export import csv_columns
+from shared.db import Batch, Classification, DetectionRow, Image, ImageLabel, Outcome
+from shared.labels import CROP_CLASSES
+from shared.schemas import BatchStatus, OutcomeStatus
 from tests.support.workers import WorkerProcesses, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.detect]
@@ -50,7 +54,7 @@ def flower_answers(port: int) -> bool:
     return True
 
 
-def flower_tasks(port: int) -> dict:
+def flower_tasks(port: int, expected: int) -> dict:
     """Flower's task list (it needs credentials: without them it answers 401)."""
     url = f"http://127.0.0.1:{port}/api/tasks"
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -63,24 +67,36 @@ def flower_tasks(port: int) -> dict:
         nonlocal tasks
         with urllib.request.urlopen(request, timeout=10) as response:
             tasks = json.load(response)
-        return sum(t["name"] == "trapline.detect_batch" and t["state"] == "SUCCESS" for t in tasks.values()) >= 19
+        return sum(t["state"] == "SUCCESS" for t in tasks.values()) >= expected
     wait_until(all_seen, 60)
     return tasks
 
 
-def test_scan_enqueue_two_workers_postgres(camera_traps, tiny_detector, redis_url, postgres_url, tmp_path):
+def test_two_stages_on_workers_and_postgres(
+    camera_traps, tiny_detector, tiny_classifiers, classify_python, redis_url, postgres_url, tmp_path,
+):
     environment = {
         "TRAPLINE_DATABASE_URL": postgres_url, "TRAPLINE_REDIS_URL": redis_url,
         "TRAPLINE_DETECTOR__WEIGHTS": str(tiny_detector), "TRAPLINE_BATCH_SIZE": "16",
+        "TRAPLINE_CLASSIFY_PYTHON": classify_python, "TRAPLINE_MODEL_ROOT": str(tmp_path / "models"),
     }
+    # Given registered photographs and imported classifiers
     scanned = trapline(["scan", str(camera_traps), "--region", "finnmark"], environment, tmp_path)
     assert "302 images seen, 302 new" in scanned.stdout
     rescanned = trapline(["scan", str(camera_traps), "--region", "finnmark"], environment, tmp_path)
     assert "302 images seen, 0 new" in rescanned.stdout
+    trapline(["models", "import", "quality", "--region", "finnmark", "--file", str(tiny_classifiers["quality"]),
+              "--classes", "Bad,Good"], environment, tmp_path)
+    trapline(["models", "import", "crops", "--file", str(tiny_classifiers["crops"]),
+              "--classes-file", str(tiny_classifiers["classes"])], environment, tmp_path)
+    listed = json.loads(trapline(["models", "list", "--json"], environment, tmp_path).stdout)
+    assert {(m["kind"], m["region"], m["promoted"], len(m["classes"])) for m in listed} == {
+        ("quality", "finnmark", True, 2), ("crops", None, True, 16)}
     enqueued = trapline(["enqueue"], environment, tmp_path)
     assert "enqueued: 302 images in 19 batches" in enqueued.stdout
     assert "enqueued: 0 images" in trapline(["enqueue"], environment, tmp_path).stdout  # nothing twice
 
+    # When two detect workers and a classify worker (its own environment) run, watched by Flower
     sessions = store.make_sessionmaker(store.make_engine(postgres_url))
     flower_port = free_port()
     flower = subprocess.Popen(
@@ -89,47 +105,69 @@ def test_scan_enqueue_two_workers_postgres(camera_traps, tiny_detector, redis_ur
         env={**os.environ, **environment}, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_until(lambda: flower_answers(flower_port), 60)  # listening before any task event is sent
-    workers = WorkerProcesses(environment, tmp_path / "logs")
-    workers.start(2)
+    detect = WorkerProcesses(environment, tmp_path / "logs", "detect")
+    classify = WorkerProcesses(environment, tmp_path / "logs", "classify", python=classify_python)
+    detect.start(2)
+    classify.start(1)
     try:
         def finished() -> bool:
             with sessions() as session:
-                return session.scalar(select(func.count(Outcome.id))) == 302
-        wait_until(finished, E2E_TIMEOUT_S, workers)
-        tasks = flower_tasks(flower_port)
+                return session.scalar(select(func.count(Outcome.id))) == 2 * 302
+        wait_until(finished, E2E_TIMEOUT_S, classify)
+        tasks = flower_tasks(flower_port, 2 * 19)
     finally:
-        workers.stop()
+        detect.stop()
+        classify.stop()
         flower.terminate()
         flower.wait(timeout=30)
-    # Flower saw every batch through the workers' task events.
-    detect_tasks = [t for t in tasks.values() if t["name"] == "trapline.detect_batch"]
-    assert len(detect_tasks) == 19 and {t["state"] for t in detect_tasks} == {"SUCCESS"}
 
+    # Then Flower saw every batch of both stages
+    for name in ("trapline.detect_batch", "trapline.classify_batch"):
+        seen = [t for t in tasks.values() if t["name"] == name]
+        assert len(seen) == 19 and {t["state"] for t in seen} == {"SUCCESS"}, name
     with sessions() as session:
-        per_image = session.execute(select(Outcome.image_id, func.count()).group_by(Outcome.image_id)).all()
-        assert len(per_image) == 302 and {n for _, n in per_image} == {1}  # exactly one outcome each
+        # exactly one outcome per image and stage, every batch done, one final label per image
+        per_image = session.execute(select(Outcome.image_id, Outcome.stage, func.count())
+                                    .group_by(Outcome.image_id, Outcome.stage)).all()
+        assert len(per_image) == 2 * 302 and {n for *_, n in per_image} == {1}
         assert session.scalar(select(func.count(Batch.id)).where(Batch.status != BatchStatus.DONE)) == 0
-        workers_used = set(session.scalars(select(Batch.worker)))
-        assert len(workers_used) == 2, workers_used  # both processes took batches
+        assert len(set(session.scalars(select(Batch.worker).where(Batch.stage == "detect")))) == 2
+        labels = session.scalars(select(ImageLabel)).all()
+        assert len(labels) == 302 and {label.final_label for label in labels} <= {"Animal", "Empty", "Human", "Bad"}
+        assert all(label.quality_version_id and label.crops_version_id and label.p_bad is not None for label in labels)
+        # every animal box at or above the crop threshold was classified, and the counts add up
+        for label in labels:
+            boxes = session.scalar(select(func.count(DetectionRow.id)).where(
+                DetectionRow.image_id == label.image_id, DetectionRow.category == 1, DetectionRow.conf >= 0.1))
+            crops = session.scalar(select(func.count(Classification.id)).where(
+                Classification.image_id == label.image_id, Classification.detection_index.is_not(None)))
+            assert crops == boxes == sum(label.counts.values()), label.image_id
+        assert session.scalar(select(func.count(Classification.id))) > 302
 
         def outcome(name: str) -> Outcome:
             return session.scalar(select(Outcome).join(Image, Image.id == Outcome.image_id)
-                                  .where(Image.rel_path == f"google-cameratrapai/{name}"))
+                                  .where(Image.rel_path == f"google-cameratrapai/{name}", Outcome.stage == "detect"))
         truncated = outcome("african_elephants_truncated_file.jpg")
         assert truncated.status == OutcomeStatus.DONE and truncated.flags == "truncated"
         assert outcome("african_elephants_cmyk.jpg").status == OutcomeStatus.DONE
-        assert session.scalar(select(func.count(DetectionRow.id))) > 0
         cmyk = session.scalar(select(Image).where(Image.rel_path == "google-cameratrapai/african_elephants_cmyk.jpg"))
         assert (cmyk.width, cmyk.height, len(cmyk.sha256)) == (2048, 1536, 64)
         rotated = session.scalar(select(Image).where(
             Image.rel_path == "google-cameratrapai/african_elephants_with_exif_orientation.jpg"))
         assert (rotated.width, rotated.height) == (2048, 1536)  # stored 1536×2048, EXIF-rotated
-        failed = session.scalars(select(Outcome.failure).where(Outcome.status == OutcomeStatus.FAILED)).all()
-        assert set(failed) <= {f.value for f in Failure}
 
-    status = json.loads(trapline(["status", "--json"], environment, tmp_path).stdout)["stages"][0]
-    assert (status["done"] + status["failed"], status["pending"], status["queued"]) == (302, 0, 0)
+    status = json.loads(trapline(["status", "--json"], environment, tmp_path).stdout)["stages"]
+    assert [(s["stage"], s["done"] + s["failed"], s["pending"], s["queued"]) for s in status] == [
+        ("detect", 302, 0, 0), ("classify", 302, 0, 0)]
 
+    # And the exports carry the labels
+    table = tmp_path / "images.csv"
+    trapline(["export", "--format", "csv", "-o", str(table)], environment, tmp_path)
+    with table.open() as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == csv_columns(CROP_CLASSES) and len(rows) == 302
+    assert all(r["final_label"] and r["quality_label"] in ("Good", "Bad") for r in rows)
     exported = tmp_path / "md.json"
     trapline(["export", "--format", "md-json", "-o", str(exported)], environment, tmp_path)
     from megadetector.postprocessing.validate_batch_results import (
@@ -141,5 +179,8 @@ def test_scan_enqueue_two_workers_postgres(camera_traps, tiny_detector, redis_ur
     options.raise_errors = True
     validation = validate_batch_results(str(exported), options)
     assert validation["validation_results"]["errors"] == []
-    images = json.loads(exported.read_text())["images"]
+    document = json.loads(exported.read_text())
+    images = document["images"]
     assert len(images) == 302 and images == sorted(images, key=lambda i: i["file"])
+    assert len(document["classification_categories"]) == 16
+    assert any("classifications" in d for image in images for d in image["detections"] or [])

@@ -1,7 +1,7 @@
 """Random-weight YOLOv5 checkpoints that the megadetector package loads like MegaDetector.
 
 Built in seconds without network access. The objectness bias is raised so that random weights
-still produce boxes above MegaDetector's 0.005 output floor (about 60 per image at conf ≈ 0.44).
+still produce boxes: about 6 per image, large, at conf ≈ 0.44 (above the 0.1 counting and crop thresholds).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def build_random_yolov5(
-    path: Path, *, cfg: str = "yolov5n.yaml", image_size: int = 320, objectness: float = 0.03, seed: int = 0
+    path: Path, *, cfg: str = "yolov5n.yaml", image_size: int = 320, objectness: float = 0.5, seed: int = 0
 ) -> Path:
     """Write a checkpoint ``{'model': Model}`` of YOLOv5 ``cfg`` with 3 classes (animal, person,
     vehicle) and MegaDetector metadata (model type, image size) to ``path``."""
@@ -27,10 +27,11 @@ def build_random_yolov5(
     with torch.no_grad():
         for level, conv in enumerate(detect.m):
             bias = conv.bias.view(detect.na, -1)
-            # Only the coarsest level (fewest, largest anchors) gets the raised objectness, so an
-            # image yields a handful of boxes rather than MegaDetector's cap of 300.
-            coarsest = level == len(detect.m) - 1
-            bias[:, 4] = math.log(objectness / (1 - objectness)) if coarsest else -20.0
+            # Only the largest anchor of the coarsest level gets the raised objectness, so an image
+            # yields a few dozen boxes rather than MegaDetector's cap of 300.
+            bias[:, 4] = -20.0
+            if level == len(detect.m) - 1:
+                bias[-1, 4] = math.log(objectness / (1 - objectness))
             bias[:, 5:] = torch.tensor([2.0, 0.0, -1.0])  # mostly animal, some person/vehicle
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = path.with_suffix(".raw.pt")

@@ -16,19 +16,21 @@ STOP_TIMEOUT_S = 30
 class WorkerProcesses:
     """``python -m worker`` processes serving one queue, each logging to its own file."""
 
-    def __init__(self, environment: dict[str, str], log_dir: Path, queue: str = "detect") -> None:
+    def __init__(self, environment: dict[str, str], log_dir: Path, queue: str = "detect",
+                 python: str = sys.executable) -> None:
         self.environment = {**os.environ, **environment}
         self.log_dir = log_dir
         self.queue = queue
+        self.python = python
         self.processes: list[subprocess.Popen] = []
 
     def start(self, count: int = 1) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(count):
             index = len(self.processes)
-            log = (self.log_dir / f"worker-{index}.log").open("ab")
+            log = (self.log_dir / f"{self.queue}-worker-{index}.log").open("ab")
             self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "worker", "-Q", self.queue, "-P", "solo", "-l", "INFO",
+                [self.python, "-m", "worker", "-Q", self.queue, "-P", "solo", "-l", "INFO",
                  "--hostname", f"{self.queue}{index}@%h", "--without-gossip", "--without-mingle"],
                 env=self.environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             ))
@@ -50,7 +52,7 @@ class WorkerProcesses:
                 process.wait()
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("worker-*.log")))
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{self.queue}-worker-*.log")))
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, workers: WorkerProcesses | None = None,

@@ -12,7 +12,7 @@ import pytest
 from PIL import ImageFile
 from sqlalchemy.orm import Session
 
-from producer.export import CSV_COLUMNS, md_image_entry, md_info, write_csv, write_md_json
+from producer.export import csv_columns, md_image_entry, md_info, write_csv, write_md_json
 from shared import store
 from shared.db import Archive, ModelVersion
 from shared.labels import Thresholds
@@ -142,23 +142,26 @@ def test_md_json_of_no_images_is_valid_json(session: Session, results) -> None: 
 def read_csv(session: Session, archive: Archive, version: ModelVersion, thresholds: Thresholds) -> list[dict]:
     out = io.StringIO()
     rows = [(archive, r) for r in all_results(session, archive, version, processed_only=False)]
-    assert write_csv(out, rows, "md_v5a.0.0.pt", thresholds) == 5
+    assert write_csv(out, rows, thresholds, {version.id: "md_v5a.0.0.pt"}) == 5
     out.seek(0)
     reader = csv.DictReader(out)
-    assert tuple(reader.fieldnames) == CSV_COLUMNS
+    assert reader.fieldnames == csv_columns()
+    assert "count_vul_lag" in reader.fieldnames and "final_label" in reader.fieldnames
     return list(reader)
 
 
 def test_csv_rows(session: Session, results) -> None:  # noqa: ANN001
     rows = read_csv(session, *results, Thresholds())
 
-    assert rows[0] == {
-        "file": "s1/c1/IMG_0001.JPG", "archive": "/data/varanger", "region": "Varanger", "site": "s1",
+    expected = {
+        "rel_path": "s1/c1/IMG_0001.JPG", "archive": "/data/varanger", "region": "Varanger", "site": "s1",
         "camera": "c1", "timestamp": "2023-05-17 06:42:13", "width": "2048", "height": "1536",
-        "label": "Animal_Human", "max_conf_animal": "0.123", "max_conf_person": "0.988", "max_conf_vehicle": "0.0",
-        "n_animal": "1", "n_person": "1", "n_vehicle": "0", "detector": "md_v5a.0.0.pt", "failure": "", "flags": "",
+        "md_label": "Animal_Human", "md_max_conf": "0.988", "max_conf_animal": "0.123", "max_conf_person": "0.988",
+        "max_conf_vehicle": "0.0", "n_animal": "1", "n_person": "1", "n_vehicle": "0", "detector": "md_v5a.0.0.pt",
+        "failure": "", "flags": "", "final_label": "", "quality_label": "",  # not classified yet
     }
-    assert [(r["label"], r["failure"], r["flags"]) for r in rows] == [
+    assert {k: rows[0][k] for k in expected} == expected
+    assert [(r["md_label"], r["failure"], r["flags"]) for r in rows] == [
         ("Animal_Human", "", ""),
         ("", "not an image", ""),
         ("Empty", "", "truncated"),
@@ -173,5 +176,5 @@ def test_csv_rows(session: Session, results) -> None:  # noqa: ANN001
 def test_csv_label_follows_the_thresholds(session: Session, results) -> None:  # noqa: ANN001
     rows = read_csv(session, *results, Thresholds(animal=0.2, person=0.99, vehicle=0.6))
 
-    assert [r["label"] for r in rows] == ["Empty", "", "Empty", "", "Empty"]
+    assert [r["md_label"] for r in rows] == ["Empty", "", "Empty", "", "Empty"]
     assert (rows[0]["n_animal"], rows[0]["n_person"], rows[0]["max_conf_person"]) == ("0", "0", "0.988")

@@ -32,7 +32,7 @@ def test_version_defaults_to_1() -> None:
     {"version": 2},
     {"version": "2"},
     {"priority": 5},  # an unknown field
-    {"stage": "classify"},  # not a stage (yet)
+    {"stage": "train"},  # not a stage
     {"image_ids": []},
     {"batch_id": "seven"},
 ])

@@ -41,13 +41,14 @@ def payload(sessions: sessionmaker[Session], tmp_path: Path, context: WorkerCont
         ids = sorted(image_ids(session, archive).values())
         version = add_detector(session)
         batch_id = store.create_batch(session, Stage.DETECT, version.id, ids)
-    context.detectors[version.id] = FakeDetector(image_size=320)
+    context.models[version.id] = FakeDetector(image_size=320)
     return ProcessBatch(batch_id=batch_id, stage=Stage.DETECT, model_version_id=version.id, image_ids=ids)
 
 
 def test_detect_batch_stores_one_outcome_per_image(context: WorkerContext, payload: ProcessBatch,
                                                    sessions: sessionmaker[Session]) -> None:
-    summary = detect_batch(context, payload, "detect@host-1")
+    sent: list[ProcessBatch] = []
+    summary = detect_batch(context, payload, "detect@host-1", sent.append)
 
     assert {k: summary[k] for k in ("batch_id", "images", "failed")} == {
         "batch_id": payload.batch_id, "images": 3, "failed": 1}
@@ -63,14 +64,22 @@ def test_detect_batch_stores_one_outcome_per_image(context: WorkerContext, paylo
                                                   .order_by(DetectionRow.image_id))] == [(first, 0.4), (second, 0.4)]
         assert [tuple(r) for r in session.execute(select(Image.width, Image.height).order_by(Image.id))] == [
             (400, 300), (800, 600), (None, None)]
-    assert context.detectors[payload.model_version_id].calls == [([first, second], 0.01)]
+    assert context.models[payload.model_version_id].calls == [([first, second], 0.01)]
+    # The images that were detected go on to the classify stage, in a batch of their own.
+    assert [(p.stage, p.model_version_id, p.image_ids) for p in sent] == [
+        (Stage.CLASSIFY, payload.model_version_id, [first, second])]
+    with sessions() as session:
+        follow_up = session.get(Batch, sent[0].batch_id)
+        assert (follow_up.stage, follow_up.status, follow_up.size) == (Stage.CLASSIFY, BatchStatus.QUEUED, 2)
 
 
 def test_a_duplicate_delivery_of_a_done_batch_is_skipped(context: WorkerContext, payload: ProcessBatch,
                                                          sessions: sessionmaker[Session]) -> None:
-    detect_batch(context, payload, "detect@host-1")
+    sent: list[ProcessBatch] = []
+    detect_batch(context, payload, "detect@host-1", sent.append)
 
-    assert detect_batch(context, payload, "detect@host-2") == {"batch_id": payload.batch_id, "skipped": True}
-    assert len(context.detectors[payload.model_version_id].calls) == 1
+    assert detect_batch(context, payload, "detect@host-2", sent.append) == {"batch_id": payload.batch_id, "skipped": True}
+    assert len(sent) == 1  # the duplicate enqueues nothing
+    assert len(context.models[payload.model_version_id].calls) == 1
     with sessions() as session:
         assert session.get(Batch, payload.batch_id).worker == "detect@host-1"

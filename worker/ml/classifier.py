@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from shared.schemas import CLASSIFIER_PREPROCESSING
+
 INPUT_SIZE = 224
-PREPROCESSING_ID = "rgb-nearest-squash-rescale-1/255"  # recorded in every model manifest
+PREPROCESSING_ID = CLASSIFIER_PREPROCESSING
 RESAMPLE = Image.Resampling.NEAREST  # the Keras directory iterator's default
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 

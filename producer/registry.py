@@ -1,0 +1,101 @@
+"""Importing classifier files into the model registry (``trapline models import``).
+
+A file is checked against its declared classes in the classify environment (the producer imports
+no framework), copied under ``model_root/<kind>/<sha256>/`` beside a ``manifest.json``, and
+registered as a model version, promoted for its kind and region. Workers load it only if its
+SHA-256 still matches the registered one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from shared import store
+from shared.checksums import file_sha256
+from shared.db import ModelVersion
+from shared.schemas import CLASSIFIER_PREPROCESSING, ModelKind
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+INSPECT_TIMEOUT_S = 600
+
+
+class ModelImportError(ValueError):
+    """The file cannot serve as the declared model; nothing was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    input_size: tuple[int, int]
+    outputs: int
+
+
+def inspect_model(python: str, path: Path) -> Signature:
+    """Input size and output count of a Keras model, read in the classify environment."""
+    result = subprocess.run([python, "-m", "worker.inspect_model", str(path)], capture_output=True, text=True,
+                            timeout=INSPECT_TIMEOUT_S)
+    lines = result.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError) as error:
+        raise ModelImportError(f"could not inspect {path.name}: {result.stderr.strip()[-2000:]}") from error
+    if "error" in answer:
+        raise ModelImportError(f"{path.name}: {answer['error']}")
+    return Signature(tuple(answer["input_size"]), int(answer["outputs"]))
+
+
+def validate_classes(kind: ModelKind, classes: Sequence[str], found: Signature) -> None:
+    if len(set(classes)) != len(classes) or any(not c.strip() for c in classes):
+        raise ModelImportError("class names must be unique and non-blank")
+    if found.outputs != len(classes):
+        raise ModelImportError(f"the model has {found.outputs} outputs but {len(classes)} classes were declared")
+    if kind == ModelKind.QUALITY and "Bad" not in classes:
+        raise ModelImportError("a quality model needs a class named 'Bad' (e.g. --classes Bad,Good)")
+
+
+def import_model(
+    session: Session, *, python: str, model_root: Path, kind: ModelKind, file: Path, classes: Sequence[str],
+    region: str | None = None, regions: Mapping[str, Sequence[str]] | None = None,
+) -> ModelVersion:
+    """Check, store and register ``file``; the new version is promoted for (kind, region)."""
+    if file.suffix.lower() not in MODEL_SUFFIXES:
+        raise ModelImportError(f"{file.name}: expected a Keras model ({', '.join(MODEL_SUFFIXES)})")
+    found = inspect_model(python, file)
+    validate_classes(kind, classes, found)
+    for region_name, allowed in (regions or {}).items():
+        unknown = set(allowed) - set(classes)
+        if unknown:
+            raise ModelImportError(f"region {region_name}: unknown classes {sorted(unknown)}")
+    sha256 = file_sha256(file)
+    folder = (model_root / kind.value / sha256).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    stored = folder / file.name
+    if not stored.exists():
+        shutil.copy2(file, stored)
+    manifest = {
+        "kind": kind.value, "region": region, "classes": list(classes), "input_size": list(found.input_size),
+        "preprocessing": CLASSIFIER_PREPROCESSING, "source": str(file.resolve()), "file_name": file.name, "sha256": sha256,
+        "regions": {k.lower(): list(v) for k, v in (regions or {}).items()},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    version = store.ensure_model_version(session, kind, file.name, str(stored), sha256)
+    version.region = region.lower() if region else None
+    version.manifest = manifest
+    store.promote_model_version(session, version.id)
+    return version
+
+
+def read_region_classes(path: Path) -> dict[str, list[str]]:
+    """A region -> allowed classes mapping, from a JSON or YAML file."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ModelImportError(f"{path}: expected a mapping of region to a list of classes")
+    return {str(k): [str(c) for c in v] for k, v in data.items()}

@@ -1,0 +1,141 @@
+"""The classify stage as a plain function: images with their boxes in, raw classifier outputs out.
+
+Each image is read and decoded once (in a thread pool); the quality model sees the whole image,
+the crop model every animal box at or above the crop threshold (square crops, ``worker.ml.crops``).
+Only the 224-pixel model inputs are kept after decoding, so a batch of full-resolution photographs
+never sits in memory at once. Labels are derived later from these raw outputs (``shared.labels``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from shared.labels import allowed_classes, restricted_prediction
+from shared.schemas import (
+    ClassifyOutcome, CropClassification, Detection, ImageSource, OutcomeStatus,
+)
+from worker.ml.classifier import INPUT_SIZE, RESAMPLE, predict
+from worker.ml.crops import classifier_input, crops_for_classification
+from worker.ml.images import ImageError, decode, read_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedClassifier:
+    """A Keras model with the class names of its outputs (and, for crops, region profiles)."""
+
+    model_version_id: int
+    model: Any
+    classes: tuple[str, ...]
+    regions: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyItem:
+    """One image to classify: where it is, its region, and its stored boxes (conf descending)."""
+
+    source: ImageSource
+    region: str | None
+    detections: tuple[Detection, ...]
+
+
+@dataclass(slots=True)
+class _Prepared:
+    item: ClassifyItem
+    whole: Image.Image | None = None
+    crops: list = field(default_factory=list)  # worker.ml.crops.Crop, image already 224 px
+    error: ImageError | None = None
+    decode_s: float = 0.0
+
+
+def _prepare(item: ClassifyItem, crop_threshold: float, want_whole: bool, want_crops: bool) -> _Prepared:
+    start = time.perf_counter()
+    try:
+        image = decode(read_source(item.source)).image
+    except ImageError as error:
+        return _Prepared(item, error=error, decode_s=time.perf_counter() - start)
+    whole = image.resize((INPUT_SIZE, INPUT_SIZE), RESAMPLE) if want_whole else None
+    crops = []
+    if want_crops:
+        crops = [c._replace(image=classifier_input(c.image))
+                 for c in crops_for_classification(image, item.detections, threshold=crop_threshold)]
+    return _Prepared(item, whole, crops, decode_s=time.perf_counter() - start)
+
+
+def classify_images(
+    items: Sequence[ClassifyItem], *, quality: Mapping[str | None, LoadedClassifier], crops: LoadedClassifier | None,
+    crop_threshold: float = 0.1, batch_size: int = 32, decode_threads: int = 4,
+) -> list[ClassifyOutcome]:
+    """Raw quality and crop outputs for every item; unreadable images are failed outcomes.
+
+    ``quality`` maps a region to its quality model (key ``None``: the model for regions without
+    their own). A missing model gives ``None`` outputs, which the label rules read as "Good" and
+    "detections decide" respectively.
+    """
+    def quality_model(region: str | None) -> LoadedClassifier | None:
+        return quality.get(region.lower() if region else None) or quality.get(None)
+
+    with ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode") as pool:
+        prepared = list(pool.map(
+            lambda item: _prepare(item, crop_threshold, quality_model(item.region) is not None, crops is not None),
+            items,
+        ))
+    start = time.perf_counter()
+    quality_outputs = _quality_outputs(prepared, quality_model, batch_size)
+    crop_outputs = _crop_outputs(prepared, crops, batch_size)
+    infer_s = (time.perf_counter() - start) / max(len(prepared), 1)
+    outcomes = []
+    for index, p in enumerate(prepared):
+        if p.error is not None:
+            outcomes.append(ClassifyOutcome(p.item.source.image_id, OutcomeStatus.FAILED, failure=p.error.failure,
+                                            detail=p.error.detail, decode_s=p.decode_s))
+            continue
+        outcomes.append(ClassifyOutcome(
+            p.item.source.image_id, OutcomeStatus.DONE, quality=quality_outputs.get(index),
+            crops=crop_outputs.get(index) if crops is not None else None, decode_s=p.decode_s, infer_s=infer_s,
+        ))
+    return outcomes
+
+
+def _quality_outputs(prepared: list[_Prepared], model_for, batch_size: int) -> dict[int, tuple[float, ...]]:  # noqa: ANN001
+    by_model: dict[int, tuple[LoadedClassifier, list[int]]] = {}
+    for index, p in enumerate(prepared):
+        loaded = model_for(p.item.region)
+        if p.whole is not None and loaded is not None:
+            by_model.setdefault(loaded.model_version_id, (loaded, []))[1].append(index)
+    outputs: dict[int, tuple[float, ...]] = {}
+    for loaded, indices in by_model.values():
+        probabilities = predict(loaded.model, [prepared[i].whole for i in indices], batch_size)
+        outputs.update({i: tuple(float(v) for v in row) for i, row in zip(indices, probabilities, strict=True)})
+    return outputs
+
+
+def _crop_outputs(
+    prepared: list[_Prepared], loaded: LoadedClassifier | None, batch_size: int,
+) -> dict[int, tuple[CropClassification, ...]]:
+    if loaded is None:
+        return {}
+    owners = [(index, crop) for index, p in enumerate(prepared) for crop in p.crops]
+    probabilities = predict(loaded.model, [crop.image for _, crop in owners], batch_size)
+    outputs: dict[int, list[CropClassification]] = {i: [] for i, p in enumerate(prepared) if p.error is None}
+    for (index, crop), row in zip(owners, probabilities, strict=True):
+        values = tuple(float(v) for v in row)
+        allowed = allowed_classes(prepared[index].item.region, loaded.regions) if loaded.regions else \
+            allowed_classes(prepared[index].item.region)
+        allowed = [c for c in allowed if c in loaded.classes] if allowed is not None else None
+        label, conf = restricted_prediction(values, loaded.classes, allowed or None)
+        box = crop.box
+        outputs[index].append(CropClassification(
+            detection_index=crop.index, detection=crop.detection,
+            crop=(box.x, box.y, box.width, box.height, box.side), probabilities=values, label=label, conf=conf,
+        ))
+    return {i: tuple(v) for i, v in outputs.items()}
+
