@@ -1,0 +1,153 @@
+"""worker/ml/classification.py and the classify task body, in the classify environment.
+
+Real (random-weight, 32 px) Keras ResNet-50s; a synthetic archive with boxes stored on SQLite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+pytest.importorskip("tensorflow", reason="needs the classify environment (Keras + TensorFlow)")
+
+from shared import store  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.db import Batch, Classification, ImageLabel, ModelVersion, Outcome  # noqa: E402
+from shared.db import Image as ImageRow  # noqa: E402
+from shared.labels import CROP_CLASSES, YAMAL_CLASSES  # noqa: E402
+from shared.schemas import (  # noqa: E402
+    BatchStatus, Detection, DetectOutcome, Failure, ImageSource, ModelKind, OutcomeStatus, ProcessBatch, Stage,
+)
+from worker.ml.classification import ClassifyItem, LoadedClassifier, classify_images  # noqa: E402
+from worker.ml.classifier import build_resnet50  # noqa: E402
+from worker.ml.detector import ChecksumMismatch  # noqa: E402
+from worker.tasks import WorkerContext, classify_batch  # noqa: E402
+
+pytestmark = pytest.mark.classify
+
+ANIMAL_BOX = Detection(1, 0.9, (0.25, 0.25, 0.5, 0.5))
+SMALL_BOX = Detection(1, 0.05, (0.0, 0.0, 0.1, 0.1))  # below the crop threshold
+PERSON_BOX = Detection(2, 0.8, (0.5, 0.5, 0.2, 0.2))
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, object]:
+    import keras
+
+    keras.utils.set_random_seed(3)
+    return {"quality": build_resnet50(2, input_size=32), "crops": build_resnet50(len(CROP_CLASSES), input_size=32)}
+
+
+def _photo(path: Path, size=(320, 240), colour=(90, 120, 60)) -> Path:
+    Image.new("RGB", size, colour).save(path, "JPEG")
+    return path
+
+
+def test_outputs_per_image_and_box(models, tmp_path):
+    good = _photo(tmp_path / "a.jpg")
+    items = [
+        ClassifyItem(ImageSource(1, str(good)), "yamal", (ANIMAL_BOX, SMALL_BOX, PERSON_BOX, ANIMAL_BOX)),
+        ClassifyItem(ImageSource(2, str(good)), None, ()),
+        ClassifyItem(ImageSource(3, str(tmp_path / "missing.jpg")), None, (ANIMAL_BOX,)),
+    ]
+    quality = {None: LoadedClassifier(10, models["quality"], ("Bad", "Good"))}
+    crops = LoadedClassifier(11, models["crops"], CROP_CLASSES)
+
+    first, second, third = classify_images(items, quality=quality, crops=crops, batch_size=2)
+
+    assert len(first.quality) == 2 and abs(sum(first.quality) - 1) < 1e-5
+    assert [c.detection_index for c in first.crops] == [0, 3]  # every animal box ≥ 0.1, not only the top one
+    for crop in first.crops:
+        assert len(crop.probabilities) == 16 and crop.label in YAMAL_CLASSES  # region restriction
+        allowed = [p for p, c in zip(crop.probabilities, CROP_CLASSES, strict=True) if c in YAMAL_CLASSES]
+        assert crop.conf == max(allowed)  # not renormalised
+        assert crop.crop == (80, 40, 160, 160, 160)  # 160×120 box squared to 160, centred, in the image
+    np.testing.assert_allclose(first.crops[0].probabilities, first.crops[1].probabilities, atol=1e-6)  # same box
+    assert second.crops == () and second.quality is not None
+    assert (third.status, third.failure) == (OutcomeStatus.FAILED, Failure.MISSING)
+
+
+def test_batch_size_does_not_change_outputs(models, tmp_path):
+    items = [ClassifyItem(ImageSource(i, str(_photo(tmp_path / f"{i}.jpg", colour=(20 * i, 50, 200 - 10 * i)))),
+                          None, (ANIMAL_BOX,)) for i in range(5)]
+    quality = {None: LoadedClassifier(10, models["quality"], ("Bad", "Good"))}
+    crops = LoadedClassifier(11, models["crops"], CROP_CLASSES)
+    one = classify_images(items, quality=quality, crops=crops, batch_size=1)
+    many = classify_images(items, quality=quality, crops=crops, batch_size=4)
+    np.testing.assert_allclose([o.quality for o in one], [o.quality for o in many], atol=1e-5)
+    np.testing.assert_allclose([o.crops[0].probabilities for o in one], [o.crops[0].probabilities for o in many],
+                               atol=1e-5)
+
+
+def test_no_models_no_crash(tmp_path):
+    item = ClassifyItem(ImageSource(1, str(_photo(tmp_path / "a.jpg"))), "finnmark", (ANIMAL_BOX,))
+    (outcome,) = classify_images([item], quality={}, crops=None)
+    assert (outcome.status, outcome.quality, outcome.crops) == (OutcomeStatus.DONE, None, None)
+
+
+@pytest.fixture
+def stored_batch(sessions, tmp_path, models):
+    """A detected archive of two photographs, a promoted quality and crop model, a classify batch."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    _photo(root / "a.jpg")
+    _photo(root / "b.jpg", colour=(10, 10, 10))
+    paths = {"quality": tmp_path / "quality.keras", "crops": tmp_path / "crops.keras"}
+    for kind, path in paths.items():
+        models[kind].save(path)
+    from shared.checksums import file_sha256
+
+    with sessions.begin() as session:
+        archive = store.get_or_create_archive(session, str(root), "finnmark", "{site}/...")
+        store.register_images(session, archive.id, [{"rel_path": n, "size": 1, "mtime": 0.0, "region": "finnmark"}
+                                                    for n in ("a.jpg", "b.jpg")])
+        ids = sorted(session.scalars(select(ImageRow.id)))
+        detector = store.ensure_model_version(session, ModelKind.DETECTOR, "md.pt", "/m/md.pt", "0" * 64)
+        store.save_detect_outcomes(session, None, detector.id, [
+            DetectOutcome(ids[0], OutcomeStatus.DONE, detections=(ANIMAL_BOX, PERSON_BOX)),
+            DetectOutcome(ids[1], OutcomeStatus.DONE, detections=()),
+        ])
+        for kind, classes, region in (("quality", ["Bad", "Good"], "finnmark"), ("crops", list(CROP_CLASSES), None)):
+            version = store.ensure_model_version(session, ModelKind(kind), paths[kind].name, str(paths[kind]),
+                                                 file_sha256(paths[kind]))
+            version.region, version.manifest = region, {"classes": classes}
+            store.promote_model_version(session, version.id)
+        batch_id = store.create_batch(session, Stage.CLASSIFY, detector.id, ids)
+    return ProcessBatch(batch_id=batch_id, stage=Stage.CLASSIFY, model_version_id=detector.id, image_ids=ids), paths
+
+
+def test_classify_task_stores_raw_outputs_and_labels_once(db_url, sessions, stored_batch, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    payload, _ = stored_batch
+    context = WorkerContext(Settings(database_url=db_url))
+    classify_batch(context, payload, "classify@host")
+    with sessions.begin() as session:  # a redelivery (the worker died before the ack) replaces, never adds
+        session.get(Batch, payload.batch_id).status = BatchStatus.RUNNING
+    classify_batch(context, payload, "classify@host")
+
+    with sessions() as session:
+        assert session.scalar(select(func.count(Outcome.id)).where(Outcome.stage == "classify")) == 2
+        labels = {row.image_id: row for row in session.scalars(select(ImageLabel))}
+        first, second = (labels[i] for i in payload.image_ids)
+        assert first.detection_label == "Animal_Human" and first.has_human and first.p_bad is not None
+        # Animal_Human: the crops decide Animal/Empty (the scripts' rule), unless the image is Bad
+        expected = "Bad" if first.quality_label == "Bad" else ("Animal" if first.animal_total else "Empty")
+        assert first.final_label == expected
+        assert sum(first.counts.values()) == 1 and second.animal_total == 0 and second.final_label in ("Empty", "Bad")
+        rows = session.scalars(select(Classification)).all()
+        assert len(rows) == 2 + 1  # a quality row per image, one crop row
+        versions = {v.kind: v.id for v in session.scalars(select(ModelVersion))}
+        assert (first.quality_version_id, first.crops_version_id) == (versions["quality"], versions["crops"])
+
+
+def test_a_changed_model_file_is_not_loaded(db_url, sessions, stored_batch, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    payload, paths = stored_batch
+    with paths["crops"].open("ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(ChecksumMismatch):
+        classify_batch(WorkerContext(Settings(database_url=db_url)), payload, "classify@host")
