@@ -195,9 +195,13 @@ def models_import(ctx: click.Context, kind: str, file: Path, classes: str | None
         raise click.UsageError("give the class names with exactly one of --classes or --classes-file")
     names = [c.strip() for c in (classes.split(",") if classes else classes_file.read_text().splitlines()) if c.strip()]
     try:
+        python = classify_python(settings)
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from error
+    try:
         regions = read_region_classes(region_classes) if region_classes else None
         with _sessions(settings).begin() as session:
-            version = import_model(session, python=classify_python(settings), model_root=settings.model_root,
+            version = import_model(session, python=python, model_root=settings.model_root,
                                    kind=ModelKind(kind), file=file, classes=names, region=region, regions=regions)
             click.echo(f"imported {kind} model {version.name} as version {version.id} "
                        f"(sha256 {version.sha256[:12]}…, {len(names)} classes, promoted)")
@@ -308,8 +312,8 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
         summary = summarize(session, result.archive_id, result.model_version_id)
     click.echo(f"\n{archive}: {result.registered} newly registered in {result.elapsed_s:.1f} s")
     for stage, count in result.processed.items():
-        rate = count / result.elapsed_s if result.elapsed_s > 0 and count else 0.0
-        click.echo(f"  {stage.value}: {count} processed ({rate:.2f} img/s over the run)")
+        rate = result.rates.get(stage)
+        click.echo(f"  {stage.value}: {count} processed" + (f", {rate:.2f} img/s" if count and rate else ""))
     click.echo(format_table(summary_rows(summary)))
     click.echo(f"database: {settings.database_url}")
 

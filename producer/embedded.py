@@ -145,6 +145,7 @@ class RunResult:
     enqueued: int
     elapsed_s: float
     processed: dict  # Stage -> images finished during this run
+    rates: dict  # Stage -> images/s of that stage's workers (first batch start to last result)
 
 
 def run_pipeline(
@@ -209,4 +210,5 @@ def run_pipeline(
                 group.stop()
     after = progress()
     return RunResult(archive_id, model_version_id, registration.added, enqueued, time.monotonic() - start,
-                     {stage: after[stage].finished - before[stage].finished for stage in Stage})
+                     {stage: after[stage].finished - before[stage].finished for stage in Stage},
+                     {stage: after[stage].images_per_s for stage in Stage})

@@ -38,8 +38,11 @@ class Signature:
 
 def inspect_model(python: str, path: Path) -> Signature:
     """Input size and output count of a Keras model, read in the classify environment."""
-    result = subprocess.run([python, "-m", "worker.inspect_model", str(path)], capture_output=True, text=True,
-                            timeout=INSPECT_TIMEOUT_S)
+    try:
+        result = subprocess.run([python, "-m", "worker.inspect_model", str(path)], capture_output=True, text=True,
+                                timeout=INSPECT_TIMEOUT_S)
+    except subprocess.TimeoutExpired as error:
+        raise ModelImportError(f"inspecting {path.name} took over {INSPECT_TIMEOUT_S} s") from error
     lines = result.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1])
@@ -66,17 +69,21 @@ def import_model(
     """Check, store and register ``file``; the new version is promoted for (kind, region)."""
     if file.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelImportError(f"{file.name}: expected a Keras model ({', '.join(MODEL_SUFFIXES)})")
+    if kind == ModelKind.CROPS and region:
+        raise ModelImportError("the crop classifier serves every region: restrict its classes per region "
+                               "with --region-classes instead of --region")
     found = inspect_model(python, file)
     validate_classes(kind, classes, found)
     for region_name, allowed in (regions or {}).items():
         unknown = set(allowed) - set(classes)
         if unknown:
             raise ModelImportError(f"region {region_name}: unknown classes {sorted(unknown)}")
+    region = region.lower() if region else None
     sha256 = file_sha256(file)
     folder = (model_root / kind.value / sha256).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     stored = folder / file.name
-    if not stored.exists():
+    if not stored.exists() or file_sha256(stored) != sha256:  # a copy cut short by an earlier, interrupted import
         shutil.copy2(file, stored)
     manifest = {
         "kind": kind.value, "region": region, "classes": list(classes), "input_size": list(found.input_size),
@@ -85,7 +92,7 @@ def import_model(
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     version = store.ensure_model_version(session, kind, file.name, str(stored), sha256)
-    version.region = region.lower() if region else None
+    version.region = region
     version.manifest = manifest
     store.promote_model_version(session, version.id)
     return version
