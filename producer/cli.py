@@ -301,6 +301,10 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
 
     try:
         result = run_pipeline(settings, archive, region, workers or settings.embedded_workers, on_progress)
+    except RuntimeError as error:  # a missing environment, or workers that died (their logs are named)
+        for bar in bars.values():
+            bar.close()
+        raise click.ClickException(str(error)) from error
     except KeyboardInterrupt:
         for bar in bars.values():
             bar.close()

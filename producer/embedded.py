@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5
 STOP_TIMEOUT_S = 30
-DETECT_ENV_PYTHON = Path(".venv/detect/bin/python")
+DETECT_ENV_PYTHON = Path(".venv/detect/bin/python")  # as `make setup` creates them, in the checkout
 CLASSIFY_ENV_PYTHON = Path(".venv/classify/bin/python")
+CHECKOUT = Path(__file__).resolve().parent.parent  # where an editable install's .venv lives
 
 
 def absolute_database_url(url: str) -> str:
@@ -63,8 +64,9 @@ def environment_python(configured: Path | None, module: str, env_python: Path, s
         return str(configured)
     if importlib.util.find_spec(module) is not None:
         return sys.executable
-    if env_python.exists():
-        return str(env_python.resolve())
+    for candidate in (env_python, CHECKOUT / env_python):
+        if candidate.exists():
+            return str(candidate.absolute())  # not resolve(): the venv's python is a symlink to the base one
     raise RuntimeError(f"no {stage} environment: run `make setup` (creates {env_python.parent.parent}), "
                        f"or set TRAPLINE_{stage.upper()}_PYTHON")
 
@@ -97,9 +99,12 @@ class LocalWorkers:
                 "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
             ]
             with (log_dir / f"{queue}-worker-{index}.log").open("ab") as log_file:
-                processes.append(subprocess.Popen(
-                    command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                ))
+                try:
+                    processes.append(subprocess.Popen(
+                        command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                    ))
+                except OSError as error:  # e.g. TRAPLINE_CLASSIFY_PYTHON names no interpreter
+                    raise RuntimeError(f"cannot start a {queue} worker with {python}: {error}") from error
         log.info("started %d %s worker(s); logs in %s", count, queue, log_dir)
         return cls(processes, log_dir, queue)
 
