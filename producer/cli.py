@@ -279,7 +279,7 @@ def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None) -> 
 @click.option("--workers", type=int, help="Local detect worker processes (default: TRAPLINE_EMBEDDED_WORKERS).")
 @click.pass_context
 def run(ctx: click.Context, archive: Path, region: str | None, workers: int | None) -> None:
-    """Everything on this machine, no servers: scan, detect with local workers, summarize.
+    """Everything on this machine, no servers: scan, detect and classify with local workers, summarize.
 
     Uses the SQLite database and a SQLite broker; Ctrl-C stops cleanly, and running the same
     command again resumes where it stopped.
