@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 from types import MappingProxyType
 
 from shared.schemas import Detection
+
+T = TypeVar("T")
 
 ANIMAL, PERSON, VEHICLE = 1, 2, 3
 DETECTION_CATEGORIES = {ANIMAL: "animal", PERSON: "person", VEHICLE: "vehicle"}
@@ -133,6 +136,13 @@ def allowed_classes(
     if len(matches) > 1:
         raise ValueError(f"more than one region profile matches {region!r}")
     return frozenset(matches[0]) if matches else None
+
+
+def for_region(by_region: Mapping[str | None, T], region: str | None) -> T | None:
+    """The entry for ``region`` (keys are lower-case region names), else the one under ``None``
+    that serves every region without its own (how quality models are chosen per image)."""
+    own = by_region.get(region.lower()) if region else None
+    return own if own is not None else by_region.get(None)
 
 
 def restricted_prediction(

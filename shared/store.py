@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.chunking import chunked
 from shared.db import Archive, Batch, BatchItem, Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome
-from shared.labels import ImageLabels
+from shared.labels import ImageLabels, for_region
 from shared.schemas import BatchStatus, ClassifyOutcome, Detection, DetectOutcome, ImageSource, ModelKind, OutcomeStatus, Stage
 
 log = logging.getLogger(__name__)
@@ -563,7 +563,7 @@ def images_to_reclassify(session: Session, detector_version_id: int) -> list[int
         .join(Image, Image.id == ImageLabel.image_id).where(ImageLabel.detector_version_id == detector_version_id)
     )
     for image_id, region, quality_id, crops_id in rows:
-        wanted_quality = promoted_quality.get(region.lower() if region else None, promoted_quality.get(None))
+        wanted_quality = for_region(promoted_quality, region)
         if quality_id != wanted_quality or crops_id != promoted_crops:
             stale.append(image_id)
     return stale

@@ -157,7 +157,7 @@ def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: s
     elapsed = time.perf_counter() - start
     boxes = {source.image_id: detections for source, _, detections in inputs}
     regions = {source.image_id: region for source, region, _ in inputs}
-    quality_of = {i: _quality_version(quality, regions[i]) for i in boxes}
+    quality_of = {i: rules.for_region(quality, regions[i]) for i in boxes}
     image_labels, p_bad = {}, {}
     for outcome in outcomes:
         if outcome.status == OutcomeStatus.DONE:
@@ -171,10 +171,6 @@ def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: s
         )
     log.info("classify batch %d: %d images in %.1f s", payload.batch_id, len(outcomes), elapsed)
     return {"batch_id": payload.batch_id, "images": len(outcomes), "seconds": round(elapsed, 2)}
-
-
-def _quality_version(quality: dict, region: str | None):  # noqa: ANN202 - LoadedClassifier | None
-    return quality.get(region.lower() if region else None) or quality.get(None)
 
 
 def _labels(settings: Settings, outcome: ClassifyOutcome, detections, quality_model, crops_model):  # noqa: ANN001, ANN202

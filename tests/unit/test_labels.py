@@ -447,3 +447,13 @@ def test_relabelling_from_stored_raw_outputs() -> None:
     assert (labels.animal_total, labels.counts["vul_lag"], labels.counts["Rock"]) == (1, 1, 1)
     # the same raw outputs with a 0.9 threshold make the image Bad
     assert image_labels(detection, quality_label(0.9499, threshold=0.9), crop_counts(species)).final is F.BAD
+
+
+def test_for_region_prefers_the_regions_own_entry_then_the_shared_one():
+    from shared.labels import for_region
+
+    by_region = {"finnmark": "f-model", None: "shared-model"}
+    assert for_region(by_region, "Finnmark") == "f-model"  # region names compare lower-case
+    assert for_region(by_region, "yamal") == "shared-model"
+    assert for_region(by_region, None) == "shared-model"
+    assert for_region({"finnmark": 7}, "yamal") is None

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from shared.labels import allowed_classes, restricted_prediction
+from shared.labels import allowed_classes, for_region, restricted_prediction
 from shared.schemas import (
     ClassifyOutcome, CropClassification, Detection, ImageSource, OutcomeStatus,
 )
@@ -81,7 +81,7 @@ def classify_images(
     "detections decide" respectively.
     """
     def quality_model(region: str | None) -> LoadedClassifier | None:
-        return quality.get(region.lower() if region else None) or quality.get(None)
+        return for_region(quality, region)
 
     with ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode") as pool:
         prepared = list(pool.map(
