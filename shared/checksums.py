@@ -1,4 +1,5 @@
-"""SHA-256 of files, read in chunks (model weights are hundreds of megabytes)."""
+"""SHA-256 of files, read in chunks (model weights are hundreds of megabytes), and the check
+that a model file is still the one registered before it is loaded."""
 
 from __future__ import annotations
 
@@ -14,3 +15,15 @@ def file_sha256(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class ChecksumMismatch(RuntimeError):
+    """A model file differs from the one its model version recorded: it is not loaded."""
+
+
+def verified_sha256(path: Path, expected: str | None) -> str:
+    """The file's SHA-256, after checking it against ``expected`` (when one is recorded)."""
+    actual = file_sha256(path)
+    if expected and actual != expected:
+        raise ChecksumMismatch(f"{path}: SHA-256 {actual} differs from the recorded {expected}")
+    return actual

@@ -75,14 +75,12 @@ class WorkerContext:
     def classifier(self, version: ModelVersion):  # noqa: ANN201 - worker.ml.classification.LoadedClassifier
         """A registered Keras model, loaded only if its file still has the registered SHA-256."""
         if version.id not in self.models:
-            from shared.checksums import file_sha256
+            from shared.checksums import verified_sha256
             from worker.ml.classification import LoadedClassifier
             from worker.ml.classifier import load_model
-            from worker.ml.detector import ChecksumMismatch
 
             path = Path(version.source)
-            if file_sha256(path) != version.sha256:
-                raise ChecksumMismatch(f"{path}: the file changed since it was imported (SHA-256 differs)")
+            verified_sha256(path, version.sha256)
             self._tensorflow_memory_growth()
             manifest = version.manifest or {}
             self.models[version.id] = LoadedClassifier(

@@ -25,3 +25,16 @@ def test_known_digest(tmp_path: Path) -> None:
     path.write_bytes(b"abc")
 
     assert checksums.file_sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_verified_sha256_refuses_a_changed_file(tmp_path):
+    from shared.checksums import ChecksumMismatch, file_sha256, verified_sha256
+
+    path = tmp_path / "model.h5"
+    path.write_bytes(b"weights")
+    recorded = file_sha256(path)
+    assert verified_sha256(path, recorded) == recorded
+    assert verified_sha256(path, None) == recorded  # nothing recorded yet: measured, not checked
+    path.write_bytes(b"weights, tampered")
+    with pytest.raises(ChecksumMismatch, match="differs from the recorded"):
+        verified_sha256(path, recorded)

@@ -24,7 +24,7 @@ from shared.schemas import (  # noqa: E402
 )
 from worker.ml.classification import ClassifyItem, LoadedClassifier, classify_images  # noqa: E402
 from worker.ml.classifier import build_resnet50  # noqa: E402
-from worker.ml.detector import ChecksumMismatch  # noqa: E402
+from shared.checksums import ChecksumMismatch  # noqa: E402
 from worker.tasks import WorkerContext, classify_batch  # noqa: E402
 
 pytestmark = pytest.mark.classify

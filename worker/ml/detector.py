@@ -16,15 +16,11 @@ from typing import Any
 
 from PIL import Image
 
-from shared.checksums import file_sha256
+from shared.checksums import verified_sha256
 from shared.schemas import Detection
 
 log = logging.getLogger(__name__)
 
-
-
-class ChecksumMismatch(RuntimeError):
-    """A model file differs from the one its model version recorded: it is not loaded."""
 
 
 @contextlib.contextmanager
@@ -121,9 +117,7 @@ def load_megadetector(
     """Load MegaDetector by known name (``MDV5A``) or path, refusing a file whose SHA-256 is not
     ``expected_sha256`` when one is given."""
     path = resolve_weights(source)
-    sha256 = file_sha256(path)
-    if expected_sha256 and sha256 != expected_sha256:
-        raise ChecksumMismatch(f"{path}: SHA-256 {sha256} differs from the recorded {expected_sha256}")
+    sha256 = verified_sha256(path, expected_sha256)
     from megadetector.detection.run_detector import load_detector
 
     log.info("loading MegaDetector %s (sha256 %s…)", path.name, sha256[:12])
