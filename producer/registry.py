@@ -1,15 +1,14 @@
 """Importing classifier files into the model registry (``trapline models import``).
 
 A file is checked against its declared classes in the classify environment (the producer imports
-no framework), copied under ``model_root/<kind>/<sha256>/`` beside a ``manifest.json``, and
-registered as a model version, promoted for its kind and region. Workers load it only if its
+no framework), copied under ``model_root/<kind>/<sha256>/`` beside a ``manifest.json``
+(``shared.model_files``), and registered as a model version, promoted for its kind and region. Workers load it only if its
 SHA-256 still matches the registered one.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,9 +16,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from shared import store
-from shared.checksums import file_sha256
 from shared.db import ModelVersion
+from shared.model_files import register_model_file, store_model_file
 from shared.schemas import CLASSIFIER_PREPROCESSING, ModelKind
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -79,22 +77,13 @@ def import_model(
         if unknown:
             raise ModelImportError(f"region {region_name}: unknown classes {sorted(unknown)}")
     region = region.lower() if region else None
-    sha256 = file_sha256(file)
-    folder = (model_root / kind.value / sha256).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    stored = folder / file.name
-    if not stored.exists() or file_sha256(stored) != sha256:  # a copy cut short by an earlier, interrupted import
-        shutil.copy2(file, stored)
     manifest = {
         "kind": kind.value, "region": region, "classes": list(classes), "input_size": list(found.input_size),
-        "preprocessing": CLASSIFIER_PREPROCESSING, "source": str(file.resolve()), "file_name": file.name, "sha256": sha256,
+        "preprocessing": CLASSIFIER_PREPROCESSING, "source": str(file.resolve()),
         "regions": {k.lower(): list(v) for k, v in (regions or {}).items()},
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    version = store.ensure_model_version(session, kind, file.name, str(stored), sha256)
-    version.region = region
-    version.manifest = manifest
-    store.promote_model_version(session, version.id)
+    stored, manifest = store_model_file(model_root, kind, file, manifest)
+    version = register_model_file(session, kind, stored, manifest, region, promote=True)
     return version
 
 

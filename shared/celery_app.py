@@ -16,16 +16,19 @@ from shared.config import Settings, get_settings
 class Queue(StrEnum):
     DETECT = "detect"  # PyTorch environment
     CLASSIFY = "classify"  # TensorFlow environment
+    TRAIN = "train"  # TensorFlow environment; a worker started with --disable-prefetch (see train_classifier)
 
 
 class TaskName(StrEnum):
     DETECT_BATCH = "trapline.detect_batch"
     CLASSIFY_BATCH = "trapline.classify_batch"
+    TRAIN_CLASSIFIER = "trapline.train_classifier"
 
 
 TASK_ROUTES = {
     TaskName.DETECT_BATCH.value: {"queue": Queue.DETECT.value},
     TaskName.CLASSIFY_BATCH.value: {"queue": Queue.CLASSIFY.value},
+    TaskName.TRAIN_CLASSIFIER.value: {"queue": Queue.TRAIN.value},
 }
 STAGE_TASKS = {"detect": TaskName.DETECT_BATCH, "classify": TaskName.CLASSIFY_BATCH}
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.schemas import BatchStatus, Detection, ModelKind, OutcomeStatus, Stage
+from shared.schemas import BatchStatus, Detection, ModelKind, OutcomeStatus, RunStatus, Stage
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -220,3 +220,56 @@ class ImageLabel(Base):
     v_quality: Mapped[int]
     final_label: Mapped[str] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingRun(Base):
+    """One training job (``trapline train``): its configuration, its labelled images, its progress, and the
+    model version it registered. The worker updates the progress columns while it trains."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[intpk]
+    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind))
+    region: Mapped[str | None] = mapped_column(String(128))  # quality models: the region they serve
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus), default=RunStatus.QUEUED, index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # shared.schemas.TrainConfig
+    classes: Mapped[list[str]] = mapped_column(JSON)  # output order: sorted class names
+    label_source: Mapped[str] = mapped_column(String(4096))  # the folder or CSV the labels came from
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {split: {class: images}}
+    run_dir: Mapped[str] = mapped_column(String(4096))  # checkpoints, logs and artifacts
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(256))
+    attempts: Mapped[int] = mapped_column(default=0)
+    # Progress, written by the worker:
+    phase: Mapped[str | None] = mapped_column(String(32))  # "train", or "frozen"/"fine-tune" (transfer)
+    epoch: Mapped[int] = mapped_column(default=0)  # epochs finished
+    total_epochs: Mapped[int] = mapped_column(default=0)
+    batch: Mapped[int] = mapped_column(default=0)  # batches finished in the current epoch
+    steps_per_epoch: Mapped[int] = mapped_column(default=0)
+    loss: Mapped[float | None]
+    val_loss: Mapped[float | None]
+    best_val_loss: Mapped[float | None]
+    best_epoch: Mapped[int | None]
+    learning_rate: Mapped[float | None]
+    images_per_s: Mapped[float | None]
+    eta_s: Mapped[float | None]
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # one dict of logs per epoch
+    error: Mapped[str | None] = mapped_column(String(4096))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    created_at: Mapped[created_at]
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingImage(Base):
+    """One labelled image of a training run, with its split (and, for crops, the box to cut)."""
+
+    __tablename__ = "training_images"
+
+    id: Mapped[bigid]
+    run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    label: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(16))
+    box: Mapped[list[float] | None] = mapped_column(JSON)  # normalised x, y, w, h; None: the whole image

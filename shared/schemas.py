@@ -12,10 +12,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-CLASSIFIER_PREPROCESSING = "rgb-nearest-squash-rescale-1/255"  # recorded in every classifier manifest
+CLASSIFIER_PREPROCESSING = "rgb-nearest-squash-rescale-1/255"  # the authors' models: full decode, then squash
+DRAFT_PREPROCESSING = "rgb-draft-nearest-squash-rescale-1/255"  # trapline-trained: JPEG draft decode, then squash
+PREPROCESSINGS = (CLASSIFIER_PREPROCESSING, DRAFT_PREPROCESSING)  # a manifest's "preprocessing" is one of these
 
 
 class Stage(StrEnum):
@@ -151,3 +153,76 @@ class ClassifyOutcome:
     detail: str | None = None
     decode_s: float = 0.0
     infer_s: float = 0.0
+
+
+class RunStatus(StrEnum):
+    """A training run's state. Only a ``queued`` run is started by a worker, so a duplicate message is harmless."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Augmentation(BaseModel):
+    """Training-time augmentation (WORKFLOW.md, "Augmentation in Keras 3"): the authors' ImageDataGenerator
+    settings, applied with Keras 3 preprocessing layers. Validation and test images are only rescaled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Augment the training split at all.")
+    rotation_deg: float = Field(40.0, ge=0, le=180, description="Uniform rotation in ±this many degrees.")
+    width_shift: float = Field(0.2, ge=0, lt=1, description="Horizontal shift, fraction of the width.")
+    height_shift: float = Field(0.2, ge=0, lt=1, description="Vertical shift, fraction of the height.")
+    shear_deg: float = Field(0.2, ge=0, lt=90, description="Shear in degrees (ImageDataGenerator's unit).")
+    zoom: float = Field(0.2, ge=0, lt=1, description="Zoom factors drawn from [1 - zoom, 1 + zoom].")
+    horizontal_flip: bool = Field(True, description="Random left-right flip.")
+    fill_mode: Literal["nearest", "reflect", "wrap", "constant"] = Field("nearest", description="Pixels outside the image.")
+
+
+class TrainConfig(BaseModel):
+    """How one classifier is trained (WORKFLOW.md, "Training"); defaults are the authors' recipe.
+
+    Validated by the producer, carried in the database with the run, recorded in the model manifest.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(55, ge=1, le=10_000, description="Epochs (after the frozen ones, with freeze_epochs).")
+    batch_size: int = Field(64, ge=1, le=4096, description="Images per training batch.")
+    image_size: int = Field(224, ge=32, le=1024, description="Input side in pixels (images are squashed to a square).")
+    lr_min: float = Field(1e-6, gt=0, description="Start and end of the triangular learning-rate cycle.")
+    lr_max: float = Field(1e-3, gt=0, description="Peak of the cycle, reached at mid-training.")
+    init: str = Field("scratch", description="scratch (random weights, as the authors), imagenet, or a weights file path.")
+    freeze_epochs: int = Field(0, ge=0, le=10_000, description="Böhner 2023 transfer: epochs training only the new "
+                               "head (base frozen) before `epochs` of fine-tuning; needs init other than scratch.")
+    fine_tune_lr_max: float = Field(1e-4, gt=0, description="Peak rate of the fine-tuning phase after frozen epochs.")
+    class_weights: bool = Field(False, description="Weight the loss by n / (classes × n_class) (balanced).")
+    augmentation: Augmentation = Augmentation()
+    split: tuple[float, float, float] = Field((0.90, 0.08, 0.02), description="train/validate/test fractions for "
+                                              "images without a given split.")
+    seed: int = Field(0, description="Seeds the split, the weights' initialisation and augmentation.")
+    monitor: Literal["val_loss"] = Field("val_loss", description="The kept epoch is the one with the lowest val_loss.")
+    preprocessing: Literal["rgb-draft-nearest-squash-rescale-1/255", "rgb-nearest-squash-rescale-1/255"] = Field(
+        DRAFT_PREPROCESSING, description="How images become model inputs; the classify stage uses the same.")
+    loader_workers: int = Field(4, ge=0, le=64, description="Threads decoding and augmenting ahead of the model.")
+    cache_mb: int = Field(4096, ge=0, description="Decoded inputs kept in memory after the first epoch (MiB).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.lr_min >= self.lr_max or self.lr_min >= self.fine_tune_lr_max:
+            raise ValueError("lr_min must be below lr_max and fine_tune_lr_max")
+        if self.freeze_epochs and self.init == "scratch":
+            raise ValueError("freeze_epochs needs pretrained weights: use init imagenet or a weights file")
+        if abs(sum(self.split) - 1) > 1e-9 or min(self.split) < 0 or self.split[0] <= 0:
+            raise ValueError(f"split {self.split} must be non-negative fractions summing to 1 with train > 0")
+        return self
+
+
+class TrainClassifier(BaseModel):
+    """Message of `trapline.train_classifier`: run (or resume) the training run stored under ``run_id``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    run_id: int

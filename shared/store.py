@@ -19,9 +19,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.chunking import chunked
-from shared.db import Archive, Batch, BatchItem, Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome
-from shared.labels import ImageLabels, for_region
-from shared.schemas import BatchStatus, ClassifyOutcome, Detection, DetectOutcome, ImageSource, ModelKind, OutcomeStatus, Stage
+from shared.db import (
+    Archive, Batch, BatchItem, Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome, TrainingImage,
+    TrainingRun,
+)
+from shared.labels import ANIMAL, ImageLabels, for_region
+from shared.schemas import (
+    BatchStatus, ClassifyOutcome, Detection, DetectOutcome, ImageSource, ModelKind, OutcomeStatus, RunStatus, Stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -553,18 +558,24 @@ def label_counts(session: Session, archive_id: int, detector_version_id: int) ->
     return counts
 
 
-def images_to_reclassify(session: Session, detector_version_id: int) -> list[int]:
-    """Classified images whose labels came from other quality or crop models than the promoted ones."""
+def images_to_reclassify(session: Session, detector_version_id: int, crop_threshold: float) -> list[int]:
+    """Classified images whose labels the promoted models would change: those classified with another
+    quality model than the one now serving their region, and those with an animal box at or above
+    ``crop_threshold`` classified with another crop model (an image without such a box has no crop to
+    classify, so a new crop model leaves its labels as they are)."""
     promoted_quality = {v.region: v.id for v in promoted_models(session, ModelKind.QUALITY)}
     promoted_crops = next((v.id for v in promoted_models(session, ModelKind.CROPS)), None)
+    has_crops = exists().where(
+        DetectionRow.image_id == ImageLabel.image_id, DetectionRow.model_version_id == detector_version_id,
+        DetectionRow.category == ANIMAL, DetectionRow.conf >= crop_threshold,
+    )
     stale = []
     rows = session.execute(
-        select(ImageLabel.image_id, Image.region, ImageLabel.quality_version_id, ImageLabel.crops_version_id)
+        select(ImageLabel.image_id, Image.region, ImageLabel.quality_version_id, ImageLabel.crops_version_id, has_crops)
         .join(Image, Image.id == ImageLabel.image_id).where(ImageLabel.detector_version_id == detector_version_id)
     )
-    for image_id, region, quality_id, crops_id in rows:
-        wanted_quality = for_region(promoted_quality, region)
-        if quality_id != wanted_quality or crops_id != promoted_crops:
+    for image_id, region, quality_id, crops_id, cropped in rows:
+        if quality_id != for_region(promoted_quality, region) or (cropped and crops_id != promoted_crops):
             stale.append(image_id)
     return stale
 
@@ -574,3 +585,93 @@ def forget_outcomes(session: Session, stage: Stage, model_version_id: int, image
     for chunk in chunked(image_ids, INSERT_CHUNK):
         session.execute(delete(Outcome).where(Outcome.stage == stage, Outcome.model_version_id == model_version_id,
                                               Outcome.image_id.in_(chunk)))
+
+
+# --- training runs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingItem:
+    """A labelled image as a training run stores it."""
+
+    path: str
+    label: str
+    split: str
+    box: tuple[float, float, float, float] | None = None
+
+
+def create_training_run(
+    session: Session, *, kind: ModelKind, region: str | None, config: dict, classes: Sequence[str],
+    label_source: str, counts: dict, items: Iterable[TrainingItem], run_root: Path,
+) -> TrainingRun:
+    """A queued run with its images; its folder is ``run_root/run-<id>`` (created by the worker)."""
+    run = TrainingRun(kind=kind, region=region, status=RunStatus.QUEUED, config=config, classes=list(classes),
+                      label_source=label_source, counts=counts, run_dir="", history=[])
+    session.add(run)
+    session.flush()
+    run.run_dir = str((run_root / f"run-{run.id}").resolve())
+    rows = ({"run_id": run.id, "path": i.path, "label": i.label, "split": i.split,
+             "box": list(i.box) if i.box is not None else None} for i in items)
+    for chunk in chunked(rows, INSERT_CHUNK):
+        session.execute(_insert(session, TrainingImage).values(chunk))
+    return run
+
+
+def training_items(session: Session, run_id: int) -> list[TrainingItem]:
+    rows = session.execute(select(TrainingImage.path, TrainingImage.label, TrainingImage.split, TrainingImage.box)
+                           .where(TrainingImage.run_id == run_id).order_by(TrainingImage.id))
+    return [TrainingItem(path, label, split, tuple(box) if box else None) for path, label, split, box in rows]
+
+
+def training_run(session: Session, run_id: int) -> TrainingRun:
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise LookupError(f"training run {run_id} does not exist")
+    return run
+
+
+def training_runs(session: Session) -> list[TrainingRun]:
+    return list(session.scalars(select(TrainingRun).order_by(TrainingRun.id)))
+
+
+def claim_training_run(session: Session, run_id: int, worker: str, task_id: str | None) -> bool:
+    """Mark a queued run running, atomically; False when it is not queued (a duplicate message)."""
+    now = datetime.now(UTC)
+    claimed = session.execute(
+        update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.QUEUED)
+        .values(status=RunStatus.RUNNING, worker=worker, task_id=task_id, attempts=TrainingRun.attempts + 1,
+                started_at=func.coalesce(TrainingRun.started_at, now), heartbeat_at=now, error=None)
+    ).rowcount
+    return claimed == 1
+
+
+def record_training_progress(session: Session, run_id: int, **progress: object) -> None:
+    """Progress columns of a running run (epoch, batch, loss, learning_rate, eta_s, history, …)."""
+    session.execute(update(TrainingRun).where(TrainingRun.id == run_id)
+                    .values(**progress, heartbeat_at=datetime.now(UTC)))
+
+
+def finish_training_run(session: Session, run_id: int, model_version_id: int) -> None:
+    session.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(
+        status=RunStatus.DONE, model_version_id=model_version_id, finished_at=datetime.now(UTC), eta_s=0.0))
+
+
+def fail_training_run(session: Session, run_id: int, error: str) -> None:
+    session.execute(update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.RUNNING)
+                    .values(status=RunStatus.FAILED, error=error[-4000:], finished_at=datetime.now(UTC)))
+
+
+def requeue_training_run(session: Session, run_id: int, stale_after: timedelta, force: bool = False) -> TrainingRun:
+    """Queue a failed run again, or a running one whose worker fell silent for ``stale_after`` (a crashed
+    machine), so that ``train resume`` continues it from its last checkpoint. Raises ValueError otherwise."""
+    run = training_run(session, run_id)
+    if run.status == RunStatus.DONE:
+        raise ValueError(f"run {run_id} is done (model version {run.model_version_id})")
+    if run.status == RunStatus.RUNNING and not force:
+        silent = datetime.now(UTC) - _aware(run.heartbeat_at or run.created_at)
+        if silent < stale_after:
+            raise ValueError(f"run {run_id} is running on {run.worker} (last progress {silent.total_seconds():.0f} s "
+                             "ago); pass --force if that worker is gone")
+    run.status = RunStatus.QUEUED
+    run.finished_at = None
+    return run

@@ -6,7 +6,9 @@ plus Pillow (only to check that a file decodes). Two sources are read:
 * folders, either the authors' layout ``root/{train,validate,test}/<class>/*.jpg`` (the split comes from the
   folder; ``validation`` and ``val`` mean ``validate``) or one folder per class, ``root/<class>/*.jpg``
   (no split yet);
-* a CSV file with a header and the columns ``path,label[,split]``.
+* a CSV file with a header and the columns ``path,label[,split]``; for crop models optionally ``x,y,w,h``
+  too, a normalised MegaDetector box ``[x_min, y_min, width, height]`` that the worker crops with the
+  classify stage's own square-crop function (without a box the whole file is the crop).
 
 ``validate`` reports every problem at once, one line each; ``stratified_split`` splits the images that do not
 carry a split yet, per class and reproducibly.
@@ -43,6 +45,7 @@ SPLIT_FRACTIONS = (0.90, 0.08, 0.02)  # train/validate/test, the authors' split 
 SPLIT_SEED = 0  # seeds the shuffle of each class before it is cut into splits
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})  # compared lower-cased
 CSV_COLUMNS = ("path", "label")  # required; "split" is optional, other columns are ignored
+BOX_COLUMNS = ("x", "y", "w", "h")  # optional, all four or none: a normalised box to crop
 _HELD_OUT_FIRST = (TEST, VALIDATE)  # held-out splits, smallest first; train takes the rest
 
 
@@ -58,6 +61,7 @@ class LabelledImage:
     label: str
     split: str | None = None
     origin: str | None = field(default=None, compare=False)
+    box: tuple[float, float, float, float] | None = None  # normalised x, y, w, h to crop; None: the whole image
 
 
 class LabelFileError(ValueError):
@@ -140,7 +144,8 @@ def read_label_csv(path: str | os.PathLike[str], base: str | os.PathLike[str] | 
         missing = [c for c in CSV_COLUMNS if c not in header]
         if missing:
             raise LabelFileError(f"{path}:1: header {header} lacks the column(s) {', '.join(missing)}")
-        index = {column: header.index(column) for column in (*CSV_COLUMNS, "split") if column in header}
+        index = {column: header.index(column) for column in (*CSV_COLUMNS, "split", *BOX_COLUMNS) if column in header}
+        has_box = _box_columns(path, header)
         images, errors = [], []
         for row in reader:
             where = f"{path.name}:{reader.line_num}"
@@ -154,11 +159,36 @@ def read_label_csv(path: str | os.PathLike[str], base: str | os.PathLike[str] | 
             if not file or not label:
                 errors.append(f"{where}: empty {'path' if not file else 'label'}")
                 continue
+            try:
+                box = _box([row[index[c]] for c in BOX_COLUMNS]) if has_box else None
+            except ValueError as error:
+                errors.append(f"{where}: {error}")
+                continue
             full = Path(file) if Path(file).is_absolute() else base / file
-            images.append(LabelledImage(str(full), label, normalise_split(split) if split else None, where))
+            images.append(LabelledImage(str(full), label, normalise_split(split) if split else None, where, box))
     if errors:
         raise LabelFileError("\n".join(errors))
     return images
+
+
+def _box_columns(path: Path, header: Sequence[str]) -> bool:
+    present = [c for c in BOX_COLUMNS if c in header]
+    if present and len(present) != len(BOX_COLUMNS):
+        raise LabelFileError(f"{path}:1: a box needs all of the columns {', '.join(BOX_COLUMNS)}, found {present}")
+    return bool(present)
+
+
+def _box(cells: Sequence[str]) -> tuple[float, float, float, float] | None:
+    """A normalised box from four cells; all empty means none. Raises ValueError for a box outside the image."""
+    if not any(cell.strip() for cell in cells):
+        return None
+    try:
+        x, y, w, h = (float(cell) for cell in cells)
+    except ValueError as error:
+        raise ValueError(f"box {list(cells)} is not four numbers") from error
+    if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 and 0 < h <= 1 and x + w <= 1 + 1e-6 and y + h <= 1 + 1e-6):
+        raise ValueError(f"box {[x, y, w, h]} is not a normalised [x_min, y_min, width, height] inside the image")
+    return x, y, w, h
 
 
 # --- splitting ----------------------------------------------------------------------------------
@@ -200,8 +230,8 @@ def minimum_per_class(fractions: Sequence[float] = SPLIT_FRACTIONS) -> int:
 MIN_PER_CLASS = minimum_per_class(SPLIT_FRACTIONS)  # 3: one image in each of train, validate, test
 
 
-def _sort_key(image: LabelledImage) -> tuple[str, str, str]:
-    return image.path, image.label, image.split or ""
+def _sort_key(image: LabelledImage) -> tuple[str, str, str, tuple[float, ...]]:
+    return image.path, image.label, image.split or "", image.box or ()
 
 
 def stratified_split(
@@ -232,7 +262,7 @@ def stratified_split(
         counts, start = split_counts(len(members), fractions), 0
         for split in (TEST, VALIDATE, TRAIN):
             for image in members[start:start + counts[split]]:
-                result[split].append(LabelledImage(image.path, image.label, split, image.origin))
+                result[split].append(LabelledImage(image.path, image.label, split, image.origin, image.box))
             start += counts[split]
     return {split: sorted(members, key=_sort_key) for split, members in result.items()}
 
@@ -311,8 +341,10 @@ def validate(
         return ["no labelled images"]
     problems: list[str] = []
     known = set(classes) if classes is not None else None
-    seen: dict[str, LabelledImage] = {}
-    contents: dict[str, LabelledImage] = {}
+    seen: dict[tuple, LabelledImage] = {}
+    contents: dict[tuple, LabelledImage] = {}
+    checked: dict[str, str | None] = {}  # path -> problem: each file is read once, however many boxes it has
+    digests: dict[str, str] = {}
     for image in images:
         where = _where(image)
         if not image.label:
@@ -321,7 +353,7 @@ def validate(
             problems.append(f"{where}: unknown class {image.label!r} (expected one of {', '.join(sorted(known))})")
         if image.split is not None and image.split not in SPLITS:
             problems.append(f"{where}: unknown split {image.split!r} (expected one of {', '.join(SPLITS)})")
-        key = os.path.normpath(os.path.abspath(image.path))
+        key = (os.path.normpath(os.path.abspath(image.path)), image.box)
         if key in seen:
             first = seen[key]
             extra = f" (as {first.label!r}, now {image.label!r})" if first.label != image.label else ""
@@ -329,11 +361,14 @@ def validate(
             continue
         seen[key] = image
         if check_files:
-            problem = _file_problem(Path(image.path))
-            if problem:
-                problems.append(f"{where}: {problem}")
+            if key[0] not in checked:
+                checked[key[0]] = _file_problem(Path(image.path))
+            if checked[key[0]]:
+                problems.append(f"{where}: {checked[key[0]]}")
                 continue
-            digest = _digest(Path(image.path))
+            if key[0] not in digests:
+                digests[key[0]] = _digest(Path(image.path))
+            digest = (digests[key[0]], image.box)
             if digest in contents:
                 other = contents[digest]
                 problems.append(f"{where}: same bytes as {_where(other)} (labels {other.label!r}/{image.label!r}, "
