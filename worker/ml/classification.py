@@ -19,9 +19,9 @@ from PIL import Image
 
 from shared.labels import allowed_classes, for_region, restricted_prediction
 from shared.schemas import (
-    ClassifyOutcome, CropClassification, Detection, ImageSource, OutcomeStatus,
+    CLASSIFIER_PREPROCESSING, ClassifyOutcome, CropClassification, Detection, ImageSource, OutcomeStatus,
 )
-from worker.ml.classifier import INPUT_SIZE, RESAMPLE, predict
+from worker.ml.classifier import predict, signature, whole_image_input
 from worker.ml.crops import classifier_input, crops_for_classification
 from worker.ml.images import ImageError, decode, read_source
 
@@ -36,6 +36,12 @@ class LoadedClassifier:
     model: Any
     classes: tuple[str, ...]
     regions: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    preprocessing: str = CLASSIFIER_PREPROCESSING  # from the manifest: how whole images are decoded
+
+    @property
+    def input_side(self) -> int:
+        """The side of the model's square input (224 for the authors' models)."""
+        return signature(self.model).input_size[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +62,22 @@ class _Prepared:
     decode_s: float = 0.0
 
 
-def _prepare(item: ClassifyItem, crop_threshold: float, want_whole: bool, want_crops: bool) -> _Prepared:
+def _prepare(item: ClassifyItem, crop_threshold: float, quality: LoadedClassifier | None,
+             crops: LoadedClassifier | None) -> _Prepared:
+    """Read and decode one image once; cut what each model needs, at that model's input size."""
     start = time.perf_counter()
     try:
-        image = decode(read_source(item.source)).image
+        data = read_source(item.source)
+        full_resolution = crops is not None or (quality is not None and quality.preprocessing == CLASSIFIER_PREPROCESSING)
+        image = decode(data).image if full_resolution else None
+        whole = whole_image_input(data, quality.input_side, quality.preprocessing, image) if quality else None
     except ImageError as error:
         return _Prepared(item, error=error, decode_s=time.perf_counter() - start)
-    whole = image.resize((INPUT_SIZE, INPUT_SIZE), RESAMPLE) if want_whole else None
-    crops = []
-    if want_crops:
-        crops = [c._replace(image=classifier_input(c.image))
-                 for c in crops_for_classification(image, item.detections, threshold=crop_threshold)]
-    return _Prepared(item, whole, crops, decode_s=time.perf_counter() - start)
+    inputs = []
+    if crops is not None:
+        inputs = [c._replace(image=classifier_input(c.image, crops.input_side))
+                  for c in crops_for_classification(image, item.detections, threshold=crop_threshold)]
+    return _Prepared(item, whole, inputs, decode_s=time.perf_counter() - start)
 
 
 def classify_images(
@@ -85,7 +95,7 @@ def classify_images(
 
     with ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode") as pool:
         prepared = list(pool.map(
-            lambda item: _prepare(item, crop_threshold, quality_model(item.region) is not None, crops is not None),
+            lambda item: _prepare(item, crop_threshold, quality_model(item.region), crops),
             items,
         ))
     start = time.perf_counter()

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared.schemas import CLASSIFIER_PREPROCESSING
+from shared.schemas import CLASSIFIER_PREPROCESSING, DRAFT_PREPROCESSING, PREPROCESSINGS
+from worker.ml.images import decode
 
 INPUT_SIZE = 224
 PREPROCESSING_ID = CLASSIFIER_PREPROCESSING
@@ -91,6 +92,28 @@ def preprocess(images: Sequence[Image.Image], input_size: tuple[int, int] = (INP
         resized = image.convert("RGB").resize((width, height), RESAMPLE)
         batch[i] = np.asarray(resized, dtype=np.float32) / 255.0
     return batch
+
+
+def whole_image_input(data: bytes, size: int, preprocessing: str = CLASSIFIER_PREPROCESSING,
+                      decoded: Image.Image | None = None) -> Image.Image:
+    """An image file's bytes as a whole-image classifier sees them (before scaling by 1/255): RGB, squashed
+    to ``size × size`` with NEAREST. ``preprocessing`` says how it is decoded, and training and inference
+    both come here, so a model always sees what it was trained on:
+
+    * ``CLASSIFIER_PREPROCESSING`` (the authors' Keras directory iterator): full resolution; pass
+      ``decoded`` when the caller has decoded the file already;
+    * ``DRAFT_PREPROCESSING`` (models trapline trains): JPEGs decoded at the smallest DCT scale that keeps
+      both sides ≥ ``size`` (Pillow ``draft``), which is faster and averages rather than skips pixels.
+
+    Raises ``worker.ml.images.ImageError`` for an unreadable file, ``ValueError`` for an unknown id.
+    """
+    if preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {preprocessing!r}; expected one of {', '.join(PREPROCESSINGS)}")
+    if preprocessing == DRAFT_PREPROCESSING:
+        image = decode(data, min_side=size).image
+    else:
+        image = decoded if decoded is not None else decode(data).image
+    return image.convert("RGB").resize((size, size), RESAMPLE)
 
 
 def predict(model: Any, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:

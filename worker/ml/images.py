@@ -63,9 +63,9 @@ def read_source(source: ImageSource) -> bytes:
         raise ImageError(Failure.UNREADABLE, str(error)) from error
 
 
-def decode(data: bytes, long_side: int | None = None) -> DecodedImage:
-    """Decode ``data`` to RGB; with ``long_side``, JPEGs are decoded at the smallest DCT scale
-    whose long side is still at least that many pixels (Pillow ``draft``)."""
+def decode(data: bytes, long_side: int | None = None, min_side: int | None = None) -> DecodedImage:
+    """Decode ``data`` to RGB; with ``long_side`` (or ``min_side``), JPEGs are decoded at the smallest
+    DCT scale whose long (or short) side is still at least that many pixels (Pillow ``draft``)."""
     if not data:
         raise ImageError(Failure.ZERO_BYTE, "the file is empty")
     try:
@@ -81,7 +81,7 @@ def decode(data: bytes, long_side: int | None = None) -> DecodedImage:
 
     metadata = _metadata(image, data)
     flags: tuple[ImageFlag, ...] = ()
-    _draft(image, long_side)
+    _draft(image, long_side, min_side)
     if _missing_trailer(data, image.format):
         flags = (ImageFlag.TRUNCATED,)
     try:
@@ -89,14 +89,14 @@ def decode(data: bytes, long_side: int | None = None) -> DecodedImage:
     except OSError as error:
         if "truncated" not in str(error) and "broken data stream" not in str(error):
             raise ImageError(Failure.DECODE_ERROR, str(error)) from error
-        image = _decode_truncated(data, long_side)
+        image = _decode_truncated(data, long_side, min_side)
         flags = (ImageFlag.TRUNCATED,)
     except (SyntaxError, ValueError, TypeError, Image.DecompressionBombError) as error:
         raise ImageError(Failure.DECODE_ERROR, str(error)) from error
     return DecodedImage(to_rgb(_oriented(image)), metadata, flags)
 
 
-def _decode_truncated(data: bytes, long_side: int | None) -> Image.Image:
+def _decode_truncated(data: bytes, long_side: int | None, min_side: int | None = None) -> Image.Image:
     """Decode as much of a truncated file as there is; the missing rows come out grey.
 
     Pillow only does this with its process-wide LOAD_TRUNCATED_IMAGES switch, so the switch is
@@ -107,7 +107,7 @@ def _decode_truncated(data: bytes, long_side: int | None) -> Image.Image:
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:
             image = Image.open(io.BytesIO(data))
-            _draft(image, long_side)
+            _draft(image, long_side, min_side)
             image.load()
         except (OSError, SyntaxError, ValueError) as error:
             raise ImageError(Failure.DECODE_ERROR, str(error)) from error
@@ -131,9 +131,9 @@ def _missing_trailer(data: bytes, image_format: str | None) -> bool:
     return False
 
 
-def _draft(image: Image.Image, long_side: int | None) -> None:
-    if long_side and image.format == "JPEG":
-        scale = long_side / max(image.size)
+def _draft(image: Image.Image, long_side: int | None, min_side: int | None = None) -> None:
+    if (long_side or min_side) and image.format == "JPEG":
+        scale = long_side / max(image.size) if long_side else min_side / min(image.size)
         if scale < 1:
             image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
 
