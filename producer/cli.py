@@ -150,7 +150,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.option("--stage", type=click.Choice(["classify"]), default="classify", show_default=True)
 @click.pass_context
 def reprocess(ctx: click.Context, stage: str) -> None:
-    """Re-enqueue only the images whose labels came from models other than the promoted ones."""
+    """Re-enqueue only the images whose labels the promoted models would change.
+
+    That is, images classified with another quality model than the one now serving their region, and
+    images with animal boxes (≥ the crop threshold) classified with another crop model.
+    """
     from producer.enqueue import enqueue_pending
     from producer.model_versions import current_detector
     from shared import store
@@ -161,15 +165,184 @@ def reprocess(ctx: click.Context, stage: str) -> None:
     sessions = _sessions(settings)
     with sessions.begin() as session:
         version_id = current_detector(session, settings.detector).id
-        stale = store.images_to_reclassify(session, version_id)
+        stale = store.images_to_reclassify(session, version_id, settings.crops.threshold)
         store.forget_outcomes(session, Stage.CLASSIFY, version_id, stale)
     sent = enqueue_pending(sessions, create_celery(settings), Stage.CLASSIFY, version_id, settings.batch_size)
     click.echo(f"{len(stale)} images classified with other models; enqueued {sent.images} in {sent.batches} batches")
 
 
+def _train_options(function):  # noqa: ANN001, ANN202 - click decorator
+    """The options `train quality` and `train crops` share: the TrainConfig fields people change."""
+    options = [
+        click.option("--labels", type=click.Path(exists=True, path_type=Path), required=True,
+                     help="Class folders ([train|validate|test/]<class>/*.jpg) or a CSV: path,label[,split][,x,y,w,h]."),
+        click.option("--epochs", type=int, default=55, show_default=True),
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option("--image-size", type=int, default=224, show_default=True, help="Input side in pixels."),
+        click.option("--init", default="scratch", show_default=True,
+                     help="scratch (random weights, as the authors), imagenet, or a weights FILE."),
+        click.option("--freeze-epochs", type=int, default=0, show_default=True,
+                     help="Böhner 2023 transfer: epochs of head-only training before --epochs of fine-tuning."),
+        click.option("--class-weights", is_flag=True, help="Weight the loss by inverse class frequency."),
+        click.option("--no-augment", is_flag=True, help="Train without augmentation."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, weights and augmentation."),
+        click.option("--local", is_flag=True, help="Train here in the classify environment, without Redis, "
+                     "and wait (the single-machine default database works)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _train_config(epochs: int, batch_size: int, image_size: int, init: str, freeze_epochs: int,
+                  class_weights: bool, no_augment: bool, seed: int):  # noqa: ANN202 - TrainConfig
+    from pydantic import ValidationError
+
+    from shared.schemas import Augmentation, TrainConfig
+
+    try:
+        return TrainConfig(epochs=epochs, batch_size=batch_size, image_size=image_size, init=init,
+                           freeze_epochs=freeze_epochs, class_weights=class_weights, seed=seed,
+                           augmentation=Augmentation(enabled=not no_augment))
+    except ValidationError as error:
+        raise click.UsageError("; ".join(e["msg"] for e in error.errors())) from error
+
+
+def _start_training(ctx: click.Context, kind: str, region: str | None, labels: Path, local: bool, **options) -> None:
+    from producer.training import LabelProblems, prepare_run, send_run
+    from shared.schemas import ModelKind
+
+    settings = _settings(ctx)
+    config = _train_config(**options)
+    sessions = _sessions(settings)
+    try:
+        with sessions.begin() as session:
+            run = prepare_run(session, kind=ModelKind(kind), region=region, labels=labels, config=config,
+                              run_root=settings.training_root)
+            run_id, counts = run.id, run.counts
+    except LabelProblems as error:
+        for problem in error.problems:
+            click.echo(f"  {problem}", err=True)
+        raise click.ClickException(f"{len(error.problems)} problem(s) with the labels; nothing was enqueued") from error
+    sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
+    click.echo(f"training run {run_id}: {kind}{f' for {region}' if region else ''}, {sizes}")
+    if local:
+        _train_here(settings, sessions, run_id)
+        return
+    from shared.celery_app import create_celery
+
+    with sessions.begin() as session:
+        task_id = send_run(create_celery(settings), session, run_id)
+    click.echo(f"enqueued on the train queue (task {task_id}); follow it with `trapline train status {run_id}` "
+               "or in Flower")
+
+
+def _train_here(settings: Settings, sessions, run_id: int) -> None:  # noqa: ANN001 - sessionmaker
+    """Run `python -m worker.training RUN` in the classify environment, with a progress bar of epochs."""
+    import subprocess
+    import time
+
+    from tqdm import tqdm
+
+    from producer.embedded import classify_python
+    from shared import store
+
+    try:
+        python = classify_python(settings)
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from error
+    process = subprocess.Popen([python, "-m", "worker.training", str(run_id)])
+    with tqdm(unit="epoch", desc=f"run {run_id}", disable=None) as bar:
+        while process.poll() is None:
+            time.sleep(2)
+            with sessions.begin() as session:
+                run = store.training_run(session, run_id)
+                bar.total = run.total_epochs or bar.total
+                bar.update(run.epoch - bar.n)
+                bar.set_postfix(loss=run.loss, val_loss=run.val_loss, refresh=False)
+    with sessions.begin() as session:
+        run = store.training_run(session, run_id)
+        status, version, error = run.status.value, run.model_version_id, run.error
+    if process.returncode != 0 or version is None:
+        raise click.ClickException(f"run {run_id} {status}: {error or f'exit status {process.returncode}'}")
+    click.echo(f"run {run_id} registered model version {version}; `trapline models promote {version}` to use it")
+
+
+@main.group()
+def train() -> None:
+    """Train the ResNet-50 classifiers (55 epochs, batch 64, one-cycle 1e-6 → 1e-3 → 1e-6) on a train worker."""
+
+
+@train.command("quality")
+@click.option("--region", help="The region this quality model serves (default: every region without its own).")
+@_train_options
+@click.pass_context
+def train_quality(ctx: click.Context, region: str | None, labels: Path, local: bool, **options) -> None:
+    """Train an image-quality model (classes from the labels; one must be Bad)."""
+    _start_training(ctx, "quality", region, labels, local, **options)
+
+
+@train.command("crops")
+@_train_options
+@click.pass_context
+def train_crops(ctx: click.Context, labels: Path, local: bool, **options) -> None:
+    """Train the crop classifier (rock, bait, empty, species…): boxes in the CSV are cut as the classify stage cuts them."""
+    _start_training(ctx, "crops", None, labels, local, **options)
+
+
+@train.command("status")
+@click.argument("run_id", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def train_status(ctx: click.Context, run_id: int | None, as_json: bool) -> None:
+    """Training runs: epoch, loss, validation loss, learning rate, images/s, ETA (one RUN: per-epoch history)."""
+    from producer.training import RunView, format_run, format_runs
+    from shared import store
+
+    with _sessions(_settings(ctx)).begin() as session:
+        try:
+            runs = [store.training_run(session, run_id)] if run_id is not None else store.training_runs(session)
+        except LookupError as error:
+            raise click.ClickException(str(error)) from error
+        views = [RunView.of(run) for run in runs]
+    if as_json:
+        click.echo(json.dumps([asdict(v) for v in views], indent=2, default=str))
+    elif run_id is not None:
+        click.echo(format_run(views[0]))
+    else:
+        click.echo(format_runs(views) if views else "no training runs yet")
+
+
+@train.command("resume")
+@click.argument("run_id", type=int)
+@click.option("--force", is_flag=True, help="Resume a run marked running whose worker is known to be gone.")
+@click.option("--local", is_flag=True, help="Continue here in the classify environment, without Redis.")
+@click.pass_context
+def train_resume(ctx: click.Context, run_id: int, force: bool, local: bool) -> None:
+    """Continue a failed or crashed run from its last finished epoch."""
+    from datetime import timedelta
+
+    from producer.training import resume_run, send_run
+    from shared.celery_app import create_celery
+
+    settings = _settings(ctx)
+    sessions = _sessions(settings)
+    try:
+        with sessions.begin() as session:
+            resume_run(session, run_id, timedelta(seconds=settings.train_stale_after_s), force)
+    except (LookupError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    if local:
+        _train_here(settings, sessions, run_id)
+        return
+    with sessions.begin() as session:
+        task_id = send_run(create_celery(settings), session, run_id)
+    click.echo(f"run {run_id} queued again (task {task_id}); it continues after its last finished epoch")
+
+
 @main.group()
 def models() -> None:
-    """The model registry: import classifier files, list versions."""
+    """The model registry: import, list, evaluate and promote classifier versions."""
 
 
 @models.command("import")
@@ -227,6 +400,76 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
         classes = len(r["classes"]) if r["classes"] else "-"
         click.echo(f"{r['id']:>4}  {r['kind']:<9} {r['region'] or '-':<10} {r['name']:<32} classes={classes:<3} "
                    f"{'promoted' if r['promoted'] else '        '}  {(r['sha256'] or '-')[:12]}")
+
+
+@models.command("promote")
+@click.argument("version_id", type=int)
+@click.pass_context
+def models_promote(ctx: click.Context, version_id: int) -> None:
+    """Make VERSION the model of its kind (and region) that classify batches use from the next batch on."""
+    from shared import store
+    from shared.db import ModelVersion
+
+    with _sessions(_settings(ctx)).begin() as session:
+        try:
+            store.promote_model_version(session, version_id)
+        except LookupError as error:
+            raise click.ClickException(str(error)) from error
+        version = session.get(ModelVersion, version_id)
+        where = f" for region {version.region}" if version.region else ""
+        click.echo(f"promoted {version.kind.value} model version {version.id} ({version.name}){where}; "
+                   "`trapline reprocess --stage classify` relabels what it changes")
+
+
+@models.command("evaluate")
+@click.argument("version_id", type=int)
+@click.option("--labels", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Class folders or a path,label[,split][,x,y,w,h] CSV, as for `trapline train`.")
+@click.option("--split", "only_split", type=click.Choice(["train", "validate", "test"]),
+              help="Only the labels of this split (folders named by split, or a split column).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for metrics.json, the confusion matrix (CSV, PNG) and confidence deciles.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_evaluate(ctx: click.Context, version_id: int, labels: Path, only_split: str | None, output: Path | None,
+                    as_json: bool) -> None:
+    """Accuracy, per-class precision/recall/F1, confusion matrix and accuracy per confidence decile of VERSION."""
+    from producer.embedded import classify_python
+    from producer.training import LabelProblems, predict_labels, read_labels
+    from shared import evaluation
+    from shared.db import ModelVersion
+    from shared.training_data import validate
+
+    settings = _settings(ctx)
+    with _sessions(settings).begin() as session:
+        version = session.get(ModelVersion, version_id)
+        if version is None or not (version.manifest or {}).get("classes"):
+            raise click.ClickException(f"model version {version_id} is not a registered classifier")
+        session.expunge(version)
+    classes = version.manifest["classes"]
+    try:
+        images = [i for i in read_labels(labels) if only_split is None or i.split == only_split]
+    except LabelProblems as error:
+        raise click.ClickException(str(error)) from error
+    problems = validate(images, classes=classes, min_per_class=0)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) with the labels:\n" + "\n".join(problems))
+    output = output or Path(version.source).parent / "evaluations" / labels.resolve().name
+    try:
+        probabilities = predict_labels(classify_python(settings), version, images, output)
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from error
+    scores = evaluation.evaluate([i.label for i in images], probabilities, classes)
+    evaluation.write_artifacts(scores, output, title=f"model version {version_id} on {labels.name}")
+    if as_json:
+        click.echo(json.dumps(scores.to_dict(), indent=2))
+        return
+    click.echo(f"model version {version_id} on {len(images)} images: accuracy {scores.accuracy:.3f}, "
+               f"macro F1 {scores.macro_f1 if scores.macro_f1 is None else round(scores.macro_f1, 3)}")
+    for c in scores.per_class:
+        click.echo(f"  {c.label:<20} n={c.support:<6} precision={c.precision if c.precision is None else round(c.precision, 3)}"
+                   f"  recall={c.recall if c.recall is None else round(c.recall, 3)}  f1={c.f1 if c.f1 is None else round(c.f1, 3)}")
+    click.echo(f"artifacts: {output}")
 
 
 @main.command()

@@ -9,9 +9,19 @@ from __future__ import annotations
 import logging
 import sys
 
-from shared.celery_app import create_celery
+from shared.celery_app import Queue, create_celery
 from shared.config import get_settings
 from worker.tasks import register_tasks
+
+
+def serves_training(argv: list[str]) -> bool:
+    """Whether ``-Q``/``--queues`` in these worker options names the train queue."""
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg in ("-Q", "--queues") and i + 1 < len(argv) else \
+            arg.split("=", 1)[1] if arg.startswith(("--queues=", "-Q=")) else None
+        if value is not None and Queue.TRAIN.value in value.split(","):
+            return True
+    return False
 
 
 def main(argv: list[str]) -> None:
@@ -19,6 +29,10 @@ def main(argv: list[str]) -> None:
     settings = get_settings()
     app = create_celery(settings)
     register_tasks(app, settings)
+    if serves_training(argv) and "--disable-prefetch" not in argv:
+        # A training task is acknowledged on receipt; a prefetched second one would sit acknowledged behind
+        # it for hours and be lost with this worker (docs: optimizing.rst, "Disable prefetch").
+        argv = [*argv, "--disable-prefetch"]
     app.worker_main(["worker", *argv])
 
 

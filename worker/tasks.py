@@ -4,6 +4,10 @@ Tasks are bound to the app passed to :func:`register_tasks` (no module-level app
 tasks are acknowledged late and idempotent: a batch redelivered after a worker died replaces
 its own rows. Only database and broker errors are retried; an image's problem is an outcome.
 A detect batch, once stored, enqueues the classify batch of the same images.
+
+Training is the exception: a run takes hours, so its task is acknowledged on receipt (Redis must
+never redeliver it to a second worker) and served by workers started with ``--disable-prefetch``;
+the run's row in the database, not the message, says whether it still has to run.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -28,7 +32,9 @@ from shared import store
 from shared.celery_app import STAGE_TASKS, TaskName
 from shared.config import Settings
 from shared.db import ModelVersion
-from shared.schemas import ClassifyOutcome, ModelKind, OutcomeStatus, ProcessBatch, Stage
+from shared.schemas import (
+    CLASSIFIER_PREPROCESSING, ClassifyOutcome, ModelKind, OutcomeStatus, ProcessBatch, Stage, TrainClassifier,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +87,16 @@ class WorkerContext:
 
             path = Path(version.source)
             verified_sha256(path, version.sha256)
-            self._tensorflow_memory_growth()
+            self.tensorflow_memory_growth()
             manifest = version.manifest or {}
             self.models[version.id] = LoadedClassifier(
                 version.id, load_model(path), tuple(manifest["classes"]), manifest.get("regions") or {},
+                manifest.get("preprocessing", CLASSIFIER_PREPROCESSING),
             )
         return self.models[version.id]
 
     @staticmethod
-    def _tensorflow_memory_growth() -> None:
+    def tensorflow_memory_growth() -> None:
         try:
             import tensorflow as tf
         except ImportError:  # Keras on another backend
@@ -213,3 +220,22 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def classify_batch_task(self: Task, message: dict) -> dict:
         payload = ProcessBatch.model_validate(message)
         return classify_batch(context, payload, self.request.hostname or hostname)
+
+    @app.task(name=TaskName.TRAIN_CLASSIFIER.value, bind=True, acks_late=False, reject_on_worker_lost=False,
+              time_limit=settings.train_time_limit_s, soft_time_limit=settings.train_time_limit_s - 30,
+              throws=(ValidationError,))
+    def train_classifier_task(self: Task, message: dict) -> dict:
+        from worker.training import run_training
+
+        payload = TrainClassifier.model_validate(message)
+        context.tensorflow_memory_growth()
+
+        def progress(report) -> None:  # noqa: ANN001 - worker.ml.training.Progress
+            fields = {k: v for k, v in asdict(report).items() if k != "history"}
+            self.update_state(state="PROGRESS", meta=fields)  # for a result backend, if one is configured
+            # Flower shows state PROGRESS with these fields. The worker buffers its own task events while a
+            # solo pool is busy, so the name travels here too: Flower may see this before "task-received".
+            self.send_event("task-progress", name=self.name, run_id=payload.run_id, **fields)
+
+        return run_training(context.sessions, settings, payload.run_id, self.request.hostname or hostname,
+                            self.request.id, progress)

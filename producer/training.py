@@ -1,0 +1,204 @@
+"""Training runs from the producer's side: labels read and checked all at once, split, stored, enqueued.
+
+Nothing is enqueued unless every label is usable: ``prepare_run`` raises ``LabelProblems`` listing every
+problem (unknown split, missing or unreadable file, duplicate, too few images of a class for the split).
+The run and its images go to the database in one transaction; the message only carries the run's id, so a
+lost or duplicated message is repaired or ignored by the database's state (``trapline train resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from shared import store
+from shared.celery_app import TaskName
+from shared.db import ModelVersion, TrainingRun
+from shared.schemas import ModelKind, TrainClassifier, TrainConfig
+from shared.training_data import (
+    LabelFileError, LabelledImage, class_counts, minimum_per_class, read_label_csv, read_label_folders,
+    stratified_split, validate,
+)
+
+QUALITY_BAD = "Bad"
+EVALUATE_TIMEOUT_S = 24 * 3600
+
+
+class LabelProblems(ValueError):
+    """Labels that cannot be trained on; ``problems`` has one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s) with the labels:\n" + "\n".join(problems))
+        self.problems = list(problems)
+
+
+def read_labels(source: Path) -> list[LabelledImage]:
+    """Labelled images from class folders (``[split/]class/``) or a ``path,label[,split][,x,y,w,h]`` CSV,
+    with absolute paths (the train worker resolves nothing)."""
+    source = source.expanduser().resolve()
+    try:
+        if source.is_dir():
+            return read_label_folders(source)
+        if source.suffix.lower() == ".csv":
+            return read_label_csv(source)
+    except LabelFileError as error:
+        raise LabelProblems(str(error).splitlines()) from error
+    except ValueError as error:
+        raise LabelProblems([str(error)]) from error
+    raise LabelProblems([f"{source}: expected a folder of class folders or a .csv file"])
+
+
+def kind_problems(kind: ModelKind, region: str | None, images: Sequence[LabelledImage]) -> list[str]:
+    """What the model kind itself requires of its labels."""
+    classes = sorted({image.label for image in images if image.label})
+    problems = []
+    if len(classes) < 2:
+        problems.append(f"at least two classes are needed, found {classes}")
+    if kind == ModelKind.QUALITY:
+        if QUALITY_BAD not in classes:
+            problems.append(f"a quality model needs a class named {QUALITY_BAD!r} (found {classes})")
+        boxed = [image for image in images if image.box is not None]
+        if boxed:
+            problems.append(f"a quality model sees whole images, but {len(boxed)} label(s) carry a box")
+    if kind == ModelKind.CROPS and region:
+        problems.append("the crop classifier serves every region (restricted per region at inference): drop --region")
+    return problems
+
+
+def prepare_run(
+    session: Session, *, kind: ModelKind, region: str | None, labels: Path, config: TrainConfig, run_root: Path,
+) -> TrainingRun:
+    """Check ``labels`` completely, split them and store a queued run. Raises ``LabelProblems``."""
+    images = read_labels(labels)
+    problems = kind_problems(kind, region, images)
+    problems += validate(images, min_per_class=minimum_per_class(config.split), fractions=config.split)
+    if problems:
+        raise LabelProblems(problems)
+    splits = stratified_split(images, config.split, seed=config.seed)
+    classes = sorted({image.label for image in images})  # output order, as the Keras directory iterator sorts
+    items = [store.TrainingItem(i.path, i.label, split, i.box) for split, members in splits.items() for i in members]
+    return store.create_training_run(
+        session, kind=kind, region=region.lower() if region else None, config=config.model_dump(mode="json"),
+        classes=classes, label_source=str(labels.expanduser().resolve()), counts=class_counts(splits), items=items,
+        run_root=run_root,
+    )
+
+
+def send_run(app: Celery, session: Session, run_id: int) -> str:
+    """Enqueue the run's task on the ``train`` queue; records and returns the task id."""
+    result = app.send_task(TaskName.TRAIN_CLASSIFIER.value, args=[TrainClassifier(run_id=run_id).model_dump(mode="json")])
+    store.record_training_progress(session, run_id, task_id=result.id)
+    return result.id
+
+
+def resume_run(session: Session, run_id: int, stale_after: timedelta, force: bool) -> TrainingRun:
+    """Queue a failed or crashed run again (``ValueError`` if it is done or still alive)."""
+    return store.requeue_training_run(session, run_id, stale_after, force)
+
+
+# --- reading runs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run as ``trapline train status`` shows it."""
+
+    id: int
+    kind: str
+    region: str | None
+    status: str
+    phase: str | None
+    epoch: int
+    total_epochs: int
+    batch: int
+    steps_per_epoch: int
+    loss: float | None
+    val_loss: float | None
+    best_val_loss: float | None
+    best_epoch: int | None
+    learning_rate: float | None
+    images_per_s: float | None
+    eta_s: float | None
+    model_version_id: int | None
+    worker: str | None
+    error: str | None
+    counts: dict[str, Any]
+    run_dir: str
+    history: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, run: TrainingRun) -> RunView:
+        return cls(
+            id=run.id, kind=run.kind.value, region=run.region, status=run.status.value, phase=run.phase,
+            epoch=run.epoch, total_epochs=run.total_epochs or TrainConfig.model_validate(run.config).epochs,
+            batch=run.batch, steps_per_epoch=run.steps_per_epoch, loss=run.loss, val_loss=run.val_loss,
+            best_val_loss=run.best_val_loss, best_epoch=run.best_epoch, learning_rate=run.learning_rate,
+            images_per_s=run.images_per_s, eta_s=run.eta_s, model_version_id=run.model_version_id,
+            worker=run.worker, error=run.error, counts=run.counts, run_dir=run.run_dir, history=run.history or [],
+        )
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_runs(runs: Sequence[RunView]) -> str:
+    header = (f"{'run':>4}  {'kind':<8}{'region':<10}{'status':<9}{'epoch':>9}  {'loss':>8}{'val_loss':>9}"
+              f"{'best':>9}{'lr':>10}{'img/s':>8}{'ETA':>9}  version")
+    lines = [header]
+    for r in runs:
+        epoch = f"{r.epoch}/{r.total_epochs}"
+        eta = "-" if r.eta_s is None or r.status != "running" else f"{r.eta_s / 60:.0f} min"
+        lines.append(
+            f"{r.id:>4}  {r.kind:<8}{r.region or '-':<10}{r.status:<9}{epoch:>9}  {_number(r.loss, '.4f'):>8}"
+            f"{_number(r.val_loss, '.4f'):>9}{_number(r.best_val_loss, '.4f'):>9}{_number(r.learning_rate, '.1e'):>10}"
+            f"{_number(r.images_per_s, '.1f'):>8}{eta:>9}  {r.model_version_id or '-'}")
+    return "\n".join(lines)
+
+
+def format_run(run: RunView) -> str:
+    """One run in detail: progress, counts per split, per-epoch history, error."""
+    lines = [format_runs([run]), "", f"folder: {run.run_dir}", f"worker: {run.worker or '-'}"]
+    if run.phase:
+        lines.append(f"phase: {run.phase}, batch {run.batch}/{run.steps_per_epoch} of the current epoch")
+    for split, counts in run.counts.items():
+        lines.append(f"{split:<9} " + ", ".join(f"{label} {n}" for label, n in counts.items()))
+    if run.history:
+        lines.append(f"\n{'epoch':>5}{'loss':>10}{'accuracy':>10}{'val_loss':>10}{'val_acc':>10}")
+        for row in run.history:
+            lines.append(f"{row['epoch'] + 1:>5}{_number(row.get('loss'), '.4f'):>10}"
+                         f"{_number(row.get('accuracy'), '.3f'):>10}{_number(row.get('val_loss'), '.4f'):>10}"
+                         f"{_number(row.get('val_accuracy'), '.3f'):>10}")
+    if run.error:
+        lines.append(f"\nerror: {run.error}")
+    return "\n".join(lines)
+
+
+# --- evaluating a registered version -------------------------------------------------------------
+
+
+def predict_labels(python: str, version: ModelVersion, images: Sequence[LabelledImage], work: Path) -> list[list[float]]:
+    """Class probabilities of ``version`` for ``images``, computed in the classify environment
+    (``python -m worker.evaluate_model``); the model file is checked against its SHA-256 there."""
+    manifest = version.manifest or {}
+    request = {
+        "model": version.source, "sha256": version.sha256, "classes": manifest.get("classes"),
+        "preprocessing": manifest.get("preprocessing"),
+        "examples": [{"path": i.path, "box": list(i.box) if i.box else None} for i in images],
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    request_file, answer_file = work / "request.json", work / "probabilities.json"
+    request_file.write_text(json.dumps(request))
+    completed = subprocess.run([python, "-m", "worker.evaluate_model", str(request_file), str(answer_file)],
+                               capture_output=True, text=True, timeout=EVALUATE_TIMEOUT_S)
+    if completed.returncode != 0 or not answer_file.exists():
+        raise RuntimeError(f"evaluating model version {version.id} failed:\n{completed.stderr.strip()[-3000:]}")
+    return json.loads(answer_file.read_text())["probabilities"]

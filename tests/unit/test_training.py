@@ -1,0 +1,150 @@
+"""worker/ml/training.py: the input pipeline, the one-cycle fit, checkpoints and resuming, transfer phases.
+
+Real Keras ResNet-50s at 32 px on synthetic JPEGs (dark vs bright), in the classify environment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("tensorflow", reason="needs the classify environment (Keras + TensorFlow)")
+
+from shared.schemas import DRAFT_PREPROCESSING, Augmentation, TrainConfig  # noqa: E402
+from worker.ml.classifier import whole_image_input  # noqa: E402
+from worker.ml.crops import classifier_input, square_crop  # noqa: E402
+from worker.ml.images import decode  # noqa: E402
+from worker.ml.schedule import triangular_lr  # noqa: E402
+from worker.ml.training import (  # noqa: E402
+    BEST, LAST, STATE, Example, Phase, TrainingError, balanced_class_weights, load_input, phases, train,
+)
+
+pytestmark = pytest.mark.classify
+
+CLASSES = ("bright", "dark")
+TINY = dict(image_size=32, batch_size=4, loader_workers=2, augmentation=Augmentation(enabled=False))
+
+
+def _jpeg(path: Path, value: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.normal(value, 20, size=(96, 128, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Example]]:
+    folder = tmp_path_factory.mktemp("images")
+    made: dict[str, list[Example]] = {"train": [], "validate": [], "test": []}
+    counts = {"train": 8, "validate": 2, "test": 2}
+    seed = 0
+    for split, n in counts.items():
+        for label, value in ((0, 200), (1, 40)):
+            for _ in range(n):
+                seed += 1
+                made[split].append(Example(_jpeg(folder / f"{split}-{seed}.jpg", value, seed), label))
+    return made
+
+
+def test_phases_plain_and_transfer() -> None:
+    assert phases(TrainConfig(epochs=5)) == [Phase("train", 0, 5, 1e-3, frozen_base=False)]
+    transfer = TrainConfig(epochs=30, freeze_epochs=30, init="imagenet")
+    assert phases(transfer) == [Phase("frozen", 0, 30, 1e-3, frozen_base=True),
+                                Phase("fine-tune", 30, 60, 1e-4, frozen_base=False)]
+
+
+def test_balanced_class_weights() -> None:
+    # 6 images of class 0, 2 of class 1: 8 / (2 × 6) and 8 / (2 × 2); class 2 has none and weighs 1
+    assert balanced_class_weights([0, 0, 0, 0, 0, 0, 1, 1], 3) == {0: pytest.approx(8 / 12), 1: 2.0, 2: 1.0}
+
+
+def test_inputs_are_cut_as_the_classify_stage_cuts_them(examples: dict[str, list[Example]]) -> None:
+    path = examples["train"][0].path
+    data = Path(path).read_bytes()
+    whole = load_input(Example(path, 0), 32, DRAFT_PREPROCESSING)
+    assert whole.shape == (32, 32, 3) and whole.dtype == np.uint8
+    assert np.array_equal(whole, np.asarray(whole_image_input(data, 32, DRAFT_PREPROCESSING)))
+    box = (0.25, 0.1, 0.5, 0.3)
+    crop = load_input(Example(path, 0, box), 32, DRAFT_PREPROCESSING)
+    expected = classifier_input(square_crop(decode(data).image, box), 32)
+    assert np.array_equal(crop, np.asarray(expected))
+
+
+def test_an_unreadable_image_names_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(TrainingError, match="broken.jpg"):
+        load_input(Example(str(broken), 0), 32, DRAFT_PREPROCESSING)
+
+
+def test_training_follows_the_schedule_keeps_the_best_epoch_and_lowers_the_loss(
+    examples: dict[str, list[Example]], tmp_path: Path,
+) -> None:
+    config = TrainConfig(epochs=6, **TINY)
+    reports = []
+    result = train(examples, CLASSES, config, tmp_path / "run", reports.append)
+    steps = 4  # 16 training images in batches of 4
+    assert result.learning_rates == pytest.approx([triangular_lr(i, 6 * steps) for i in range(1, 6 * steps + 1)])
+    assert [h["epoch"] for h in result.history] == list(range(6))
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    val_losses = [h["val_loss"] for h in result.history]
+    assert result.best_epoch == int(np.argmin(val_losses)) and result.best_val_loss == min(val_losses)
+    assert result.test_probabilities.shape == (4, 2)
+    assert np.allclose(result.test_probabilities.sum(axis=1), 1, atol=1e-4)
+    assert {(tmp_path / "run" / name).exists() for name in (LAST, BEST, STATE)} == {True}
+    epoch_reports = [r for r in reports if r.batch == 0]
+    assert [r.epoch for r in epoch_reports] == [1, 2, 3, 4, 5, 6]
+    assert epoch_reports[-1].eta_s == pytest.approx(0) and epoch_reports[-1].total_epochs == 6
+
+
+def test_a_crashed_run_resumes_after_its_last_finished_epoch(
+    examples: dict[str, list[Example]], tmp_path: Path,
+) -> None:
+    config = TrainConfig(epochs=4, **TINY)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_epoch_two(progress) -> None:  # noqa: ANN001
+        if progress.epoch == 2 and progress.batch == 0:
+            raise Crash
+
+    folder = tmp_path / "run"
+    with pytest.raises(Crash):
+        train(examples, CLASSES, config, folder, crash_after_epoch_two)
+    assert json.loads((folder / STATE).read_text())["epoch"] == 2
+    result = train(examples, CLASSES, config, folder)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    total = 4 * 4
+    assert result.learning_rates == pytest.approx([triangular_lr(i, total) for i in range(1, total + 1)])
+
+
+def test_augmented_weighted_transfer_run_from_a_weights_file(
+    examples: dict[str, list[Example]], tmp_path: Path,
+) -> None:
+    import keras
+
+    base = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=(32, 32, 3))
+    weights = tmp_path / "base.weights.h5"
+    base.save_weights(weights)
+    config = TrainConfig(epochs=1, freeze_epochs=1, init=str(weights), class_weights=True,
+                         **{**TINY, "augmentation": Augmentation()})
+    result = train(examples, CLASSES, config, tmp_path / "run")
+    assert len(result.history) == 2
+    assert len(result.learning_rates) == 2 * 4
+    assert max(result.learning_rates[4:]) <= config.fine_tune_lr_max  # the fine-tune cycle peaks lower
+    model = keras.models.load_model(tmp_path / "run" / LAST)
+    trainable = {layer.name: layer.trainable for layer in model.layers}
+    assert trainable["predictions"] and trainable["conv5_block3_3_conv"] and not trainable["conv1_conv"]
+
+
+def test_missing_init_weights_tell_an_offline_user_where_to_put_them(
+    examples: dict[str, list[Example]], tmp_path: Path,
+) -> None:
+    config = TrainConfig(epochs=1, init=str(tmp_path / "absent.h5"), **TINY)
+    with pytest.raises(TrainingError, match=r"~/.keras/models"):
+        train(examples, CLASSES, config, tmp_path / "run")
