@@ -239,9 +239,10 @@ def stratified_split(
 ) -> dict[str, list[LabelledImage]]:
     """``{"train": [...], "validate": [...], "test": [...]}``, each sorted by path; every image in one.
 
-    Images that carry a split keep it. The others are split per class: sorted by path, shuffled with
-    ``random.Random(f"{seed}/{label}")`` (so adding a class leaves the other classes' splits unchanged), then
-    cut into test, validate and train by ``split_counts``. The split of the unsplit images ignores the
+    Images that carry a split keep it. The others are split per class: their distinct paths sorted, shuffled
+    with ``random.Random(f"{seed}/{label}")`` (so adding a class leaves the other classes' splits unchanged),
+    then cut into test, validate and train by ``split_counts``; every box of one photo and class goes with
+    its photo, so no crop of a training photo is tested. The split of the unsplit images ignores the
     images that already carry one. Output images carry their split.
 
     Raises ``ValueError`` for a split name that is not train, validate or test, or bad fractions.
@@ -257,12 +258,15 @@ def stratified_split(
         else:
             raise ValueError(f"{image.origin or image.path}: unknown split {image.split!r}")
     for label in sorted(unsplit):
-        members = sorted(unsplit[label], key=_sort_key)
-        random.Random(f"{seed}/{label}").shuffle(members)
-        counts, start = split_counts(len(members), fractions), 0
+        photos: dict[str, list[LabelledImage]] = defaultdict(list)  # a photo's boxes stay in one split
+        for image in unsplit[label]:
+            photos[image.path].append(image)
+        paths = sorted(photos)
+        random.Random(f"{seed}/{label}").shuffle(paths)
+        counts, start = split_counts(len(paths), fractions), 0
         for split in (TEST, VALIDATE, TRAIN):
-            for image in members[start:start + counts[split]]:
-                result[split].append(LabelledImage(image.path, image.label, split, image.origin, image.box))
+            for path in paths[start:start + counts[split]]:
+                result[split].extend(LabelledImage(i.path, i.label, split, i.origin, i.box) for i in photos[path])
             start += counts[split]
     return {split: sorted(members, key=_sort_key) for split, members in result.items()}
 
@@ -305,16 +309,20 @@ def _class_problems(
     problems = []
     totals = Counter(image.label for image in images if image.label)
     given: dict[str, Counter[str]] = defaultdict(Counter)
+    unsplit_photos: dict[str, set[str]] = defaultdict(set)
     for image in images:
         if image.label:
             given[image.label][image.split or ""] += 1
+            if image.split is None:
+                unsplit_photos[image.label].add(image.path)
     for label in sorted(set(totals) | set(classes or ())):
         total = totals.get(label, 0)
         if total < min_per_class:
             problems.append(f"class {label!r}: {total} image(s), at least {min_per_class} needed")
             continue
         counts = given[label]
-        planned = split_counts(counts[""], fractions) if counts[""] else dict.fromkeys(SPLITS, 0)
+        photos = len(unsplit_photos[label])  # stratified_split cuts a class by photos, not boxes
+        planned = split_counts(photos, fractions) if photos else dict.fromkeys(SPLITS, 0)
         empty = [s for s in SPLITS if exact[s] > 0 and counts[s] + planned[s] == 0]
         if empty:
             problems.append(f"class {label!r}: no image in split(s) {', '.join(empty)}")

@@ -27,7 +27,9 @@ from shared.config import Settings
 from shared.model_files import register_model_file, store_model_file
 from shared.schemas import TrainConfig
 from shared.training_data import SPLITS, TEST
-from worker.ml.training import AUGMENTATION_IMPLEMENTATION, Example, Progress, TrainResult, train
+from worker.ml.training import (
+    AUGMENTATION_IMPLEMENTATION, Example, Progress, TrainResult, export_inference_model, train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ def _register(sessions: sessionmaker[Session], settings: Settings, run_id: int, 
     metrics, files = write_report(folder / REPORT_FOLDER, result, true_labels, manifest["classes"],
                                   title=f"{kind.value} run {run_id}, test split")
     named = folder / f"trapline-{kind.value}-{region or 'all'}-run{run_id}.keras"
-    shutil.copyfile(result.best_model, named)
+    export_inference_model(result.best_model, named)
     stored, manifest = store_model_file(settings.model_root, kind, named, {
         **manifest, "metrics": {"test": metrics}, "report": {k: f"{REPORT_FOLDER}/{v}" for k, v in files.items()}})
     shutil.copytree(folder / REPORT_FOLDER, stored.parent / REPORT_FOLDER, dirs_exist_ok=True)

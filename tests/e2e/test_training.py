@@ -158,3 +158,18 @@ def test_train_register_promote_and_use(
         crops = session.scalars(select(Classification).where(Classification.detection_index.is_not(None))).all()
         assert crops and {c.model_version_id for c in crops} == {version.id}
         assert {c.label for c in crops} <= {"animal", "empty"}
+
+
+def test_train_locally_on_the_default_sqlite_database(camera_traps, classify_python, sqlite_url, tmp_path):
+    """The single-machine path: `trapline train --local` trains in the classify environment, no broker."""
+    environment = {"TRAPLINE_DATABASE_URL": sqlite_url, "TRAPLINE_CLASSIFY_PYTHON": classify_python,
+                   "TRAPLINE_MODEL_ROOT": str(tmp_path / "models"), "TRAPLINE_TRAINING_ROOT": str(tmp_path / "training"),
+                   "TRAPLINE_REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing listens there: no broker is used
+    labels = tunnel_labels(camera_traps, tmp_path / "labels.csv")
+    trained = trapline(["train", "crops", "--labels", str(labels), "--epochs", "2", "--batch-size", "16",
+                        "--image-size", "32", "--local"], environment, tmp_path)
+    assert "run 1 registered model version 1" in trained.stdout
+    runs = json.loads(trapline(["train", "status", "--json"], environment, tmp_path).stdout)
+    assert [(r["status"], r["epoch"], r["worker"].split("@")[0]) for r in runs] == [("done", 2, "local")]
+    listed = json.loads(trapline(["models", "list", "--json"], environment, tmp_path).stdout)
+    assert [(m["kind"], m["promoted"], m["classes"]) for m in listed] == [("crops", False, ["animal", "empty"])]

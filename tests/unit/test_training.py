@@ -81,35 +81,18 @@ def test_an_unreadable_image_names_the_file(tmp_path: Path) -> None:
         load_input(Example(str(broken), 0), 32, DRAFT_PREPROCESSING)
 
 
-def test_training_follows_the_schedule_keeps_the_best_epoch_and_lowers_the_loss(
-    examples: dict[str, list[Example]], tmp_path: Path,
-) -> None:
-    config = TrainConfig(epochs=6, **TINY)
-    reports = []
-    result = train(examples, CLASSES, config, tmp_path / "run", reports.append)
-    steps = 4  # 16 training images in batches of 4
-    assert result.learning_rates == pytest.approx([triangular_lr(i, 6 * steps) for i in range(1, 6 * steps + 1)])
-    assert [h["epoch"] for h in result.history] == list(range(6))
-    assert result.history[-1]["loss"] < result.history[0]["loss"]
-    val_losses = [h["val_loss"] for h in result.history]
-    assert result.best_epoch == int(np.argmin(val_losses)) and result.best_val_loss == min(val_losses)
-    assert result.test_probabilities.shape == (4, 2)
-    assert np.allclose(result.test_probabilities.sum(axis=1), 1, atol=1e-4)
-    assert {(tmp_path / "run" / name).exists() for name in (LAST, BEST, STATE)} == {True}
-    epoch_reports = [r for r in reports if r.batch == 0]
-    assert [r.epoch for r in epoch_reports] == [1, 2, 3, 4, 5, 6]
-    assert epoch_reports[-1].eta_s == pytest.approx(0) and epoch_reports[-1].total_epochs == 6
-
-
-def test_a_crashed_run_resumes_after_its_last_finished_epoch(
+def test_a_run_follows_the_schedule_resumes_after_a_crash_and_keeps_the_best_epoch(
     examples: dict[str, list[Example]], tmp_path: Path,
 ) -> None:
     config = TrainConfig(epochs=4, **TINY)
+    steps = 4  # 16 training images in batches of 4
+    reports = []
 
     class Crash(Exception):
         pass
 
     def crash_after_epoch_two(progress) -> None:  # noqa: ANN001
+        reports.append(progress)
         if progress.epoch == 2 and progress.batch == 0:
             raise Crash
 
@@ -117,10 +100,21 @@ def test_a_crashed_run_resumes_after_its_last_finished_epoch(
     with pytest.raises(Crash):
         train(examples, CLASSES, config, folder, crash_after_epoch_two)
     assert json.loads((folder / STATE).read_text())["epoch"] == 2
-    result = train(examples, CLASSES, config, folder)
-    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
-    total = 4 * 4
+    assert {(folder / name).exists() for name in (LAST, BEST, STATE)} == {True}
+
+    result = train(examples, CLASSES, config, folder, reports.append)  # continues with epoch 3
+
+    total = 4 * steps
     assert result.learning_rates == pytest.approx([triangular_lr(i, total) for i in range(1, total + 1)])
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    val_losses = [h["val_loss"] for h in result.history]
+    assert result.best_epoch == int(np.argmin(val_losses)) and result.best_val_loss == min(val_losses)
+    assert result.test_probabilities.shape == (4, 2)
+    assert np.allclose(result.test_probabilities.sum(axis=1), 1, atol=1e-4)
+    epoch_reports = [r for r in reports if r.batch == 0]
+    assert [r.epoch for r in epoch_reports] == [1, 2, 3, 4]
+    assert epoch_reports[-1].eta_s == pytest.approx(0) and epoch_reports[-1].total_epochs == 4
 
 
 def test_augmented_weighted_transfer_run_from_a_weights_file(

@@ -276,3 +276,21 @@ def test_split_of_a_validated_folder_set(tmp_path: Path) -> None:
     assert {s: Counter(i.label for i in v) for s, v in splits.items()} == {
         "train": Counter(Bad=11, Good=22), "validate": Counter(Bad=1, Good=2), "test": Counter(Bad=1, Good=1),
     }
+
+
+def test_every_box_of_a_photo_goes_to_the_split_of_its_photo() -> None:
+    boxes = [(0.1, 0.1, 0.2, 0.2), (0.5, 0.5, 0.2, 0.2)]
+    images = [LabelledImage(f"/d/photo{i:02d}.jpg", "fox", box=box) for i in range(20) for box in boxes]
+    splits = stratified_split(images)
+    where = {}
+    for split, members in splits.items():
+        for image in members:
+            assert where.setdefault(image.path, split) == split, image.path
+    # cut by photos: 20 photos → 18/1/1 (90/8/2 of 20 rounds 1.6 to 2 for validate, 0.4 up to 1 for test)
+    photos = {split: len({i.path for i in members}) for split, members in splits.items()}
+    assert photos == split_counts(20) and sum(len(m) for m in splits.values()) == 40
+
+
+def test_boxes_of_too_few_photos_leave_a_split_empty() -> None:
+    images = [LabelledImage("/d/one.jpg", "fox", box=(0.1 * k, 0.1, 0.05, 0.05)) for k in range(1, 5)]
+    assert validate(images, check_files=False) == ["class 'fox': no image in split(s) validate, test"]
