@@ -174,7 +174,7 @@ def reprocess(ctx: click.Context, stage: str) -> None:
 def _train_options(function):  # noqa: ANN001, ANN202 - click decorator
     """The options `train quality` and `train crops` share: the TrainConfig fields people change."""
     options = [
-        click.option("--labels", type=click.Path(exists=True, path_type=Path), required=True,
+        click.option("--labels", type=click.Path(exists=True, path_type=Path),
                      help="Class folders ([train|validate|test/]<class>/*.jpg) or a CSV: path,label[,split][,x,y,w,h]."),
         click.option("--epochs", type=int, default=55, show_default=True),
         click.option("--batch-size", type=int, default=64, show_default=True),
@@ -208,9 +208,13 @@ def _train_config(epochs: int, batch_size: int, image_size: int, init: str, free
         raise click.UsageError("; ".join(e["msg"] for e in error.errors())) from error
 
 
-def _start_training(ctx: click.Context, kind: str, region: str | None, labels: Path, local: bool, **options) -> None:
+def _start_training(ctx: click.Context, kind: str, region: str | None, labels: Path | None, local: bool,
+                    from_review: bool = False, **options) -> None:
     from producer.training import LabelProblems, prepare_run, send_run
     from shared.schemas import ModelKind
+
+    if (labels is None) == (not from_review):
+        raise click.UsageError("give the labels with exactly one of --labels or --from-review")
 
     settings = _settings(ctx)
     config = _train_config(**options)
@@ -275,17 +279,20 @@ def train() -> None:
 
 @train.command("quality")
 @click.option("--region", help="The region this quality model serves (default: every region without its own).")
+@click.option("--from-review", is_flag=True, help="Train on people's review labels (Bad vs the rest, as Good) "
+              "instead of --labels; with --region, that region's images only.")
 @_train_options
 @click.pass_context
-def train_quality(ctx: click.Context, region: str | None, labels: Path, local: bool, **options) -> None:
+def train_quality(ctx: click.Context, region: str | None, labels: Path | None, local: bool, from_review: bool,
+                  **options) -> None:
     """Train an image-quality model (classes from the labels; one must be Bad)."""
-    _start_training(ctx, "quality", region, labels, local, **options)
+    _start_training(ctx, "quality", region, labels, local, from_review, **options)
 
 
 @train.command("crops")
 @_train_options
 @click.pass_context
-def train_crops(ctx: click.Context, labels: Path, local: bool, **options) -> None:
+def train_crops(ctx: click.Context, labels: Path | None, local: bool, **options) -> None:
     """Train the crop classifier (rock, bait, empty, species…): boxes in the CSV are cut as the classify stage cuts them."""
     _start_training(ctx, "crops", None, labels, local, **options)
 
@@ -470,6 +477,83 @@ def models_evaluate(ctx: click.Context, version_id: int, labels: Path, only_spli
         click.echo(f"  {c.label:<20} n={c.support:<6} precision={c.precision if c.precision is None else round(c.precision, 3)}"
                    f"  recall={c.recall if c.recall is None else round(c.recall, 3)}  f1={c.f1 if c.f1 is None else round(c.f1, 3)}")
     click.echo(f"artifacts: {output}")
+
+
+@main.group()
+def review() -> None:
+    """Step 3: the sample people check, and their labels (Animal, Empty, Human, Bad)."""
+
+
+@review.command("sample")
+@click.option("--fraction", type=float, help="Share drawn per site × final label (default: TRAPLINE_REVIEW__FRACTION).")
+@click.option("--all-animals/--no-all-animals", default=None,
+              help="Also every image labelled Animal (default: TRAPLINE_REVIEW__ALL_ANIMALS).")
+@click.option("--seed", type=int, help="Seed of the draw, stored with the set (default: TRAPLINE_REVIEW__SEED).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the sample as a CSV for reviewers: fill its label column, then `review import` it.")
+@click.pass_context
+def review_sample(ctx: click.Context, fraction: float | None, all_animals: bool | None, seed: int | None,
+                  output: Path | None) -> None:
+    """Draw the review sample of the classified images (re-drawing with the same settings adds nothing)."""
+    from producer.model_versions import current_detector
+    from producer.review import sample, write_list
+
+    settings = _settings(ctx)
+    options = settings.review
+    with _sessions(settings).begin() as session:
+        version = current_detector(session, settings.detector)
+        try:
+            result = sample(session, version.id, options.fraction if fraction is None else fraction,
+                            options.all_animals if all_animals is None else all_animals,
+                            options.seed if seed is None else seed)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from error
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            with output.open("w", newline="", encoding="utf-8") as out:
+                write_list(session, result.set_id, out)
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.by_reason.items()))
+    click.echo(f"review set {result.set_id}: {result.drawn} images from {result.strata} strata ({reasons}); "
+               f"{result.added} new" + (f"; list written to {output}" if output else ""))
+
+
+@review.command("import")
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reviewer", help="Name stored with every label unless the CSV has a reviewer column.")
+@click.pass_context
+def review_import(ctx: click.Context, labels: Path, reviewer: str | None) -> None:
+    """Import people's labels from a CSV (path,label[,reviewer]): all lines, or none when one is wrong."""
+    from producer.review import ReviewImportError, import_labels
+
+    settings = _settings(ctx)
+    try:
+        with _sessions(settings).begin() as session:
+            count = import_labels(session, labels, reviewer)
+    except ReviewImportError as error:
+        for problem in error.problems:
+            click.echo(f"  {problem}", err=True)
+        raise click.ClickException(f"{len(error.problems)} problem(s) in {labels.name}; nothing was imported") from error
+    click.echo(f"imported {count} labels from {labels.name}")
+
+
+@main.command()
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["final", "quality", "detect", "crops"]),
+              help="Stages to measure (repeatable; default: all).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def metrics(ctx: click.Context, stages: tuple[str, ...], as_json: bool) -> None:
+    """Each stage against people's labels, per region: accuracy (also weighted over the random strata),
+    per-class precision/recall/F1, confusion matrix, FN and FP lists, and the manual-inspection share."""
+    from producer.model_versions import current_detector
+    from producer.review import format_metrics
+    from producer.review import metrics as measure
+    from shared.review import STAGES
+
+    settings = _settings(ctx)
+    with _sessions(settings).begin() as session:
+        version = current_detector(session, settings.detector)
+        report = measure(session, version.id, stages or STAGES)
+    click.echo(json.dumps(report, indent=2) if as_json else format_metrics(report))
 
 
 @main.command()

@@ -28,7 +28,7 @@ from shared.training_data import (
     stratified_split, validate,
 )
 
-QUALITY_BAD = "Bad"
+QUALITY_BAD, QUALITY_GOOD = "Bad", "Good"
 EVALUATE_TIMEOUT_S = 24 * 3600
 
 
@@ -56,6 +56,17 @@ def read_labels(source: Path) -> list[LabelledImage]:
     raise LabelProblems([f"{source}: expected a folder of class folders or a .csv file"])
 
 
+def review_labels(session: Session, region: str | None) -> list[LabelledImage]:
+    """People's labels as quality-model labels: Bad stays Bad, Animal, Empty and Human are Good. Images
+    inside zip/tar archives are left out (the trainer reads files). The region's images only, if given."""
+    images = []
+    for path, label in store.latest_review_labels(session, region):
+        if Path(path).is_file():
+            images.append(LabelledImage(path, QUALITY_BAD if label == QUALITY_BAD else QUALITY_GOOD,
+                                        origin="review"))
+    return images
+
+
 def kind_problems(kind: ModelKind, region: str | None, images: Sequence[LabelledImage]) -> list[str]:
     """What the model kind itself requires of its labels."""
     classes = sorted({image.label for image in images if image.label})
@@ -74,10 +85,15 @@ def kind_problems(kind: ModelKind, region: str | None, images: Sequence[Labelled
 
 
 def prepare_run(
-    session: Session, *, kind: ModelKind, region: str | None, labels: Path, config: TrainConfig, run_root: Path,
+    session: Session, *, kind: ModelKind, region: str | None, labels: Path | None, config: TrainConfig,
+    run_root: Path,
 ) -> TrainingRun:
-    """Check ``labels`` completely, split them and store a queued run. Raises ``LabelProblems``."""
-    images = read_labels(labels)
+    """Check ``labels`` completely, split them and store a queued run. Raises ``LabelProblems``.
+
+    ``labels=None`` trains a quality model on people's review labels (``trapline review import``)."""
+    if labels is None and kind != ModelKind.QUALITY:
+        raise LabelProblems(["review labels are per image: they can train a quality model, not the crop model"])
+    images = read_labels(labels) if labels is not None else review_labels(session, region)
     problems = kind_problems(kind, region, images)
     problems += validate(images, min_per_class=minimum_per_class(config.split), fractions=config.split)
     if problems:
@@ -87,7 +103,8 @@ def prepare_run(
     items = [store.TrainingItem(i.path, i.label, split, i.box) for split, members in splits.items() for i in members]
     return store.create_training_run(
         session, kind=kind, region=region.lower() if region else None, config=config.model_dump(mode="json"),
-        classes=classes, label_source=str(labels.expanduser().resolve()), counts=class_counts(splits), items=items,
+        classes=classes, label_source=str(labels.expanduser().resolve()) if labels else "review labels",
+        counts=class_counts(splits), items=items,
         run_root=run_root,
     )
 

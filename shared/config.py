@@ -65,6 +65,16 @@ class LabelSettings(BaseModel):
     script_compat: bool = Field(False, description="Reproduce the authors' scripts: Bad beats Human, v_quality always 1.")
 
 
+class ReviewSettings(BaseModel):
+    """The review sample (WORKFLOW.md, step 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(0.1, gt=0, le=1, description="Share of each site × final-label stratum drawn for review.")
+    all_animals: bool = Field(True, description="Also review every image labelled Animal (Celis 2024).")
+    seed: int = Field(0, description="Seeds the draw; stored with the review set.")
+
+
 class Settings(BaseSettings):
     """Everything a producer, a worker or a test can configure."""
 
@@ -94,6 +104,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = QualitySettings()
     crops: CropSettings = CropSettings()
     labels: LabelSettings = LabelSettings()
+    review: ReviewSettings = ReviewSettings()
 
     @classmethod
     def settings_customise_sources(

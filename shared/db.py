@@ -273,3 +273,47 @@ class TrainingImage(Base):
     label: Mapped[str] = mapped_column(String(64))
     split: Mapped[str] = mapped_column(String(16))
     box: Mapped[list[float] | None] = mapped_column(JSON)  # normalised x, y, w, h; None: the whole image
+
+
+class ReviewSet(Base):
+    """A drawn review sample (WORKFLOW.md, step 3): its parameters, seed and population, so drawing again from
+    the same images is the same set, and drawing from a grown archive is a new one (strata sizes change)."""
+
+    __tablename__ = "review_sets"
+    __table_args__ = (UniqueConstraint("detector_version_id", "fraction", "all_animals", "seed", "candidates",
+                                       name="uq_review_sets_draw"),)  # the convention's name is over 63 characters
+
+    id: Mapped[intpk]
+    detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    fraction: Mapped[float]
+    all_animals: Mapped[bool] = mapped_column(Boolean)
+    seed: Mapped[int]
+    candidates: Mapped[int]  # classified images drawn from: more images classified later make a new set
+    strata: Mapped[str] = mapped_column(String(128))  # e.g. "site,final_label"
+    created_at: Mapped[created_at]
+
+
+class ReviewItem(Base):
+    """One image of a review set: its stratum, the stratum's size when drawn, and why it was drawn."""
+
+    __tablename__ = "review_items"
+
+    set_id: Mapped[int] = mapped_column(ForeignKey("review_sets.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    stratum: Mapped[str] = mapped_column(String(512))
+    stratum_size: Mapped[int]
+    reason: Mapped[str] = mapped_column(String(16))  # "random" (weighted for accuracy) or "animal" (all animals)
+
+
+class ReviewLabel(Base):
+    """A person's label of one image (Animal, Empty, Human, Bad), with who gave it, when and from where."""
+
+    __tablename__ = "review_labels"
+    __table_args__ = (UniqueConstraint("image_id", "reviewer"),)
+
+    id: Mapped[bigid]
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(32))
+    reviewer: Mapped[str] = mapped_column(String(128))
+    labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(1024))  # "labels.csv:12", "web"

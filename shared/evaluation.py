@@ -14,10 +14,11 @@ predicted as the class, its recall ``None`` when it has no true images, its F1 `
 ``None`` (and 0.0 when both are 0). ``macro_f1`` is the mean F1 over the classes with true images, a class
 that was never predicted counting 0.0 there (its recall is 0); it is ``None`` when no class has images.
 
-**Decile bins.** Ten equal bins over [0, 1]: bin ``i`` is [i/10, (i+1)/10), the top bin is closed
-[0.9, 1.0]. A confidence is binned from its shortest decimal form (``repr``), exactly, so 0.3 is in bin 3
-and 0.7 in bin 7 although ``0.7 * 10`` and the binary value of 0.3 are not exact. All ten bins are listed;
-an empty one has ``accuracy`` ``None``.
+**Decile bins.** Ten fixed-width bins over [0, 1], closed on the right as in Böhner 2023: bin ``i`` is
+(i/10, (i+1)/10], and the first bin also takes a confidence of exactly 0, so it is [0, 0.1]. A confidence
+is binned from its shortest decimal form (``repr``), exactly, so 0.1 closes bin 0 and 0.9 closes bin 8
+although the binary values of 0.1 and 0.9 lie just above 1/10 and 9/10. All ten bins are listed; an empty
+one has ``accuracy`` ``None``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class ClassMetrics:
 
 @dataclass(frozen=True, slots=True)
 class DecileAccuracy:
-    """The images whose top confidence lies in [lower, upper) ([0.9, 1.0] for the top bin) and their accuracy."""
+    """The images whose top confidence lies in (lower, upper] ([0, 0.1] for the first bin, which includes 0)
+    and their accuracy."""
 
     lower: float
     upper: float
@@ -148,12 +150,12 @@ def evaluate_labels(
 
 
 def decile_index(confidence: float) -> int:
-    """The decile bin of a confidence in [0, 1]: ``i`` for [i/10, (i+1)/10), 9 for [0.9, 1.0]; exact on the
+    """The decile bin of a confidence in [0, 1]: ``i`` for (i/10, (i+1)/10], 0 for [0, 0.1]; exact on the
     confidence's shortest decimal form."""
     value = float(confidence)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"confidence {confidence!r} is not in [0, 1]")
-    return min(int(Fraction(repr(value)) * DECILES), DECILES - 1)
+    return max(math.ceil(Fraction(repr(value)) * DECILES) - 1, 0)
 
 
 def _checked_classes(classes: Sequence[str]) -> tuple[str, ...]:
@@ -249,8 +251,9 @@ def write_confusion_csv(evaluation: Evaluation, path: Path) -> None:
 
 
 def write_deciles_csv(evaluation: Evaluation, path: Path) -> None:
-    """The accuracy per confidence decile as CSV, columns ``lower,upper,count,accuracy`` (empty accuracy for an
-    empty bin); only the header when the evaluation has no confidences."""
+    """The accuracy per confidence decile as CSV, columns ``lower,upper,count,accuracy``, one row per bin
+    (lower, upper] (the first bin includes 0; empty accuracy for an empty bin); only the header when the
+    evaluation has no confidences."""
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(DECILE_COLUMNS)

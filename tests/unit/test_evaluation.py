@@ -20,17 +20,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = ("cat", "dog", "fox")
 
 # Ten images: (true label, probabilities over CLASSES) -> prediction, confidence, decile bin, correct?
+# Bins are closed on the right, bin i = (i/10, (i+1)/10] (bin 0 = [0, 0.1]), so a tenth closes the bin below it.
 SAMPLES = [
     ("cat", [0.95, 0.03, 0.02]),  # cat 0.95 bin 9 right
-    ("cat", [0.6, 0.3, 0.1]),  #    cat 0.6  bin 6 right
-    ("cat", [0.3, 0.5, 0.2]),  #    dog 0.5  bin 5 wrong
-    ("cat", [0.2, 0.1, 0.7]),  #    fox 0.7  bin 7 wrong
-    ("dog", [0.1, 0.8, 0.1]),  #    dog 0.8  bin 8 right
+    ("cat", [0.6, 0.3, 0.1]),  #    cat 0.6  bin 5 right
+    ("cat", [0.3, 0.5, 0.2]),  #    dog 0.5  bin 4 wrong
+    ("cat", [0.2, 0.1, 0.7]),  #    fox 0.7  bin 6 wrong
+    ("dog", [0.1, 0.8, 0.1]),  #    dog 0.8  bin 7 right
     ("dog", [0.0, 1.0, 0.0]),  #    dog 1.0  bin 9 right
-    ("dog", [0.5, 0.4, 0.1]),  #    cat 0.5  bin 5 wrong
-    ("fox", [0.05, 0.05, 0.9]),  #  fox 0.9  bin 9 right
-    ("fox", [0.3, 0.4, 0.3]),  #    dog 0.4  bin 4 wrong
-    ("fox", [0.25, 0.25, 0.5]),  #  fox 0.5  bin 5 right
+    ("dog", [0.5, 0.4, 0.1]),  #    cat 0.5  bin 4 wrong
+    ("fox", [0.05, 0.05, 0.9]),  #  fox 0.9  bin 8 right
+    ("fox", [0.3, 0.4, 0.3]),  #    dog 0.4  bin 3 wrong
+    ("fox", [0.25, 0.25, 0.5]),  #  fox 0.5  bin 4 right
 ]
 TRUE = [label for label, _ in SAMPLES]
 PROBABILITIES = [row for _, row in SAMPLES]
@@ -53,10 +54,11 @@ EXPECTED_CLASSES = [
     ("dog", 3, 1 / 2, 2 / 3, 4 / 7),
     ("fox", 3, 2 / 3, 2 / 3, 2 / 3),
 ]
-# Deciles: bin 4 {wrong} -> 0/1; bin 5 {wrong, wrong, right} -> 1/3; bin 6 {right} -> 1; bin 7 {wrong} -> 0;
-# bin 8 {right} -> 1; bin 9 {0.95 right, 1.0 right, 0.9 right} -> 3/3; bins 0-3 empty.
-EXPECTED_DECILES = [(0, None), (0, None), (0, None), (0, None), (1, 0.0), (3, 1 / 3), (1, 1.0), (1, 0.0), (1, 1.0),
-                    (3, 1.0)]
+# Deciles: bin 3 {0.4 wrong} -> 0/1; bin 4 {0.5 wrong, 0.5 wrong, 0.5 right} -> 1/3; bin 5 {0.6 right} -> 1;
+# bin 6 {0.7 wrong} -> 0; bin 7 {0.8 right} -> 1; bin 8 {0.9 right} -> 1; bin 9 {0.95 right, 1.0 right} -> 2/2;
+# bins 0-2 empty.
+EXPECTED_DECILES = [(0, None), (0, None), (0, None), (1, 0.0), (3, 1 / 3), (1, 1.0), (1, 0.0), (1, 1.0), (1, 1.0),
+                    (2, 1.0)]
 
 
 def example() -> Evaluation:
@@ -160,19 +162,25 @@ def test_an_empty_test_set_has_no_scores() -> None:
 
 
 @pytest.mark.parametrize(("confidence", "bin_"), [
-    (0.0, 0), (0.05, 0), (0.0999, 0), (0.1, 1), (0.3, 3), (0.30000000000000004, 3), (0.29999999999999993, 2),
-    (0.7, 7), (0.6999, 6), (0.95, 9), (0.9, 9), (1.0, 9),
+    # 0 joins the first bin [0, 0.1]; 5e-324 is the smallest positive float, inside (0, 0.1].
+    (0.0, 0), (5e-324, 0), (0.05, 0), (0.0999, 0), (0.1, 0),
+    # 0.10000000000000002 and 0.30000000000000004 are the floats just above 0.1 and 0.3: the next bin opens.
+    (0.10000000000000002, 1), (0.1001, 1),
+    (0.29999999999999993, 2), (0.3, 2), (0.30000000000000004, 3),
+    (0.6999, 6), (0.7, 6), (0.7000000000000001, 7), (0.7001, 7),
+    (0.8999999999999999, 8), (0.9, 8), (0.9000000000000001, 9), (0.95, 9), (1.0, 9),
 ])
 def test_decile_bin_edges(confidence: float, bin_: int) -> None:
     assert decile_index(confidence) == bin_
 
 
-@pytest.mark.parametrize("i", range(1, 10))
-def test_each_tenth_opens_its_own_bin(i: int) -> None:
-    # i / 10 and the literal 0.i are the same float; 0.7 * 10 == 7.000000000000001 and the binary 0.3 lies
-    # below 3/10, yet each lands in bin i.
-    assert decile_index(i / 10) == i
-    assert decile_index(float(f"0.{i}")) == i
+@pytest.mark.parametrize("i", range(1, 11))
+def test_each_tenth_closes_the_bin_below_it(i: int) -> None:
+    # i / 10 and the literal 0.1 ... 0.9, 1.0 are the same float. The binary values of 0.1, 0.2, 0.4, 0.8 and
+    # 0.9 lie just above their tenth, so binning the binary value would push them one bin up; binned from
+    # the shortest decimal form, each tenth i/10 is the closed upper end of bin i - 1.
+    assert decile_index(i / 10) == i - 1
+    assert decile_index(float(f"{i // 10}.{i % 10}")) == i - 1
 
 
 def test_decile_edges_through_evaluate_labels() -> None:
@@ -181,8 +189,9 @@ def test_decile_edges_through_evaluate_labels() -> None:
 
     deciles = evaluate_labels(labels, labels, ["a"], confidences).deciles
 
-    assert [d.count for d in deciles] == [1, 1, 0, 1, 0, 0, 0, 1, 0, 2]
-    assert [d.accuracy for d in deciles] == [1.0, 1.0, None, 1.0, None, None, None, 1.0, None, 1.0]
+    # 0.0 -> 0 and 0.1 -> 0 (first bin [0, 0.1]), 0.3 -> 2, 0.7 -> 6, 0.95 -> 9, 1.0 -> 9.
+    assert [d.count for d in deciles] == [2, 0, 1, 0, 0, 0, 1, 0, 0, 2]
+    assert [d.accuracy for d in deciles] == [1.0, None, 1.0, None, None, None, 1.0, None, None, 1.0]
 
 
 @pytest.mark.parametrize("confidence", [-0.01, 1.01, float("nan")])
@@ -196,8 +205,9 @@ def test_argmax_takes_the_first_maximum_on_ties() -> None:
 
     # predictions: cat, dog, cat
     assert evaluation.confusion == ((1, 0, 0), (0, 1, 0), (1, 0, 0))
-    assert evaluation.deciles[4].count == 2  # 0.4 twice
-    assert evaluation.deciles[3].count == 1  # 1/3
+    # confidences 0.4, 0.4 and 1/3 = 0.3333333333333333 all lie in bin 3 = (0.3, 0.4]
+    assert evaluation.deciles[3].count == 3
+    assert evaluation.deciles[4].count == 0
 
 
 @pytest.mark.parametrize(("true", "probabilities", "classes", "message"), [
@@ -238,6 +248,7 @@ def test_results_are_frozen() -> None:
 
 
 def test_to_dict_is_json_serialisable_and_complete() -> None:
+    # a: right at 0.9 -> bin 8 = (0.8, 0.9]; b: wrong at 0.35 -> bin 3 = (0.3, 0.4].
     evaluation = evaluate_labels(["a", "b"], ["a", "a"], ["a", "b"], [0.9, 0.35])
 
     data = json.loads(json.dumps(evaluation.to_dict()))
@@ -254,7 +265,9 @@ def test_to_dict_is_json_serialisable_and_complete() -> None:
         "confusion": [[1, 0], [1, 0]],
         "deciles": [
             {"lower": i / 10, "upper": (i + 1) / 10, "count": count, "accuracy": accuracy}
-            for i, (count, accuracy) in enumerate([(0, None)] * 3 + [(1, 0.0)] + [(0, None)] * 5 + [(1, 1.0)])
+            for i, (count, accuracy) in enumerate(
+                [(0, None)] * 3 + [(1, 0.0)] + [(0, None)] * 4 + [(1, 1.0)] + [(0, None)],
+            )
         ],
     }
 
@@ -277,13 +290,13 @@ def test_deciles_csv_is_exact(tmp_path: Path) -> None:
         "0.0,0.1,0,\n"
         "0.1,0.2,0,\n"
         "0.2,0.3,0,\n"
-        "0.3,0.4,0,\n"
-        "0.4,0.5,1,0.0\n"
-        "0.5,0.6,3,0.3333333333333333\n"
-        "0.6,0.7,1,1.0\n"
-        "0.7,0.8,1,0.0\n"
+        "0.3,0.4,1,0.0\n"
+        "0.4,0.5,3,0.3333333333333333\n"
+        "0.5,0.6,1,1.0\n"
+        "0.6,0.7,1,0.0\n"
+        "0.7,0.8,1,1.0\n"
         "0.8,0.9,1,1.0\n"
-        "0.9,1.0,3,1.0\n"
+        "0.9,1.0,2,1.0\n"
     )
 
 
@@ -308,7 +321,7 @@ def test_write_artifacts_writes_the_four_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == sorted(files.values())
     assert json.loads((folder / files["metrics"]).read_text()) == json.loads(json.dumps(evaluation.to_dict()))
     assert (folder / files["confusion_csv"]).read_text().splitlines()[1] == "cat,2,1,1"
-    assert (folder / files["deciles_csv"]).read_text().splitlines()[6] == "0.5,0.6,3,0.3333333333333333"
+    assert (folder / files["deciles_csv"]).read_text().splitlines()[5] == "0.4,0.5,3,0.3333333333333333"
     assert (folder / files["confusion_png"]).read_bytes().startswith(PNG_MAGIC)
 
 

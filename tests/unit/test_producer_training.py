@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from producer.training import LabelProblems, RunView, format_run, format_runs, kind_problems, prepare_run, read_labels
 from shared import store
-from shared.db import TrainingImage, TrainingRun
+from shared.db import Image, TrainingImage, TrainingRun
 from shared.schemas import ModelKind, RunStatus, TrainConfig
 from shared.training_data import LabelledImage
 from tests.unit import synthetic
@@ -363,3 +363,32 @@ def test_a_done_run_shows_its_model_version(session: Session, tmp_path: Path) ->
 
     assert format_runs([RunView.of(run)]).splitlines()[1].split()[3:5] == ["done", "55/55"]
     assert format_runs([RunView.of(run)]).endswith(f"  {version.id}")
+
+
+def test_a_quality_model_trains_on_review_labels_bad_against_the_rest(session: Session, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    root = tmp_path / "archive"
+    names = [f"s1/c1/{i}.jpg" for i in range(8)]
+    for name in names:
+        _image(root / name)
+    archive = store.get_or_create_archive(session, str(root), "finnmark", "{site}/{camera}/...")
+    store.register_images(session, archive.id, [{"rel_path": n, "size": 1, "mtime": 0.0, "region": "finnmark"}
+                                                for n in names])
+    ids = {rel: i for rel, i in session.execute(select(Image.rel_path, Image.id))}
+    said = ["Bad", "Bad", "Bad", "Animal", "Empty", "Human", "Empty", "Bad"]
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    store.save_review_labels(session, [(ids[n], label, "ann", f"l.csv:{i}") for i, (n, label) in
+                                       enumerate(zip(names, said, strict=True))], when)
+    store.save_review_labels(session, [(ids[names[7]], "Empty", "bob", "web")], datetime(2026, 1, 2, tzinfo=UTC))
+
+    run = prepare_run(session, kind=ModelKind.QUALITY, region="Finnmark", labels=None, config=CONFIG,
+                      run_root=tmp_path / "runs")
+
+    assert run.classes == ["Bad", "Good"] and run.label_source == "review labels"
+    stored = {Path(path).name: label for path, label, _, _ in _stored_images(session, run.id)}
+    # the latest label counts: bob's Empty replaces ann's Bad for image 7
+    assert stored == {"0.jpg": "Bad", "1.jpg": "Bad", "2.jpg": "Bad", "3.jpg": "Good", "4.jpg": "Good",
+                      "5.jpg": "Good", "6.jpg": "Good", "7.jpg": "Good"}
+    with pytest.raises(LabelProblems, match="not the crop model"):
+        prepare_run(session, kind=ModelKind.CROPS, region=None, labels=None, config=CONFIG, run_root=tmp_path)

@@ -1,0 +1,150 @@
+"""The review loop from the producer's side: draw the sample people check, write it out for them, import
+their labels (all or nothing), and measure the models against those labels (``shared.review`` has the rules,
+``shared.evaluation`` the metrics)."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy.orm import Session
+
+from shared import evaluation, store
+from shared.review import (
+    REVIEW_LABELS, STAGE_CLASSES, STRATA, Reviewed, draw_sample, errors, manual_share, stage_confidence, stage_pair,
+    weighted_accuracy,
+)
+
+LIST_COLUMNS = ("path", "site", "model_label", "reason", "label")  # the sample as people receive it
+IMPORT_COLUMNS = ("path", "label")  # required; "reviewer" optional
+
+
+class ReviewImportError(ValueError):
+    """A labels file with problems; ``problems`` has one line each and nothing was imported."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s), nothing imported:\n" + "\n".join(problems))
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    set_id: int
+    drawn: int
+    added: int
+    by_reason: dict[str, int]
+    strata: int
+
+
+def sample(session: Session, detector_version_id: int, fraction: float, all_animals: bool, seed: int) -> SampleResult:
+    """Draw (or re-draw, idempotently) the review sample of every classified image."""
+    candidates = store.review_candidates(session, detector_version_id)
+    drawn = draw_sample(candidates, fraction, all_animals, seed)
+    review_set, added = store.save_review_set(session, detector_version_id, fraction, all_animals, seed, STRATA,
+                                              len(candidates), drawn)
+    return SampleResult(review_set.id, len(drawn), added, dict(Counter(d.reason for d in drawn)),
+                        len({d.stratum for d in drawn}))
+
+
+def write_list(session: Session, set_id: int, out: IO[str]) -> int:
+    """The set as a CSV for reviewers: path, site, model label, reason, and an empty ``label`` column to fill
+    with Animal, Empty, Human or Bad (then ``trapline review import``)."""
+    writer = csv.writer(out)
+    writer.writerow(LIST_COLUMNS)
+    rows = store.review_items(session, set_id)
+    for path, item, label in rows:
+        writer.writerow([path, item.stratum.rsplit("/", 1)[0], label.final_label if label else "", item.reason, ""])
+    return len(rows)
+
+
+def read_labels(session: Session, path: Path, reviewer: str | None) -> list[tuple[int, str, str, str]]:
+    """(image_id, label, reviewer, source) rows of a ``path,label[,reviewer]`` CSV; raises ReviewImportError
+    listing every bad line (unknown file, unknown label, no reviewer, a file labelled twice). Rows with an
+    empty label are skipped (a list not fully reviewed yet)."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [c.strip().casefold() for c in reader.fieldnames or []]
+        missing = [c for c in IMPORT_COLUMNS if c not in header]
+        if missing:
+            raise ReviewImportError([f"{path.name}:1: the header lacks {', '.join(missing)}"])
+        reader.fieldnames = header
+        rows, problems, seen = [], [], {}
+        for row in reader:
+            where = f"{path.name}:{reader.line_num}"
+            label = (row.get("label") or "").strip()
+            if not label:
+                continue
+            name = (row.get("reviewer") or "").strip() or reviewer
+            found = store.find_image(session, (row.get("path") or "").strip())
+            if label not in REVIEW_LABELS:
+                problems.append(f"{where}: unknown label {label!r} (expected one of {', '.join(REVIEW_LABELS)})")
+            if not name:
+                problems.append(f"{where}: no reviewer (add a reviewer column or pass --reviewer)")
+            if found is None:
+                problems.append(f"{where}: {row.get('path')!r} is not a registered image")
+            elif isinstance(found, list):
+                problems.append(f"{where}: {row.get('path')!r} names images in {len(found)} archives; give the full path")
+            elif (found, name) in seen:
+                problems.append(f"{where}: labelled again by {name} (first at {seen[(found, name)]})")
+            else:
+                seen[(found, name)] = where
+                rows.append((found, label, name, where))
+    if problems:
+        raise ReviewImportError(problems)
+    return rows
+
+
+def import_labels(session: Session, path: Path, reviewer: str | None) -> int:
+    """Check the whole file, then store every label in the caller's one transaction."""
+    return store.save_review_labels(session, read_labels(session, path, reviewer), datetime.now(UTC))
+
+
+def stage_metrics(items: Sequence[Reviewed], stage: str) -> dict[str, Any]:
+    """Metrics of one stage on the reviewed images: the evaluation, FN and FP lists, weighted accuracy."""
+    compared = [(pair, stage_confidence(stage, item)) for item in items
+                if (pair := stage_pair(stage, item)) is not None]
+    confidences = [c for _, c in compared]
+    scores = evaluation.evaluate_labels(
+        [p[0] for p, _ in compared], [p[1] for p, _ in compared], STAGE_CLASSES[stage],
+        confidences if compared and all(c is not None for c in confidences) else None)
+    pairs = [p for p, _ in compared]
+    return {"stage": stage, "reviewed": len(pairs), **scores.to_dict(), **errors(items, stage),
+            "weighted_accuracy": weighted_accuracy(items, stage)}
+
+
+def metrics(session: Session, detector_version_id: int, stages: Sequence[str]) -> dict[str, Any]:
+    """Per region: each stage's metrics against people's labels, and the manual-inspection share."""
+    reviewed = store.reviewed_images(session, detector_version_id)
+    finals = store.final_labels_by_region(session, detector_version_id)
+    sampled = store.sampled_non_animal_by_region(session, detector_version_id)
+    report: dict[str, Any] = {}
+    for region in sorted(finals, key=lambda r: r or ""):
+        items = [item for item in reviewed if item.region == region]
+        report[region or "-"] = {
+            "images": len(finals[region]), "reviewed": len(items),
+            "manual_share": manual_share(finals[region], sampled.get(region, 0)),
+            "stages": {stage: stage_metrics(items, stage) for stage in stages},
+        }
+    return report
+
+
+def format_metrics(report: dict[str, Any]) -> str:
+    lines = []
+    for region, data in report.items():
+        share = data["manual_share"]
+        lines.append(f"region {region}: {data['images']} images, {data['reviewed']} reviewed, manual inspection "
+                     f"{'-' if share is None else f'{100 * share:.1f} %'}")
+        for stage, m in data["stages"].items():
+            accuracy = "-" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
+            weighted = "-" if m["weighted_accuracy"] is None else f"{m['weighted_accuracy']:.3f}"
+            lines.append(f"  {stage:<8} n={m['reviewed']:<6} accuracy {accuracy} (random strata, weighted: {weighted})"
+                         f"  FN {len(m['false_negatives'])}  FP {len(m['false_positives'])}")
+            for c in m["per_class"]:
+                values = [("-" if v is None else f"{v:.3f}") for v in (c["precision"], c["recall"], c["f1"])]
+                lines.append(f"    {c['label']:<8} n={c['support']:<6} P {values[0]}  R {values[1]}  F1 {values[2]}")
+    return "\n".join(lines) if lines else "no classified images yet"

@@ -1,0 +1,166 @@
+"""Step 3 of the workflow (WORKFLOW.md, "Step 3: review"): which images people check, and what their labels
+say about the models. Pure functions; the store reads and writes the rows, the CLI prints.
+
+**Sampling.** Images are grouped into strata by site and final label; from each stratum ``ceil(fraction · N)``
+images are drawn at random (a generator seeded with ``f"{seed}/{stratum}"``, so a re-draw is identical and
+adding a stratum leaves the others alone). With ``all_animals``, every image whose final label is Animal is
+added ("all images containing animals are manually reviewed"). An image drawn at random keeps the reason
+``random`` even when it is also an Animal: only random items, weighted by the size of their stratum, estimate
+accuracy, because the all-animals rule over-samples Animal.
+
+**Comparisons.** People label an image Animal, Empty, Human or Bad. Each stage is compared on what it decides:
+
+* ``final``: the final label (Human > Bad > Animal/Empty) against the person's label;
+* ``quality``: Bad against Good (a person's Animal, Empty or Human means Good; no quality model means Good);
+* ``detect``: MegaDetector's animal detection (Animal or Animal_Human) against the person's Animal, on
+  images the person did not call Bad;
+* ``crops``: the crop-based animal presence against the person's Animal, on images the person did not call
+  Bad.
+
+**Manual share** (WORKFLOW.md, open point 12): (images labelled Animal + other sampled images) / all images.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+ANIMAL, EMPTY, HUMAN, BAD, GOOD = "Animal", "Empty", "Human", "Bad", "Good"
+REVIEW_LABELS = (ANIMAL, EMPTY, HUMAN, BAD)  # what a person says of an image
+RANDOM, ALL_ANIMALS = "random", "animal"  # why an image is in a review set
+STRATA = "site,final_label"
+STAGES = ("final", "quality", "detect", "crops")
+STAGE_CLASSES = {
+    "final": (ANIMAL, BAD, EMPTY, HUMAN),
+    "quality": (BAD, GOOD),
+    "detect": (ANIMAL, EMPTY),
+    "crops": (ANIMAL, EMPTY),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A classified image that may be drawn."""
+
+    image_id: int
+    site: str | None
+    final_label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drawn:
+    """An image drawn for review, with its stratum, the stratum's size and why it was drawn."""
+
+    image_id: int
+    stratum: str
+    stratum_size: int
+    reason: str
+
+
+def stratum_of(candidate: Candidate) -> str:
+    return f"{candidate.site or '-'}/{candidate.final_label}"
+
+
+def draw_sample(candidates: Iterable[Candidate], fraction: float, all_animals: bool, seed: int) -> list[Drawn]:
+    """The review sample, sorted by image id (see the module doc). ``fraction`` in (0, 1]."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction} must be in (0, 1]")
+    strata: dict[str, list[Candidate]] = defaultdict(list)
+    for candidate in candidates:
+        strata[stratum_of(candidate)].append(candidate)
+    drawn: dict[int, Drawn] = {}
+    for name in sorted(strata):
+        members = sorted(strata[name], key=lambda c: c.image_id)
+        count = math.ceil(round(fraction * len(members), 9))  # ceil(0.1 · 30) is 3, not 4
+        for candidate in random.Random(f"{seed}/{name}").sample(members, count):
+            drawn[candidate.image_id] = Drawn(candidate.image_id, name, len(members), RANDOM)
+        if all_animals:
+            for candidate in members:
+                if candidate.final_label == ANIMAL and candidate.image_id not in drawn:
+                    drawn[candidate.image_id] = Drawn(candidate.image_id, name, len(members), ALL_ANIMALS)
+    return [drawn[i] for i in sorted(drawn)]
+
+
+@dataclass(frozen=True, slots=True)
+class Reviewed:
+    """A person's label of one image beside what the models said of it."""
+
+    image_id: int
+    path: str
+    region: str | None
+    human: str  # one of REVIEW_LABELS
+    final_label: str
+    quality_label: str | None  # None: no quality model (Good)
+    detection_label: str
+    animal_present: str
+    stratum: str | None = None  # from the image's review item, when it was drawn
+    stratum_size: int | None = None
+    reason: str | None = None
+    p_bad: float | None = None  # the quality model's P(Bad)
+    animal_conf: float | None = None  # MegaDetector's highest animal confidence (None: no animal box)
+
+
+def stage_confidence(stage: str, item: Reviewed) -> float | None:
+    """The confidence of the stage's decision, for accuracy per confidence decile (Böhner 2023): the quality
+    model's probability of its label, MegaDetector's top animal confidence (or 1 − it for Empty); None for
+    stages whose decision combines several models."""
+    if stage == "quality" and item.p_bad is not None:
+        return max(item.p_bad, 1 - item.p_bad)
+    if stage == "detect":
+        conf = item.animal_conf or 0.0
+        return conf if item.detection_label.startswith(ANIMAL) else 1 - conf
+    return None
+
+
+def stage_pair(stage: str, item: Reviewed) -> tuple[str, str] | None:
+    """(person, model) for ``stage``, in STAGE_CLASSES[stage]; None when the stage has nothing to say."""
+    if stage not in STAGE_CLASSES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    if stage == "final":
+        return item.human, item.final_label
+    if stage == "quality":
+        return (BAD if item.human == BAD else GOOD), (item.quality_label or GOOD)
+    if item.human == BAD:
+        return None
+    truth = ANIMAL if item.human == ANIMAL else EMPTY
+    if stage == "detect":
+        return truth, (ANIMAL if item.detection_label.startswith(ANIMAL) else EMPTY)
+    return truth, (ANIMAL if item.animal_present == ANIMAL else EMPTY)  # crops
+
+
+def weighted_accuracy(items: Iterable[Reviewed], stage: str = "final") -> float | None:
+    """Accuracy estimated from the random strata only: each stratum's accuracy weighted by its size."""
+    per_stratum: dict[str, list[bool]] = defaultdict(list)
+    sizes: dict[str, int] = {}
+    for item in items:
+        pair = stage_pair(stage, item)
+        if item.reason != RANDOM or pair is None or item.stratum is None:
+            continue
+        per_stratum[item.stratum].append(pair[0] == pair[1])
+        sizes[item.stratum] = item.stratum_size or 0
+    total = sum(sizes.values())
+    if not total:
+        return None
+    return sum(sizes[s] * (sum(hits) / len(hits)) for s, hits in per_stratum.items()) / total
+
+
+def manual_share(final_labels: Sequence[str], sampled_non_animal: int) -> float | None:
+    """(images labelled Animal + other sampled images) / all images (WORKFLOW.md, open point 12)."""
+    if not final_labels:
+        return None
+    return (sum(label == ANIMAL for label in final_labels) + sampled_non_animal) / len(final_labels)
+
+
+def errors(items: Iterable[Reviewed], stage: str) -> dict[str, list[str]]:
+    """The FN list (model Empty, person Animal) and FP list (model Animal, person Empty) of a stage, by path."""
+    found: dict[str, list[str]] = {"false_negatives": [], "false_positives": []}
+    for item in items:
+        pair = stage_pair(stage, item)
+        if pair == (ANIMAL, EMPTY):
+            found["false_negatives"].append(item.path)
+        elif pair == (EMPTY, ANIMAL):
+            found["false_positives"].append(item.path)
+    return found

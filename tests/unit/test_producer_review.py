@@ -1,0 +1,513 @@
+"""producer/review.py and the review part of shared/store.py on SQLite: the sample, the labels people give back
+(all or nothing), and the metrics per region and stage; then the `trapline review` and `metrics` commands."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from producer.review import (
+    LIST_COLUMNS, ReviewImportError, format_metrics, import_labels, metrics, read_labels, sample, write_list,
+)
+from shared import store
+from shared.config import get_settings
+from shared.db import DetectionRow, Image, ImageLabel, ModelVersion, ReviewItem, ReviewLabel, ReviewSet
+from shared.review import ALL_ANIMALS, RANDOM, Drawn
+from shared.schemas import ModelKind
+from tests.unit.records import SHA_B, add_detector
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+FINNMARK, YAMAL = "/data/finnmark", "/data/yamal"
+
+
+def add_images(session: Session, root: str, region: str | None, rows: list[tuple[str, str | None]]) -> dict[str, int]:
+    """(rel_path, site) images below ``root`` in ``region``; returns rel_path → id."""
+    archive = store.get_or_create_archive(session, root, region, "{site}/...")
+    store.register_images(session, archive.id, [
+        {"rel_path": p, "size": 1000, "mtime": 0.0, "region": region, "site": site} for p, site in rows])
+    session.flush()
+    found = session.execute(select(Image.rel_path, Image.id).where(Image.archive_id == archive.id))
+    return dict(found.all())
+
+
+def add_label(session: Session, image_id: int, detector: ModelVersion, final: str, *, detection: str = "Empty",
+              present: str = "Empty", quality: str | None = None, p_bad: float | None = None) -> None:
+    session.add(ImageLabel(
+        image_id=image_id, detector_version_id=detector.id, detection_label=detection,
+        merged_label="Bad" if quality == "Bad" else detection, counts={}, animal_present=present,
+        has_human=detection in ("Human", "Animal_Human"), v_quality=1, final_label=final, quality_label=quality,
+        p_bad=p_bad, updated_at=NOW))
+
+
+def add_box(session: Session, image_id: int, detector: ModelVersion, category: int, conf: float) -> None:
+    session.add(DetectionRow(image_id=image_id, model_version_id=detector.id, category=category, conf=conf,
+                             x=0.1, y=0.1, w=0.2, h=0.2))
+
+
+def label_rows(sessions: sessionmaker[Session]) -> list[tuple[int, str, str, str]]:
+    with sessions() as session:
+        return list(session.execute(select(ReviewLabel.image_id, ReviewLabel.label, ReviewLabel.reviewer,
+                                           ReviewLabel.source).order_by(ReviewLabel.image_id, ReviewLabel.reviewer)))
+
+
+def write_csv(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# --- the sample ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def classified(session: Session) -> tuple[ModelVersion, dict[str, int]]:
+    """15 classified images: site s1 (finnmark) 10 Empty and 2 Animal, site s2 (yamal) 3 Empty; one more image
+    unclassified, one only classified by another detector."""
+    detector, other = add_detector(session), add_detector(session, "md_v5b.0.0.pt", SHA_B)
+    ids = add_images(session, FINNMARK, "finnmark", [(f"s1/e{i:02}.jpg", "s1") for i in range(10)]
+                     + [("s1/a0.jpg", "s1"), ("s1/a1.jpg", "s1"), ("s1/unclassified.jpg", "s1")])
+    ids |= add_images(session, YAMAL, "yamal", [(f"s2/e{i}.jpg", "s2") for i in range(4)])
+    for path, image_id in ids.items():
+        if path == "s1/unclassified.jpg":
+            continue
+        if path == "s2/e3.jpg":
+            add_label(session, image_id, other, "Animal")
+            continue
+        animal = "/a" in path
+        add_label(session, image_id, detector, "Animal" if animal else "Empty",
+                  detection="Animal" if animal else "Empty", present="Animal" if animal else "Empty")
+    session.flush()
+    return detector, ids
+
+
+def test_sample_stores_a_set_and_its_items(session: Session, classified: tuple[ModelVersion, dict[str, int]]) -> None:
+    detector, ids = classified
+
+    result = sample(session, detector.id, 0.1, True, 0)
+
+    # s1/Empty: ceil(1.0) = 1, s1/Animal: ceil(0.2) = 1 plus the other Animal, s2/Empty: ceil(0.3) = 1
+    assert (result.drawn, result.added, result.strata) == (4, 4, 3)
+    assert result.by_reason == {RANDOM: 3, ALL_ANIMALS: 1}
+    review_set = session.get(ReviewSet, result.set_id)
+    assert (review_set.detector_version_id, review_set.fraction, review_set.all_animals, review_set.seed,
+            review_set.strata) == (detector.id, 0.1, True, 0, "site,final_label")
+    items = session.scalars(select(ReviewItem).where(ReviewItem.set_id == result.set_id)).all()
+    assert {(i.stratum, i.stratum_size) for i in items} == {("s1/Empty", 10), ("s1/Animal", 2), ("s2/Empty", 3)}
+    assert {ids["s1/a0.jpg"], ids["s1/a1.jpg"]} <= {i.image_id for i in items}
+    assert not {ids["s1/unclassified.jpg"], ids["s2/e3.jpg"]} & {i.image_id for i in items}
+
+
+def test_sample_again_adds_nothing_and_another_seed_is_another_set(
+    session: Session, classified: tuple[ModelVersion, dict[str, int]],
+) -> None:
+    detector, _ = classified
+    first = sample(session, detector.id, 0.1, True, 0)
+
+    again = sample(session, detector.id, 0.1, True, 0)
+    assert (again.set_id, again.drawn, again.added) == (first.set_id, 4, 0)
+
+    other = sample(session, detector.id, 0.1, True, 1)
+    assert other.set_id != first.set_id
+    assert other.added == 4
+    no_animals = sample(session, detector.id, 0.1, False, 0)
+    assert no_animals.set_id not in {first.set_id, other.set_id}
+    assert (no_animals.drawn, no_animals.by_reason) == (3, {RANDOM: 3})
+    assert session.scalar(select(func.count()).select_from(ReviewSet)) == 3
+    assert session.scalar(select(func.count()).select_from(ReviewItem)) == 11
+
+
+def test_sample_rejects_a_fraction_outside_zero_one(session: Session,
+                                                   classified: tuple[ModelVersion, dict[str, int]]) -> None:
+    with pytest.raises(ValueError, match="must be in"):
+        sample(session, classified[0].id, 0, True, 0)
+
+
+def test_write_list(session: Session, classified: tuple[ModelVersion, dict[str, int]]) -> None:
+    detector, ids = classified
+    result = sample(session, detector.id, 0.1, True, 0)
+    out = io.StringIO()
+
+    assert write_list(session, result.set_id, out) == 4
+
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert tuple(rows[0]) == LIST_COLUMNS == ("path", "site", "model_label", "reason", "label")
+    body = rows[1:]
+    assert len(body) == 4
+    assert [r[0] for r in body] == sorted(r[0] for r in body)
+    assert [r for r in body if r[0].endswith(("a0.jpg", "a1.jpg"))] in (
+        [[f"{FINNMARK}/s1/a0.jpg", "s1", "Animal", RANDOM, ""], [f"{FINNMARK}/s1/a1.jpg", "s1", "Animal", ALL_ANIMALS, ""]],
+        [[f"{FINNMARK}/s1/a0.jpg", "s1", "Animal", ALL_ANIMALS, ""], [f"{FINNMARK}/s1/a1.jpg", "s1", "Animal", RANDOM, ""]],
+    )
+    yamal = [r for r in body if r[0].startswith(YAMAL)]
+    assert len(yamal) == 1 and yamal[0][1:] == ["s2", "Empty", RANDOM, ""]
+    assert all(Path(r[0]).is_absolute() for r in body)
+
+
+# --- importing labels ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_archives(sessions: sessionmaker[Session]) -> dict[str, int]:
+    """s1/IMG_0001.JPG in both archives; IMG_0002..4 only in finnmark. Keys "f:…" and "y:…"."""
+    with sessions.begin() as session:
+        finnmark = add_images(session, FINNMARK, "finnmark", [(f"s1/IMG_000{i}.JPG", "s1") for i in range(1, 5)])
+        yamal = add_images(session, YAMAL, "yamal", [("s1/IMG_0001.JPG", "s1")])
+    return {f"f:{p}": i for p, i in finnmark.items()} | {f"y:{p}": i for p, i in yamal.items()}
+
+
+def test_find_image(session: Session, two_archives: dict[str, int]) -> None:
+    assert store.find_image(session, f"{FINNMARK}/s1/IMG_0002.JPG") == two_archives["f:s1/IMG_0002.JPG"]
+    assert store.find_image(session, f"{YAMAL}/s1/IMG_0001.JPG") == two_archives["y:s1/IMG_0001.JPG"]
+    assert store.find_image(session, "s1/IMG_0003.JPG") == two_archives["f:s1/IMG_0003.JPG"]
+    assert sorted(store.find_image(session, "s1/IMG_0001.JPG")) == sorted(
+        [two_archives["f:s1/IMG_0001.JPG"], two_archives["y:s1/IMG_0001.JPG"]])
+    assert store.find_image(session, f"{FINNMARK}/s1/nope.JPG") is None
+    assert store.find_image(session, "/elsewhere/s1/IMG_0002.JPG") is None
+    assert store.find_image(session, "s1/nope.JPG") is None
+
+
+def test_import_with_problems_lists_every_line_and_imports_nothing(
+    sessions: sessionmaker[Session], two_archives: dict[str, int], tmp_path: Path,
+) -> None:
+    labels = write_csv(tmp_path / "labels.csv", [
+        "path,label,reviewer",
+        f"{FINNMARK}/s1/IMG_0002.JPG,Animal,ann",  # fine
+        f"{FINNMARK}/s1/nope.JPG,Empty,ann",
+        "s1/IMG_0003.JPG,Fox,ann",
+        "s1/IMG_0004.JPG,Empty,",
+        "s1/IMG_0001.JPG,Empty,ann",
+        "s1/IMG_0002.JPG,Empty,ann",  # the image of line 2 again
+        f"{YAMAL}/s1/IMG_0001.JPG,Bad,ann",  # fine
+    ])
+
+    with pytest.raises(ReviewImportError) as raised, sessions.begin() as session:
+        import_labels(session, labels, None)
+
+    assert raised.value.problems == [
+        f"labels.csv:3: '{FINNMARK}/s1/nope.JPG' is not a registered image",
+        "labels.csv:4: unknown label 'Fox' (expected one of Animal, Empty, Human, Bad)",
+        "labels.csv:5: no reviewer (add a reviewer column or pass --reviewer)",
+        "labels.csv:6: 's1/IMG_0001.JPG' names images in 2 archives; give the full path",
+        "labels.csv:7: labelled again by ann (first at labels.csv:2)",
+    ]
+    assert "5 problem(s), nothing imported" in str(raised.value)
+    assert label_rows(sessions) == []
+
+
+def test_import_without_any_reviewer(sessions: sessionmaker[Session], two_archives: dict[str, int],
+                                     tmp_path: Path) -> None:
+    labels = write_csv(tmp_path / "labels.csv", ["path,label", f"{FINNMARK}/s1/IMG_0002.JPG,Animal",
+                                                 "s1/IMG_0003.JPG,Empty"])
+
+    with pytest.raises(ReviewImportError) as raised, sessions.begin() as session:
+        import_labels(session, labels, None)
+
+    assert [p.split(": ", 1)[0] for p in raised.value.problems] == ["labels.csv:2", "labels.csv:3"]
+    assert all("no reviewer" in p for p in raised.value.problems)
+    assert label_rows(sessions) == []
+
+
+def test_import_needs_path_and_label_columns(session: Session, two_archives: dict[str, int], tmp_path: Path) -> None:
+    labels = write_csv(tmp_path / "labels.csv", ["path,verdict", f"{FINNMARK}/s1/IMG_0002.JPG,Animal"])
+
+    with pytest.raises(ReviewImportError) as raised:
+        read_labels(session, labels, "ann")
+
+    assert raised.value.problems == ["labels.csv:1: the header lacks label"]
+
+
+def test_import_stores_every_label(sessions: sessionmaker[Session], two_archives: dict[str, int],
+                                   tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\ufeff" + "\n".join([  # as Excel saves it: a BOM and capitalised headers
+        "Path,Label,Site",
+        f"{FINNMARK}/s1/IMG_0002.JPG,Animal,s1",  # absolute
+        "s1/IMG_0003.JPG,Empty,s1",  # relative to its archive, unique
+        f"{YAMAL}/s1/IMG_0001.JPG,Bad,s1",
+        "s1/IMG_0004.JPG,,s1",  # not reviewed yet: skipped
+        "s1/IMG_0001.JPG,,s1",  # ambiguous but skipped, since unlabelled
+    ]) + "\n", encoding="utf-8")
+
+    with sessions.begin() as session:
+        assert import_labels(session, labels, "ann") == 3
+
+    assert label_rows(sessions) == sorted([
+        (two_archives["f:s1/IMG_0002.JPG"], "Animal", "ann", "labels.csv:2"),
+        (two_archives["f:s1/IMG_0003.JPG"], "Empty", "ann", "labels.csv:3"),
+        (two_archives["y:s1/IMG_0001.JPG"], "Bad", "ann", "labels.csv:4"),
+    ])
+
+
+def test_reimport_replaces_a_reviewers_label(sessions: sessionmaker[Session], two_archives: dict[str, int],
+                                             tmp_path: Path) -> None:
+    image = two_archives["f:s1/IMG_0002.JPG"]
+    first = write_csv(tmp_path / "labels.csv", ["path,label", f"{FINNMARK}/s1/IMG_0002.JPG,Animal"])
+    with sessions.begin() as session:
+        import_labels(session, first, "ann")
+
+    changed = write_csv(tmp_path / "second.csv", ["path,label", "s1/IMG_0003.JPG,Human",
+                                                  f"{FINNMARK}/s1/IMG_0002.JPG,Empty"])
+    with sessions.begin() as session:
+        assert import_labels(session, changed, "ann") == 2
+    assert [r for r in label_rows(sessions) if r[0] == image] == [(image, "Empty", "ann", "second.csv:3")]
+
+    other = write_csv(tmp_path / "bob.csv", ["path,label,reviewer", f"{FINNMARK}/s1/IMG_0002.JPG,Animal,bob"])
+    with sessions.begin() as session:
+        import_labels(session, other, "ann")  # the column wins over --reviewer
+    assert [r for r in label_rows(sessions) if r[0] == image] == [
+        (image, "Empty", "ann", "second.csv:3"), (image, "Animal", "bob", "bob.csv:2")]
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reviewed(session: Session) -> ModelVersion:
+    """Seven finnmark and four yamal images with labels, detections, a review set and people's labels.
+
+    ==  ======  =========  =======  =======  =====  ======  ==========
+    id  final   detection  crops    quality  p_bad  person  item
+    ==  ======  =========  =======  =======  =====  ======  ==========
+    f1  Animal  Animal .95  Animal  Good     0.1    Animal  random
+    f2  Animal  Animal .55  Animal  Good     0.2    Empty   animal
+    f3  Empty   Empty (.05) Empty   Good     0.3    Animal  random
+    f4  Empty   Animal .35  Empty   Good     0.02   Empty   random
+    f5  Bad     Empty       Empty   Bad      0.97   Bad     random
+    f6  Empty   Empty       Empty   Good     0.1    -       -
+    f7  Human   Human       Empty   Good     0.4    Bad     random
+    y1  Animal  Anim_Hum .8 Animal  -        -      Animal  -   (ann said Empty before bob said Animal)
+    y2  Human   Human       Empty   -        -      Human   -
+    y3  Empty   Empty       Empty   -        -      Empty   -
+    y4  Empty   Empty       Empty   -        -      -       -
+    ==  ======  =========  =======  =======  =====  ======  ==========
+    """
+    detector, other = add_detector(session), add_detector(session, "md_v5b.0.0.pt", SHA_B)
+    f = add_images(session, FINNMARK, "finnmark", [(f"s1/f{i}.jpg", "s1") for i in range(1, 9)])
+    y = add_images(session, YAMAL, "yamal", [(f"s2/y{i}.jpg", "s2") for i in range(1, 5)])
+    f = {p.removeprefix("s1/").removesuffix(".jpg"): i for p, i in f.items()}
+    y = {p.removeprefix("s2/").removesuffix(".jpg"): i for p, i in y.items()}
+    for name, final, detection, present, quality, p_bad in [
+        ("f1", "Animal", "Animal", "Animal", "Good", 0.1),
+        ("f2", "Animal", "Animal", "Animal", "Good", 0.2),
+        ("f3", "Empty", "Empty", "Empty", "Good", 0.3),
+        ("f4", "Empty", "Animal", "Empty", "Good", 0.02),
+        ("f5", "Bad", "Empty", "Empty", "Bad", 0.97),
+        ("f6", "Empty", "Empty", "Empty", "Good", 0.1),
+        ("f7", "Human", "Human", "Empty", "Good", 0.4),
+    ]:
+        add_label(session, f[name], detector, final, detection=detection, present=present, quality=quality, p_bad=p_bad)
+    for name, final, detection, present in [("y1", "Animal", "Animal_Human", "Animal"), ("y2", "Human", "Human", "Empty"),
+                                            ("y3", "Empty", "Empty", "Empty"), ("y4", "Empty", "Empty", "Empty")]:
+        add_label(session, y[name], detector, final, detection=detection, present=present)
+    add_label(session, f["f6"], other, "Animal")  # another detector's labels do not count
+    for image, category, conf in [(f["f1"], 1, 0.95), (f["f1"], 1, 0.4), (f["f1"], 2, 0.99), (f["f2"], 1, 0.55),
+                                  (f["f3"], 1, 0.05), (f["f4"], 1, 0.35), (y["y1"], 1, 0.8), (y["y1"], 2, 0.9),
+                                  (y["y2"], 2, 0.9)]:
+        add_box(session, image, detector, category, conf)
+    add_box(session, f["f2"], other, 1, 0.99)
+    session.flush()
+
+    items = [Drawn(f["f1"], "s1/Animal", 2, RANDOM), Drawn(f["f2"], "s1/Animal", 2, ALL_ANIMALS),
+             Drawn(f["f3"], "s1/Empty", 3, RANDOM), Drawn(f["f4"], "s1/Empty", 3, RANDOM),
+             Drawn(f["f5"], "s1/Bad", 1, RANDOM), Drawn(f["f7"], "s1/Human", 1, RANDOM)]
+    store.save_review_set(session, detector.id, 0.5, True, 0, "site,final_label", 6, items)
+    store.save_review_set(session, other.id, 0.5, True, 0, "site,final_label", 1, [Drawn(f["f6"], "s1/Animal", 1, RANDOM)])
+
+    store.save_review_labels(session, [(y["y1"], "Empty", "ann", "a.csv:2")], NOW - timedelta(days=1))
+    store.save_review_labels(session, [
+        (f["f1"], "Animal", "ann", "b.csv:2"), (f["f2"], "Empty", "ann", "b.csv:3"), (f["f3"], "Animal", "ann", "b.csv:4"),
+        (f["f4"], "Empty", "ann", "b.csv:5"), (f["f5"], "Bad", "ann", "b.csv:6"), (f["f7"], "Bad", "ann", "b.csv:7"),
+        (f["f8"], "Animal", "ann", "b.csv:8"),  # not classified: not measured
+        (y["y1"], "Animal", "bob", "b.csv:9"), (y["y2"], "Human", "ann", "b.csv:10"),
+        (y["y3"], "Empty", "ann", "b.csv:11"),
+    ], NOW)
+    session.flush()
+    return detector
+
+
+def path(name: str) -> str:
+    return f"{FINNMARK}/s1/{name}.jpg" if name.startswith("f") else f"{YAMAL}/s2/{name}.jpg"
+
+
+def per_class(stage: dict) -> dict[str, tuple]:
+    return {c["label"]: (c["support"], c["precision"], c["recall"]) for c in stage["per_class"]}
+
+
+def test_reviewed_images_takes_the_latest_label(session: Session, reviewed: ModelVersion) -> None:
+    items = {item.path: item for item in store.reviewed_images(session, reviewed.id)}
+
+    assert sorted(items) == sorted(path(n) for n in ["f1", "f2", "f3", "f4", "f5", "f7", "y1", "y2", "y3"])
+    assert items[path("y1")].human == "Animal"
+    assert (items[path("f1")].animal_conf, items[path("f2")].animal_conf, items[path("f5")].animal_conf) == (0.95, 0.55, None)
+    assert (items[path("f2")].stratum, items[path("f2")].stratum_size, items[path("f2")].reason) == ("s1/Animal", 2, ALL_ANIMALS)
+    assert items[path("y2")].reason is None
+    assert (items[path("f5")].region, items[path("f5")].p_bad, items[path("y1")].quality_label) == ("finnmark", 0.97, None)
+
+
+def test_metrics_per_region_and_stage(session: Session, reviewed: ModelVersion) -> None:
+    report = metrics(session, reviewed.id, ["final", "quality", "detect", "crops"])
+
+    assert list(report) == ["finnmark", "yamal"]
+    finnmark, yamal = report["finnmark"], report["yamal"]
+    assert (finnmark["images"], finnmark["reviewed"], yamal["images"], yamal["reviewed"]) == (7, 6, 4, 3)
+    # (2 Animal + f3, f4, f5, f7 sampled) / 7; (1 Animal + 0) / 4
+    assert finnmark["manual_share"] == pytest.approx(6 / 7)
+    assert yamal["manual_share"] == pytest.approx(1 / 4)
+
+    final = finnmark["stages"]["final"]
+    assert (final["stage"], final["reviewed"], final["n"]) == ("final", 6, 6)
+    assert final["classes"] == ["Animal", "Bad", "Empty", "Human"]
+    assert final["accuracy"] == pytest.approx(3 / 6)
+    assert final["confusion"] == [[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0]]
+    assert per_class(final) == {"Animal": (2, 0.5, 0.5), "Bad": (2, 1.0, 0.5), "Empty": (2, 0.5, 0.5),
+                                "Human": (0, 0.0, None)}
+    assert (final["false_negatives"], final["false_positives"]) == ([path("f3")], [path("f2")])
+    # random strata only, by size: Animal 2 × 1/1, Empty 3 × 1/2, Bad 1 × 1/1, Human 1 × 0/1
+    assert final["weighted_accuracy"] == pytest.approx((2 + 1.5 + 1 + 0) / 7)
+    assert final["deciles"] == []
+
+    quality = finnmark["stages"]["quality"]
+    assert quality["confusion"] == [[1, 1], [0, 4]]  # Bad, Good
+    assert quality["accuracy"] == pytest.approx(5 / 6)
+    assert per_class(quality) == {"Bad": (2, 1.0, 0.5), "Good": (4, pytest.approx(0.8), 1.0)}
+    assert (quality["false_negatives"], quality["false_positives"]) == ([], [])
+    assert len(quality["deciles"]) == 10
+
+    detect = finnmark["stages"]["detect"]
+    assert detect["reviewed"] == 4  # f5 and f7 are Bad to the person
+    assert detect["confusion"] == [[1, 1], [2, 0]]  # Animal, Empty
+    assert detect["accuracy"] == pytest.approx(1 / 4)
+    assert per_class(detect) == {"Animal": (2, pytest.approx(1 / 3), 0.5), "Empty": (2, 0.0, 0.0)}
+    assert (detect["false_negatives"], detect["false_positives"]) == ([path("f3")], [path("f2"), path("f4")])
+    assert detect["weighted_accuracy"] == pytest.approx(2 / 5)  # Animal 2 × 1/1, Empty 3 × 0/2
+    deciles = detect["deciles"]
+    assert len(deciles) == 10
+    assert {i: (d["count"], d["accuracy"]) for i, d in enumerate(deciles) if d["count"]} == {
+        3: (1, 0.0), 5: (1, 0.0), 9: (2, 0.5)}  # f4 .35, f2 .55, f1 .95 and f3 1 − .05
+
+    crops = finnmark["stages"]["crops"]
+    assert crops["confusion"] == [[1, 1], [1, 1]]
+    assert crops["accuracy"] == pytest.approx(1 / 2)
+    assert (crops["false_negatives"], crops["false_positives"]) == ([path("f3")], [path("f2")])
+    assert crops["deciles"] == []
+
+    assert yamal["stages"]["final"]["accuracy"] == 1.0
+    assert yamal["stages"]["final"]["confusion"] == [[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    assert yamal["stages"]["final"]["weighted_accuracy"] is None  # nothing drawn at random there
+    assert yamal["stages"]["quality"]["confusion"] == [[0, 0], [0, 3]]  # no quality model: Good
+    assert yamal["stages"]["quality"]["deciles"] == []
+    assert yamal["stages"]["detect"]["confusion"] == [[1, 0], [0, 2]]  # Animal_Human counts as Animal
+    assert len(yamal["stages"]["detect"]["deciles"]) == 10
+    json.dumps(report)  # serialisable as `metrics --json` prints it
+
+
+def test_metrics_of_chosen_stages(session: Session, reviewed: ModelVersion) -> None:
+    report = metrics(session, reviewed.id, ["final"])
+
+    assert {region: list(data["stages"]) for region, data in report.items()} == {"finnmark": ["final"], "yamal": ["final"]}
+
+
+def test_format_metrics(session: Session, reviewed: ModelVersion) -> None:
+    text = format_metrics(metrics(session, reviewed.id, ["final", "detect"]))
+
+    assert "region finnmark: 7 images, 6 reviewed, manual inspection 85.7 %" in text
+    assert "region yamal: 4 images, 3 reviewed, manual inspection 25.0 %" in text
+    assert "accuracy 0.500 (random strata, weighted: 0.643)  FN 1  FP 1" in text
+    assert "accuracy 1.000 (random strata, weighted: -)" in text
+    assert "    Human    n=0      P 0.000  R -  F1 -" in text
+    assert format_metrics({}) == "no classified images yet"
+
+
+def test_metrics_without_labels(session: Session) -> None:
+    assert metrics(session, add_detector(session).id, ["final"]) == {}
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """`trapline` on the test's database with the default detector (MDV5A); no caller TRAPLINE_* or .env."""
+    for name in list(os.environ):
+        if name.upper().startswith("TRAPLINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRAPLINE_DATABASE_URL", db_url)
+    monkeypatch.setenv("TRAPLINE_DETECTOR__WEIGHTS", "MDV5A")
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_cli_review_sample_import_and_metrics(cli: CliRunner, sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    from producer.cli import main
+
+    with sessions.begin() as session:
+        detector = store.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
+        ids = add_images(session, FINNMARK, "finnmark", [(f"s1/e{i}.jpg", "s1") for i in range(4)]
+                         + [("s1/a0.jpg", "s1"), ("s1/a1.jpg", "s1")])
+        for rel_path, image_id in ids.items():
+            animal = "/a" in rel_path
+            add_label(session, image_id, detector, "Animal" if animal else "Empty",
+                      detection="Animal" if animal else "Empty", present="Animal" if animal else "Empty")
+    listing = tmp_path / "out" / "list.csv"
+
+    result = cli.invoke(main, ["review", "sample", "--fraction", "0.5", "--seed", "3", "-o", str(listing)])
+    assert result.exit_code == 0, result.output
+    # s1/Empty: 2 of 4, s1/Animal: 1 of 2 at random and the other as an Animal
+    assert "review set 1: 4 images from 2 strata (1 animal, 3 random); 4 new; list written to" in result.output
+    result = cli.invoke(main, ["review", "sample", "--fraction", "0.5", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "review set 1: 4 images" in result.output and "; 0 new" in result.output
+    result = cli.invoke(main, ["review", "sample", "--fraction", "0"])
+    assert result.exit_code == 2 and "must be in" in result.output
+
+    with listing.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    for row in rows:  # the person agrees with the model, except on one Empty image they see an animal in
+        row["label"] = row["model_label"]
+    wrong = next(r for r in rows if r["model_label"] == "Empty")
+    wrong["label"] = "Animal"
+
+    bad = write_csv(tmp_path / "labels.csv", ["path,label", "s1/missing.jpg,Animal", f"{rows[0]['path']},Fox"])
+    result = cli.invoke(main, ["review", "import", str(bad), "--reviewer", "ann"])
+    assert result.exit_code == 1
+    assert "labels.csv:2: 's1/missing.jpg' is not a registered image" in result.stderr
+    assert "labels.csv:3: unknown label 'Fox'" in result.stderr
+    assert "2 problem(s) in labels.csv; nothing was imported" in result.stderr
+    assert label_rows(sessions) == []
+
+    with listing.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LIST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    result = cli.invoke(main, ["review", "import", str(listing), "--reviewer", "ann"])
+    assert result.exit_code == 0, result.output
+    assert "imported 4 labels from list.csv" in result.output
+
+    result = cli.invoke(main, ["metrics", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert list(report) == ["finnmark"]
+    finnmark = report["finnmark"]
+    assert (finnmark["images"], finnmark["reviewed"]) == (6, 4)
+    assert finnmark["manual_share"] == pytest.approx((2 + 2) / 6)
+    assert finnmark["stages"]["final"]["accuracy"] == pytest.approx(3 / 4)
+    assert finnmark["stages"]["final"]["false_negatives"] == [wrong["path"]]
+    # Empty stratum 4 × 1/2, Animal stratum 2 × 1/1
+    assert finnmark["stages"]["final"]["weighted_accuracy"] == pytest.approx((4 * 0.5 + 2 * 1) / 6)
+
+    result = cli.invoke(main, ["metrics", "--stage", "final"])
+    assert result.exit_code == 0, result.output
+    assert "region finnmark: 6 images, 4 reviewed, manual inspection 66.7 %" in result.output
+    assert "detect" not in result.output
