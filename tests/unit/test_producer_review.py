@@ -125,6 +125,26 @@ def test_sample_again_adds_nothing_and_another_seed_is_another_set(
     assert session.scalar(select(func.count()).select_from(ReviewItem)) == 11
 
 
+def test_sampling_a_grown_archive_is_a_new_set_with_the_new_stratum_sizes(
+    session: Session, classified: tuple[ModelVersion, dict[str, int]],
+) -> None:
+    detector, _ = classified
+    first = sample(session, detector.id, 0.1, True, 0)
+    more = add_images(session, FINNMARK, "finnmark", [(f"s1/new{i:02}.jpg", "s1") for i in range(10)])
+    for rel_path, image_id in more.items():
+        if rel_path.startswith("s1/new"):
+            add_label(session, image_id, detector, "Empty")
+    session.flush()
+
+    grown = sample(session, detector.id, 0.1, True, 0)
+
+    assert grown.set_id != first.set_id
+    sizes = {i.stratum: i.stratum_size for i in
+             session.scalars(select(ReviewItem).where(ReviewItem.set_id == grown.set_id))}
+    assert sizes["s1/Empty"] == 20  # ceil(0.1 × 20) = 2 drawn from the grown stratum, sized as it is now
+    assert grown.by_reason[RANDOM] == 2 + 1 + 1
+
+
 def test_sample_rejects_a_fraction_outside_zero_one(session: Session,
                                                    classified: tuple[ModelVersion, dict[str, int]]) -> None:
     with pytest.raises(ValueError, match="must be in"):
