@@ -479,6 +479,88 @@ def models_evaluate(ctx: click.Context, version_id: int, labels: Path, only_spli
     click.echo(f"artifacts: {output}")
 
 
+@main.group(invoke_without_command=True)
+@click.option("--camera", help="One camera (site/camera as `rde list` shows it); default: every camera.")
+@click.option("--preset", type=click.Choice(["settings", "celis2024"]), default="settings", show_default=True,
+              help="settings: TRAPLINE_RDE__* (the megadetector package's defaults); celis2024: the probable "
+              "paper values (conf 0.04, IoU 0.9, 5 images, boxes up to 0.5).")
+@click.pass_context
+def rde(ctx: click.Context, camera: str | None, preset: str) -> None:
+    """Repeat detection elimination: find boxes that recur at one place in a camera's images (a rock, bait),
+    for a person to confirm (`rde confirm ID`: its detections stop counting) or reject."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from producer.model_versions import current_detector
+    from producer.rde import find, options_of
+    from shared.rde import CELIS2024
+
+    settings = _settings(ctx)
+    options = CELIS2024 if preset == "celis2024" else options_of(settings.rde)
+    with _sessions(settings).begin() as session:
+        version = current_detector(session, settings.detector)
+        results = find(session, version.id, options, camera)
+    for result in results:
+        click.echo(f"{result.camera}: {result.boxes} boxes, {len(result.clusters)} suspected cluster(s)"
+                   + (f" (ids {', '.join(map(str, result.clusters))})" if result.clusters else ""))
+    if not results:
+        click.echo("no detections yet")
+
+
+@rde.command("list")
+@click.option("--camera")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def rde_list(ctx: click.Context, camera: str | None, as_json: bool) -> None:
+    """RDE clusters: camera, box, images, status."""
+    from producer.model_versions import current_detector
+    from shared import store
+
+    settings = _settings(ctx)
+    with _sessions(settings).begin() as session:
+        version = current_detector(session, settings.detector)
+        rows = [{"id": c.id, "camera": c.camera, "bbox": c.bbox, "images": c.images, "status": c.status,
+                 "decided_by": c.decided_by} for c in store.rde_clusters(session, version.id, camera)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        box = ", ".join(f"{v:.3f}" for v in r["bbox"])
+        click.echo(f"{r['id']:>5}  {r['camera']:<30} [{box}]  {r['images']:>6} images  {r['status']}")
+
+
+def _decide(ctx: click.Context, cluster_id: int, confirmed: bool, reviewer: str) -> None:
+    from producer.model_versions import current_detector
+    from producer.rde import decide
+
+    settings = _settings(ctx)
+    with _sessions(settings).begin() as session:
+        version = current_detector(session, settings.detector)
+        try:
+            images = decide(session, version.id, cluster_id, confirmed, reviewer)
+        except LookupError as error:
+            raise click.ClickException(str(error)) from error
+    click.echo(f"cluster {cluster_id} {'confirmed: its detections are suppressed' if confirmed else 'rejected'}; "
+               f"{images} images to relabel: run `trapline enqueue --stage classify`")
+
+
+@rde.command("confirm")
+@click.argument("cluster_id", type=int)
+@click.option("--reviewer", required=True, help="Who decided (stored with the cluster).")
+@click.pass_context
+def rde_confirm(ctx: click.Context, cluster_id: int, reviewer: str) -> None:
+    """The cluster is not an animal: suppress its detections (kept; negative confidence in MD JSON)."""
+    _decide(ctx, cluster_id, True, reviewer)
+
+
+@rde.command("reject")
+@click.argument("cluster_id", type=int)
+@click.option("--reviewer", required=True)
+@click.pass_context
+def rde_reject(ctx: click.Context, cluster_id: int, reviewer: str) -> None:
+    """The cluster shows real animals: its detections count (again)."""
+    _decide(ctx, cluster_id, False, reviewer)
+
+
 @main.group()
 def review() -> None:
     """Step 3: the sample people check, and their labels (Animal, Empty, Human, Bad)."""

@@ -65,6 +65,18 @@ class LabelSettings(BaseModel):
     script_compat: bool = Field(False, description="Reproduce the authors' scripts: Bad beats Human, v_quality always 1.")
 
 
+class RdeSettings(BaseModel):
+    """Repeat detection elimination (WORKFLOW.md): the megadetector package's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_conf: float = Field(0.1, ge=0, le=1, description="Detections at or above this are considered (paper: 0.04).")
+    iou: float = Field(0.9, gt=0, le=1, description="Boxes overlapping at least this much are the same place.")
+    occurrences: int = Field(20, ge=2, description="A place seen in at least this many images is suspicious (paper: 5).")
+    max_size: float = Field(0.2, gt=0, le=1, description="Largest box considered, as a fraction of the image (paper: 0.5).")
+    min_size: float = Field(0.0, ge=0, le=1, description="Smallest box considered, as a fraction of the image.")
+
+
 class ReviewSettings(BaseModel):
     """The review sample (WORKFLOW.md, step 3)."""
 
@@ -105,6 +117,7 @@ class Settings(BaseSettings):
     crops: CropSettings = CropSettings()
     labels: LabelSettings = LabelSettings()
     review: ReviewSettings = ReviewSettings()
+    rde: RdeSettings = RdeSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -176,9 +177,13 @@ class DetectionRow(Base):
     y: Mapped[float]
     w: Mapped[float]
     h: Mapped[float]
+    # Repeat detection elimination: a person confirmed this box recurs (a rock, bait); it is kept, never counted.
+    suppressed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     def to_detection(self) -> Detection:
-        return Detection(self.category, self.conf, (self.x, self.y, self.w, self.h))
+        """The box as the label rules and exports see it: a suppressed box has its confidence negated, as
+        MegaDetector's RDE writes it, so every rule that counts boxes (conf ≥ threshold ≥ 0) skips it."""
+        return Detection(self.category, -self.conf if self.suppressed else self.conf, (self.x, self.y, self.w, self.h))
 
 
 class Classification(Base):
@@ -317,3 +322,30 @@ class ReviewLabel(Base):
     reviewer: Mapped[str] = mapped_column(String(128))
     labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     source: Mapped[str] = mapped_column(String(1024))  # "labels.csv:12", "web"
+
+
+class RdeCluster(Base):
+    """Boxes recurring at one place in one camera's images (repeat detection elimination), awaiting a
+    person's decision: ``suspected``, then ``confirmed`` (its detections are suppressed) or ``rejected``."""
+
+    __tablename__ = "rde_clusters"
+    __table_args__ = (Index("ix_rde_clusters_detector_camera", "detector_version_id", "camera"),)
+
+    id: Mapped[intpk]
+    detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    camera: Mapped[str] = mapped_column(String(512))  # site/camera, as the path pattern read them
+    bbox: Mapped[list[float]] = mapped_column(JSON)  # the representative box, normalised x, y, w, h
+    images: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="suspected")
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the RdeOptions that found it
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[created_at]
+
+
+class RdeMember(Base):
+    __tablename__ = "rde_members"
+
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("rde_clusters.id", ondelete="CASCADE"), primary_key=True)
+    detection_id: Mapped[int] = mapped_column(ForeignKey("detections.id", ondelete="CASCADE"), primary_key=True,
+                                              index=True)

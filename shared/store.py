@@ -20,10 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.chunking import chunked
 from shared.db import (
-    Archive, Batch, BatchItem, Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome, ReviewItem,
-    ReviewLabel, ReviewSet, TrainingImage, TrainingRun,
+    Archive, Batch, BatchItem, Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome, RdeCluster,
+    RdeMember, ReviewItem, ReviewLabel, ReviewSet, TrainingImage, TrainingRun,
 )
 from shared.labels import ANIMAL, ImageLabels, for_region
+from shared.rde import Box as RdeBox
+from shared.rde import Cluster
 from shared.review import Candidate, Drawn, Reviewed
 from shared.schemas import (
     BatchStatus, ClassifyOutcome, Detection, DetectOutcome, ImageSource, ModelKind, OutcomeStatus, RunStatus, Stage,
@@ -568,7 +570,7 @@ def images_to_reclassify(session: Session, detector_version_id: int, crop_thresh
     promoted_crops = next((v.id for v in promoted_models(session, ModelKind.CROPS)), None)
     has_crops = exists().where(
         DetectionRow.image_id == ImageLabel.image_id, DetectionRow.model_version_id == detector_version_id,
-        DetectionRow.category == ANIMAL, DetectionRow.conf >= crop_threshold,
+        DetectionRow.category == ANIMAL, DetectionRow.conf >= crop_threshold, DetectionRow.suppressed.is_(False),
     )
     stale = []
     rows = session.execute(
@@ -759,7 +761,7 @@ def reviewed_images(session: Session, detector_version_id: int) -> list[Reviewed
               .group_by(ReviewLabel.image_id).subquery())
     top_animal = (select(func.max(DetectionRow.conf)).where(
         DetectionRow.image_id == ReviewLabel.image_id, DetectionRow.model_version_id == detector_version_id,
-        DetectionRow.category == ANIMAL).scalar_subquery())
+        DetectionRow.category == ANIMAL, DetectionRow.suppressed.is_(False)).scalar_subquery())
     rows = session.execute(
         select(ReviewLabel, ImageLabel, Image, Archive.root, top_animal)
         .join(latest, and_(latest.c.image_id == ReviewLabel.image_id, latest.c.at == ReviewLabel.labelled_at))
@@ -819,3 +821,68 @@ def latest_review_labels(session: Session, region: str | None = None) -> list[tu
     for root, rel_path, label, image_id in session.execute(query):
         labels.setdefault(image_id, (str(Path(root) / rel_path), label))
     return list(labels.values())
+
+
+# --- repeat detection elimination ---------------------------------------------------------------
+
+
+def _camera_key():  # noqa: ANN202 - SQL expression
+    """A camera as RDE groups it: ``site/camera`` (``-`` for a missing part)."""
+    return func.coalesce(Image.site, "-") + "/" + func.coalesce(Image.camera, "-")
+
+
+def rde_cameras(session: Session, detector_version_id: int) -> list[str]:
+    """Every camera with detections of this detector version."""
+    key = _camera_key()
+    return list(session.scalars(select(key).join(DetectionRow, DetectionRow.image_id == Image.id)
+                                .where(DetectionRow.model_version_id == detector_version_id).distinct().order_by(key)))
+
+
+def rde_boxes(session: Session, detector_version_id: int, camera: str) -> list[RdeBox]:
+    """One camera's detections, except those already in a cluster a person decided on."""
+    decided = (select(RdeMember.detection_id).join(RdeCluster, RdeCluster.id == RdeMember.cluster_id)
+               .where(RdeCluster.status != "suspected"))
+    rows = session.execute(
+        select(DetectionRow.id, DetectionRow.image_id, DetectionRow.x, DetectionRow.y, DetectionRow.w, DetectionRow.h,
+               DetectionRow.conf)
+        .join(Image, Image.id == DetectionRow.image_id)
+        .where(DetectionRow.model_version_id == detector_version_id, _camera_key() == camera,
+               DetectionRow.id.not_in(decided)))
+    return [RdeBox(i, image_id, (x, y, w, h), conf) for i, image_id, x, y, w, h, conf in rows]
+
+
+def replace_suspected_clusters(session: Session, detector_version_id: int, camera: str, clusters: Sequence[Cluster],
+                               options: dict) -> list[int]:
+    """Store a camera's suspected clusters in place of the earlier suspected ones (decided clusters stay)."""
+    session.execute(delete(RdeCluster).where(RdeCluster.detector_version_id == detector_version_id,
+                                             RdeCluster.camera == camera, RdeCluster.status == "suspected"))
+    ids = []
+    for cluster in clusters:
+        row = RdeCluster(detector_version_id=detector_version_id, camera=camera, bbox=list(cluster.bbox),
+                         images=cluster.images, status="suspected", options=options)
+        session.add(row)
+        session.flush()
+        for chunk in chunked([{"cluster_id": row.id, "detection_id": b.detection_id} for b in cluster.members],
+                             INSERT_CHUNK):
+            session.execute(_insert(session, RdeMember).values(chunk))
+        ids.append(row.id)
+    return ids
+
+
+def rde_clusters(session: Session, detector_version_id: int, camera: str | None = None) -> list[RdeCluster]:
+    query = select(RdeCluster).where(RdeCluster.detector_version_id == detector_version_id)
+    if camera is not None:
+        query = query.where(RdeCluster.camera == camera)
+    return list(session.scalars(query.order_by(RdeCluster.camera, RdeCluster.id)))
+
+
+def decide_cluster(session: Session, cluster_id: int, confirmed: bool, reviewer: str) -> list[int]:
+    """Confirm (suppress its detections) or reject (unsuppress them) a cluster; returns the images it touches."""
+    cluster = session.get(RdeCluster, cluster_id)
+    if cluster is None:
+        raise LookupError(f"RDE cluster {cluster_id} does not exist")
+    members = select(RdeMember.detection_id).where(RdeMember.cluster_id == cluster_id)
+    session.execute(update(DetectionRow).where(DetectionRow.id.in_(members)).values(suppressed=confirmed))
+    cluster.status = "confirmed" if confirmed else "rejected"
+    cluster.decided_by, cluster.decided_at = reviewer, datetime.now(UTC)
+    return list(session.scalars(select(DetectionRow.image_id).where(DetectionRow.id.in_(members)).distinct()))
