@@ -33,6 +33,12 @@ def environment(database: Path, detector: Path, classify_python: str) -> dict[st
             "TRAPLINE_CLASSIFY_PYTHON": classify_python, "TRAPLINE_MODEL_ROOT": str(database.parent / "models")}
 
 
+def _ctrl_c_enabled() -> None:
+    """SIGINT back to its default in the child: a shell runs background jobs (a CI script started with
+    ``&``) with SIGINT ignored, the child inherits that, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def outcome_counts(database: Path, stage: str = "detect") -> tuple[int, int]:
     """(outcome rows, distinct images with an outcome) of a stage."""
     with store.make_sessionmaker(store.make_engine(f"sqlite:///{database}"))() as session:
@@ -53,7 +59,7 @@ def test_run_interrupted_then_resumed(camera_traps, tiny_detector, tiny_classifi
     # Given a run interrupted with Ctrl-C as soon as its first batch is stored (later, on a loaded machine,
     # the run may already have finished)
     first = subprocess.Popen(run_command(camera_traps), env=env, cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_enabled)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and (not database.exists() or outcome_counts(database)[0] < 1):
         time.sleep(0.2)
