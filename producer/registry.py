@@ -2,8 +2,8 @@
 
 A file is checked against its declared classes in the classify environment (the producer imports
 no framework), copied under ``model_root/<kind>/<sha256>/`` beside a ``manifest.json``
-(``shared.model_files``), and registered as a model version, promoted for its kind and region. Workers load it only if its
-SHA-256 still matches the registered one.
+(``shared.model_files``), and registered as a model version, promoted for its kind and region.
+Workers load it only if its SHA-256 still matches the registered one.
 """
 
 from __future__ import annotations

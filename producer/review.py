@@ -112,8 +112,7 @@ def stage_metrics(items: Sequence[Reviewed], stage: str) -> dict[str, Any]:
     scores = evaluation.evaluate_labels(
         [p[0] for p, _ in compared], [p[1] for p, _ in compared], STAGE_CLASSES[stage],
         confidences if compared and all(c is not None for c in confidences) else None)
-    pairs = [p for p, _ in compared]
-    return {"stage": stage, "reviewed": len(pairs), **scores.to_dict(), **errors(items, stage),
+    return {"stage": stage, "reviewed": len(compared), **scores.to_dict(), **errors(items, stage),
             "weighted_accuracy": weighted_accuracy(items, stage)}
 
 

@@ -754,17 +754,21 @@ def save_review_labels(session: Session, labels: Iterable[tuple[int, str, str, s
     return count
 
 
+def _latest_review_label_only(query):  # noqa: ANN001, ANN202 - Select
+    """``query`` (which selects from ReviewLabel) restricted to each image's latest review label."""
+    latest = (select(ReviewLabel.image_id, func.max(ReviewLabel.labelled_at).label("at"))
+              .group_by(ReviewLabel.image_id).subquery())
+    return query.join(latest, and_(latest.c.image_id == ReviewLabel.image_id, latest.c.at == ReviewLabel.labelled_at))
+
+
 def reviewed_images(session: Session, detector_version_id: int) -> list[Reviewed]:
     """Every image with a person's label and model labels; the latest label when several people gave one,
     with the image's item of the newest review set that drew it."""
-    latest = (select(ReviewLabel.image_id, func.max(ReviewLabel.labelled_at).label("at"))
-              .group_by(ReviewLabel.image_id).subquery())
     top_animal = (select(func.max(DetectionRow.conf)).where(
         DetectionRow.image_id == ReviewLabel.image_id, DetectionRow.model_version_id == detector_version_id,
         DetectionRow.category == ANIMAL, DetectionRow.suppressed.is_(False)).scalar_subquery())
     rows = session.execute(
-        select(ReviewLabel, ImageLabel, Image, Archive.root, top_animal)
-        .join(latest, and_(latest.c.image_id == ReviewLabel.image_id, latest.c.at == ReviewLabel.labelled_at))
+        _latest_review_label_only(select(ReviewLabel, ImageLabel, Image, Archive.root, top_animal))
         .join(ImageLabel, and_(ImageLabel.image_id == ReviewLabel.image_id,
                                ImageLabel.detector_version_id == detector_version_id))
         .join(Image, Image.id == ReviewLabel.image_id).join(Archive, Archive.id == Image.archive_id)
@@ -809,10 +813,8 @@ def sampled_non_animal_by_region(session: Session, detector_version_id: int) -> 
 
 def latest_review_labels(session: Session, region: str | None = None) -> list[tuple[str, str]]:
     """(full path, label) of every image a person labelled, the latest label each; optionally one region."""
-    latest = (select(ReviewLabel.image_id, func.max(ReviewLabel.labelled_at).label("at"))
-              .group_by(ReviewLabel.image_id).subquery())
-    query = (select(Archive.root, Image.rel_path, ReviewLabel.label, ReviewLabel.image_id)
-             .join(latest, and_(latest.c.image_id == ReviewLabel.image_id, latest.c.at == ReviewLabel.labelled_at))
+    query = (_latest_review_label_only(select(Archive.root, Image.rel_path, ReviewLabel.label, ReviewLabel.image_id)
+                                       .select_from(ReviewLabel))
              .join(Image, Image.id == ReviewLabel.image_id).join(Archive, Archive.id == Image.archive_id)
              .order_by(Archive.root, Image.rel_path, ReviewLabel.id))
     if region is not None:

@@ -468,7 +468,7 @@ def train(
     return TrainResult(
         best_model=folder / BEST, best_epoch=state.best_epoch, best_val_loss=state.best_val_loss,
         history=state.history, learning_rates=state.learning_rates, test_probabilities=test_probabilities,
-        seconds=seconds, images_per_s=min(trained_batches * config.batch_size, 10**12) / seconds if seconds else 0.0,
+        seconds=seconds, images_per_s=trained_batches * config.batch_size / seconds if seconds else 0.0,
         environment=library_versions(),
     )
 
