@@ -11,9 +11,11 @@ from pathlib import Path
 
 import click
 
+from producer.scan import ScanReport
 from shared.config import Settings, get_settings
 
 log = logging.getLogger("trapline")
+FLOWER_ADDRESS = "127.0.0.1"  # `trapline flower` listens on loopback unless --address is given
 
 STAGES = click.Choice(["detect", "classify"])
 
@@ -78,10 +80,17 @@ def scan(ctx: click.Context, archive: Path, region: str | None, pattern: str | N
         result = register_archive(session, archive, region, pattern or settings.path_pattern)
     click.echo(f"{archive}: {result.seen} images seen, {result.added} new, "
                f"{result.seen - result.added} already registered")
-    for problem in result.report.skipped_unsafe:
+    _echo_scan_problems(result.report)
+
+
+def _echo_scan_problems(report: ScanReport) -> None:
+    """What a scan saw but did not register, one line each on stderr (`scan` and `run`)."""
+    for problem in report.skipped_unsafe:
         click.echo(f"  refused archive member (path traversal): {problem}", err=True)
-    for problem in result.report.unreadable:
+    for problem in report.unreadable:
         click.echo(f"  unreadable: {problem}", err=True)
+    for name in report.skipped_names:
+        click.echo(f"  skipped, file name not UTF-8 (rename it, e.g. with convmv): {name}", err=True)
 
 
 @main.command()
@@ -124,26 +133,17 @@ def worker(queues: str, pool: str, concurrency: int | None, celery_args: tuple[s
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Per stage: pending, queued, running, done, failed, images/s and ETA."""
+    """Per stage: pending, queued, running, done, failed, images/s and ETA; per worker: batches and images/s
+    over the last 5 minutes and what it runs now; the messages waiting in each queue."""
     from producer.model_versions import current_detector
-    from shared import store
-    from shared.schemas import Stage
+    from producer.status import gather, render
+    from shared.celery_app import create_celery
 
     settings = _settings(ctx)
     with _sessions(settings).begin() as session:
         version = current_detector(session, settings.detector)
-        stages = [store.stage_progress(session, stage, version.id) for stage in Stage]
-    if as_json:
-        reports = [{**asdict(p), "stage": p.stage.value, "eta_s": p.eta_s} for p in stages]
-        click.echo(json.dumps({"detector": version.name, "stages": reports}, indent=2))
-        return
-    click.echo(f"{'stage':<9}{'total':>9}{'pending':>9}{'queued':>9}{'running':>9}{'done':>9}{'failed':>9}  rate        ETA")
-    for p in stages:
-        rate = f"{p.images_per_s:.2f} img/s" if p.images_per_s else "-"
-        eta = f"{p.eta_s:.0f} s" if p.eta_s is not None else "-"
-        click.echo(f"{p.stage.value:<9}{p.total:>9}{p.pending:>9}{p.queued:>9}{p.running:>9}{p.done:>9}{p.failed:>9}"
-                   f"  {rate:<11} {eta}")
-    click.echo("(classify counts the images the detector processed)")
+        report = gather(session, version, create_celery(settings))
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else render(report))
 
 
 @main.command()
@@ -491,14 +491,14 @@ def rde(ctx: click.Context, camera: str | None, preset: str) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from producer.model_versions import current_detector
-    from producer.rde import find, options_of
+    from shared.repeats import options_of, search
     from shared.rde import CELIS2024
 
     settings = _settings(ctx)
     options = CELIS2024 if preset == "celis2024" else options_of(settings.rde)
     with _sessions(settings).begin() as session:
         version = current_detector(session, settings.detector)
-        results = find(session, version.id, options, camera)
+        results = search(session, version.id, options, camera)
     for result in results:
         click.echo(f"{result.camera}: {result.boxes} boxes, {len(result.clusters)} suspected cluster(s)"
                    + (f" (ids {', '.join(map(str, result.clusters))})" if result.clusters else ""))
@@ -618,6 +618,42 @@ def review_import(ctx: click.Context, labels: Path, reviewer: str | None) -> Non
     click.echo(f"imported {count} labels from {labels.name}")
 
 
+@review.command("serve")
+@click.option("--port", type=int, default=8000, show_default=True, help="0: any free port.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the page has no login, so keep it on this machine (or an SSH tunnel).")
+@click.option("--set", "set_id", type=int, help="Review set to serve (default: the newest).")
+@click.option("--reviewer", help="Name filled in on the page (each browser remembers its own).")
+@click.pass_context
+def review_serve(ctx: click.Context, port: int, host: str, set_id: int | None, reviewer: str | None) -> None:
+    """A web page to review the sample in a browser: one image at a time with its boxes and the models'
+    labels; keys 1-4 (or A, E, H, B) label it Animal, Empty, Human or Bad and move on, Enter accepts the
+    model's label. Labels are saved at once. The repeat-detection clusters are reviewed on the same page."""
+    from producer.review_server import ReviewApp, ReviewServer, open_review
+    from shared.labels import Thresholds
+
+    settings = _settings(ctx)
+    sessions = _sessions(settings)
+    with sessions() as session:
+        try:
+            review_set = open_review(session, set_id)
+        except LookupError as error:
+            raise click.UsageError(str(error)) from error
+        set_id, detector_version_id = review_set.id, review_set.detector_version_id
+    d = settings.detector
+    app = ReviewApp(sessions, set_id, detector_version_id,
+                    Thresholds(d.animal_threshold, d.person_threshold, d.vehicle_threshold), reviewer or "")
+    server = ReviewServer(app, host, port)
+    click.echo(f"review set {set_id} at {server.url} (Ctrl-C to stop)")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @main.command()
 @click.option("--stage", "stages", multiple=True, type=click.Choice(["final", "quality", "detect", "crops"]),
               help="Stages to measure (repeatable; default: all).")
@@ -639,12 +675,28 @@ def metrics(ctx: click.Context, stages: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["md-json", "csv"]), required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--format", "fmt", type=click.Choice(["md-json", "csv", "camtrap-dp"]), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The file to write; for camtrap-dp, the package's folder.")
 @click.option("--archive", type=click.Path(path_type=Path), help="Archive root (required with several archives for md-json).")
+@click.option("--title", help="camtrap-dp: the project's title.")
+@click.option("--contributor", "contributors", multiple=True,
+              help="camtrap-dp: 'NAME [<EMAIL>][:ROLE]' (role: contact, principalInvestigator, rightsHolder, "
+              "publisher, contributor; default contact); repeatable, at least one.")
+@click.option("--sampling-design", type=click.Choice(["simpleRandom", "systematicRandom", "clusteredRandom",
+                                                      "experimental", "targeted", "opportunistic"]),
+              help="camtrap-dp: the project's sampling design (baited stations: targeted).")
+@click.option("--license", "license_name", help="camtrap-dp: licence of the data and the media, e.g. CC-BY-4.0.")
+@click.option("--scientific-name", "scientific_names", multiple=True,
+              help="camtrap-dp: CODE=NAME for a crop class, e.g. lag_mut='Lagopus lagopus' (repeatable).")
+@click.option("--skip-undeployed", is_flag=True,
+              help="camtrap-dp: leave out images of no deployment and deployments without coordinates.")
 @click.pass_context
-def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None) -> None:
-    """Write results: MegaDetector batch format 1.6 (md-json) or a per-image CSV."""
+def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None, title: str | None,
+           contributors: tuple[str, ...], sampling_design: str | None, license_name: str | None,
+           scientific_names: tuple[str, ...], skip_undeployed: bool) -> None:
+    """Write results: MegaDetector batch format 1.6 (md-json), a per-image CSV, or a Camtrap DP 1.0.2 package
+    (camtrap-dp: needs registered deployments, see `trapline deployments import`)."""
     from producer import export as exporter
     from producer.model_versions import current_detector
     from shared import store
@@ -664,6 +716,13 @@ def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None) -> 
                 raise click.UsageError(f"{archive} is not a registered archive")
         if not archives:
             raise click.UsageError("no archive registered yet: run `trapline scan` first")
+        if fmt == "camtrap-dp":
+            _export_camtrap_dp(session, output, archives, version.id, thresholds,
+                               (title, contributors, sampling_design, license_name, scientific_names),
+                               skip_undeployed)
+            return
+        if output.is_dir():
+            raise click.UsageError(f"{output} is a folder; --format {fmt} writes a file")
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("w", newline="", encoding="utf-8") as out:
             if fmt == "md-json":
@@ -680,6 +739,107 @@ def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None) -> 
                 classes = (crop_model.manifest or {}).get("classes") if crop_model else None
                 count = exporter.write_csv(out, rows, thresholds, names, classes or CROP_CLASSES)
     click.echo(f"wrote {count} images to {output}")
+
+
+def _export_camtrap_dp(session, output: Path, archives: list, detector_version_id: int, thresholds,  # noqa: ANN001
+                       options: tuple, skip_undeployed: bool) -> None:
+    from producer import camtrap_dp
+
+    try:
+        info = camtrap_dp.package_info(*options)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    try:
+        written = camtrap_dp.write_package(session, output, archives, detector_version_id, thresholds, info,
+                                           skip_undeployed)
+    except camtrap_dp.ExportError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"wrote a Camtrap DP package to {output}: {written.deployments} deployments, {written.media} media, "
+               f"{written.observations} observations")
+
+
+@main.group()
+def deployments() -> None:
+    """The deployments registry: which camera stood where, when (Camtrap DP deployments)."""
+
+
+@deployments.command("import")
+@click.argument("registry", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def deployments_import(ctx: click.Context, registry: Path) -> None:
+    """Import a CSV (id,lat,lon,start,end,timezone,camera[,bait]): every line, or none when one is wrong.
+
+    camera is site/camera as `trapline rde list` names cameras; timezone an IANA name (Europe/Oslo) or an
+    offset (+01:00, for clocks that ignore summer time); start/end local times, YYYY-MM-DD[THH:MM[:SS]].
+    Re-importing an id updates it.
+    """
+    from producer.deployments import import_deployments
+    from shared.deployments import DeploymentErrors
+
+    settings = _settings(ctx)
+    try:
+        with _sessions(settings).begin() as session:
+            count = import_deployments(session, registry)
+    except DeploymentErrors as error:
+        for problem in error.problems:
+            click.echo(f"  {problem}", err=True)
+        raise click.ClickException(f"{len(error.problems)} problem(s) in {registry.name}; nothing was imported") from error
+    click.echo(f"imported {count} deployments from {registry.name}")
+
+
+@deployments.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def deployments_list(ctx: click.Context, as_json: bool) -> None:
+    """Registered deployments: id, camera, coordinates, local start and end, time zone."""
+    from producer.deployments import listing
+    from shared import store
+
+    with _sessions(_settings(ctx)).begin() as session:
+        rows = listing(store.deployments(session))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        where = "no coordinates" if r["latitude"] is None else f"{r['latitude']:.5f}, {r['longitude']:.5f}"
+        click.echo(f"{r['id']:<20} {r['camera']:<24} {r['start']} → {r['end']} {r['timezone']:<14} {where}")
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The HTML file to write.")
+@click.option("--archive", type=click.Path(path_type=Path), help="Archive root: report on this archive only "
+              "(default: every registered archive).")
+@click.pass_context
+def report(ctx: click.Context, output: Path, archive: Path | None) -> None:
+    """Write one self-contained HTML file (plots embedded as PNG; no external files) on the current detector's
+    results: archives, image totals and model versions; images and counted detections per site and day; final
+    labels and crop classes per site; failures per reason; review progress per set and reviewer; each stage's
+    metrics and confusion matrix per region against people's labels (as `trapline metrics`); RDE clusters.
+    Everything is counted in the database, so it suits archives of millions of images."""
+    from datetime import UTC, datetime
+
+    from producer.model_versions import current_detector
+    from producer.report import gather, render
+    from shared import store
+    from shared.labels import Thresholds
+    from shared.review import STAGES
+
+    settings = _settings(ctx)
+    d = settings.detector
+    thresholds = Thresholds(d.animal_threshold, d.person_threshold, d.vehicle_threshold)
+    with _sessions(settings).begin() as session:
+        version = current_detector(session, settings.detector)
+        archive_id = None
+        if archive is not None:
+            found = [a.id for a in store.archives(session) if Path(a.root) == archive.resolve()]
+            if not found:
+                raise click.UsageError(f"{archive} is not a registered archive")
+            archive_id = found[0]
+        data = gather(session, version.id, thresholds, STAGES, datetime.now(UTC), archive_id)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render(data), encoding="utf-8")
+    click.echo(f"wrote the report of {sum(a.images for a in data.archives)} images to {output}")
 
 
 @main.command()
@@ -724,6 +884,7 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
     with _sessions(settings).begin() as session:
         summary = summarize(session, result.archive_id, result.model_version_id)
     click.echo(f"\n{archive}: {result.registered} newly registered in {result.elapsed_s:.1f} s")
+    _echo_scan_problems(result.scan_report)
     for stage, count in result.processed.items():
         rate = result.rates.get(stage)
         click.echo(f"  {stage.value}: {count} processed" + (f", {rate:.2f} img/s" if count and rate else ""))
@@ -735,10 +896,14 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def flower(ctx: click.Context, flower_args: tuple[str, ...]) -> None:
-    """Run Flower on the Redis broker (e.g. --port=5555 --basic-auth=user:password)."""
+    """Run Flower on the Redis broker (e.g. --port=5555 --basic-auth=user:password).
+
+    It listens on 127.0.0.1 unless --address says otherwise (Flower's own default is every interface).
+    """
     from shared.celery_app import create_celery
 
-    create_celery(_settings(ctx)).start(["flower", *flower_args])
+    address = [] if any(a.startswith("--address") for a in flower_args) else [f"--address={FLOWER_ADDRESS}"]
+    create_celery(_settings(ctx)).start(["flower", *address, *flower_args])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from producer.scan import PathPattern, ScanReport, ScannedFile, scan_archive
 from shared import store
-from shared.celery_app import STAGE_TASKS
+from shared.celery_app import send_batch
 from shared.schemas import ProcessBatch, Stage
 
 log = logging.getLogger(__name__)
@@ -112,5 +112,4 @@ def resend_open_batches(sessions: sessionmaker[Session], app: Celery, stage: Sta
 
 
 def _send(app: Celery, session: Session, payload: ProcessBatch) -> None:
-    result = app.send_task(STAGE_TASKS[payload.stage].value, args=[payload.model_dump(mode="json")])
-    store.set_batch_task(session, payload.batch_id, result.id)
+    store.set_batch_task(session, payload.batch_id, send_batch(app, payload))

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from shared.schemas import ImageSource
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 ARCHIVE_SUFFIXES = (".zip", ".tar")
 
@@ -100,3 +102,11 @@ def read_member(path: str, member: str, offset: int | None = None, size: int | N
     if len(data) != size:
         raise OSError(f"tar member {member!r} is cut short: {len(data)} of {size} bytes")
     return data
+
+
+def read_image_bytes(source: ImageSource) -> bytes:
+    """The bytes of a registered image: its file, or its member of a zip/tar."""
+    if source.member is not None:
+        return read_member(source.path, source.member, source.offset, source.size)
+    with open(source.path, "rb") as handle:
+        return handle.read()

@@ -6,11 +6,13 @@ register their tasks on the app it returns.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from celery import Celery
 
 from shared.config import Settings, get_settings
+from shared.schemas import ProcessBatch
 
 
 class Queue(StrEnum):
@@ -31,6 +33,7 @@ TASK_ROUTES = {
     TaskName.TRAIN_CLASSIFIER.value: {"queue": Queue.TRAIN.value},
 }
 STAGE_TASKS = {"detect": TaskName.DETECT_BATCH, "classify": TaskName.CLASSIFY_BATCH}
+RESTORE_SWEEPS_PER_TIMEOUT = 10  # broker sweeps for dead workers' messages per visibility timeout
 
 
 def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:
@@ -68,11 +71,42 @@ def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:
     return app
 
 
+def send_batch(app: Celery, payload: ProcessBatch) -> str:
+    """Send one batch to its stage's queue; returns the task id. Flower lists the task with its batch size
+    (``argsrepr``) rather than its list of image ids."""
+    result = app.send_task(STAGE_TASKS[payload.stage].value, args=[payload.model_dump(mode="json")],
+                           argsrepr=f"(batch {payload.batch_id}: {len(payload.image_ids)} images, "
+                                    f"detector version {payload.model_version_id})")
+    return result.id
+
+
+def queue_lengths(app: Celery, queues: Iterable[str] = tuple(Queue)) -> dict[str, int]:
+    """Messages waiting in each queue (not those a worker holds unacknowledged), asked of the broker itself:
+    Redis list lengths, or the embedded SQLite broker's rows. Raises the broker's error when it is down."""
+    lengths = {}
+    with app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1)  # a status query must not wait for a broker that is down
+        channel = connection.default_channel
+        for queue in queues:
+            try:
+                lengths[str(queue)] = channel.queue_declare(queue=str(queue), passive=True).message_count
+            except channel.connection.channel_errors:  # a queue nothing was ever sent to
+                lengths[str(queue)] = 0
+    return lengths
+
+
 def _transport_options(broker: str, settings: Settings) -> dict:
     if broker.startswith("sqla+"):
         # Kombu's SQLAlchemy transport passes these to create_engine: wait on SQLite's lock.
         return {"connect_args": {"timeout": 60}}
-    return {"visibility_timeout": settings.visibility_timeout_s}
+    return {
+        "visibility_timeout": settings.visibility_timeout_s,
+        # Kombu looks for the unacknowledged messages of dead workers every interval × throttle seconds
+        # (10 × 10 by default): sweep ten times per timeout, so a killed worker's batch comes back within
+        # 1.1 × the visibility timeout.
+        "unacked_restore_interval": max(1, settings.visibility_timeout_s // RESTORE_SWEEPS_PER_TIMEOUT),
+        "unacked_restore_throttle": 1,
+    }
 
 
 def celery_from_environment() -> Celery:

@@ -75,6 +75,7 @@ class RdeSettings(BaseModel):
     occurrences: int = Field(20, ge=2, description="A place seen in at least this many images is suspicious (paper: 5).")
     max_size: float = Field(0.2, gt=0, le=1, description="Largest box considered, as a fraction of the image (paper: 0.5).")
     min_size: float = Field(0.0, ge=0, le=1, description="Smallest box considered, as a fraction of the image.")
+    auto: bool = Field(True, description="Search a camera as soon as all its images are detected (detect workers).")
 
 
 class ReviewSettings(BaseModel):

@@ -343,9 +343,47 @@ class RdeCluster(Base):
     created_at: Mapped[created_at]
 
 
+class RdeRun(Base):
+    """The last time RDE searched one camera's detections: automatically once every image of the camera had a
+    detect outcome, or by `trapline rde`. ``images`` is how many images the camera had then, so the camera is
+    searched again automatically when more of its images have been detected since."""
+
+    __tablename__ = "rde_runs"
+    __table_args__ = (UniqueConstraint("detector_version_id", "camera"),)
+
+    id: Mapped[intpk]
+    detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    camera: Mapped[str] = mapped_column(String(512))
+    images: Mapped[int]
+    boxes: Mapped[int | None]  # None while the search runs (same transaction)
+    clusters: Mapped[int | None]
+    trigger: Mapped[str] = mapped_column(String(16))  # "auto" (detect worker) or "manual" (trapline rde)
+    ran_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class RdeMember(Base):
     __tablename__ = "rde_members"
 
     cluster_id: Mapped[int] = mapped_column(ForeignKey("rde_clusters.id", ondelete="CASCADE"), primary_key=True)
     detection_id: Mapped[int] = mapped_column(ForeignKey("detections.id", ondelete="CASCADE"), primary_key=True,
                                               index=True)
+
+
+class Deployment(Base):
+    """One camera at one place for one service interval (`trapline deployments import`), the ``deploymentID``
+    of Camtrap DP. An image belongs to it when its camera (``site/camera``, as ``rde list`` names cameras)
+    matches and its local EXIF time lies in [starts_at, ends_at]; times are naive, local to ``timezone``."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_camera_starts_at", "camera", "starts_at"),)
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the registry's id: deploymentID
+    camera: Mapped[str] = mapped_column(String(512))  # site/camera, as the path pattern read them
+    latitude: Mapped[float | None] = mapped_column(Float)  # WGS84; None: not known yet (export refuses it)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))  # local time in `timezone`
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    timezone: Mapped[str] = mapped_column(String(64))  # IANA name (Europe/Oslo) or fixed offset (+02:00)
+    bait: Mapped[bool | None] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(1024))  # "deployments.csv:7"
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

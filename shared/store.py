@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, exists, func, select, update
+from sqlalchemy import Engine, and_, create_engine, delete, event, exists, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.chunking import chunked
 from shared.db import (
-    Archive, Batch, BatchItem, Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome, RdeCluster,
-    RdeMember, ReviewItem, ReviewLabel, ReviewSet, TrainingImage, TrainingRun,
+    Archive, Batch, BatchItem, Classification, DetectionRow, Deployment, Image, ImageLabel, ModelVersion, Outcome,
+    RdeCluster, RdeMember, RdeRun, ReviewItem, ReviewLabel, ReviewSet, TrainingImage, TrainingRun,
 )
+from shared.deployments import DeploymentRecord
 from shared.labels import ANIMAL, ImageLabels, for_region
 from shared.rde import Box as RdeBox
 from shared.rde import Cluster
@@ -437,6 +438,45 @@ def _recent_rate(session: Session, stage: Stage, model_version_id: int, image_fi
     return count / elapsed if elapsed > 0 else None
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRate:
+    """What one worker did in one stage over the recent window, and what it holds now."""
+
+    worker: str
+    stage: Stage
+    batches: int  # finished in the window
+    images: int
+    images_per_s: float | None
+    running: int  # batches it is working on now
+    last_finished: datetime | None
+
+
+def worker_rates(session: Session, window: timedelta = RATE_WINDOW) -> list[WorkerRate]:
+    """Per worker and stage: batches and images finished in the ``window`` before the latest finished batch
+    (so a run that just ended still shows its rates), the images/s that makes, and the batches it runs now."""
+    latest = session.scalar(select(func.max(Batch.finished_at)).where(Batch.status == BatchStatus.DONE))
+    rates: dict[tuple[str, Stage], WorkerRate] = {}
+    if latest is not None:
+        window_start = _aware(latest) - window
+        rows = session.execute(
+            select(Batch.worker, Batch.stage, func.count(Batch.id), func.sum(Batch.size), func.min(Batch.started_at),
+                   func.max(Batch.finished_at))
+            .where(Batch.status == BatchStatus.DONE, Batch.worker.is_not(None), Batch.finished_at >= window_start)
+            .group_by(Batch.worker, Batch.stage))
+        for worker, stage, batches, images, first_start, last in rows:
+            start = max(_aware(first_start), window_start) if first_start else window_start
+            elapsed = (_aware(last) - start).total_seconds()
+            rates[worker, stage] = WorkerRate(worker, stage, batches, images or 0,
+                                              (images or 0) / elapsed if elapsed > 0 else None, 0, _aware(last))
+    for worker, stage, running in session.execute(
+            select(Batch.worker, Batch.stage, func.count(Batch.id))
+            .where(Batch.status == BatchStatus.RUNNING, Batch.worker.is_not(None)).group_by(Batch.worker, Batch.stage)):
+        known = rates.get((worker, stage)) or WorkerRate(worker, stage, 0, 0, None, 0, None)
+        rates[worker, stage] = WorkerRate(known.worker, known.stage, known.batches, known.images, known.images_per_s,
+                                          running, known.last_finished)
+    return sorted(rates.values(), key=lambda r: (r.stage, r.worker))
+
+
 def _aware(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; they were written in UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -474,26 +514,42 @@ def image_results(
         if not rows:
             return
         ids = [image.id for image, _ in rows]
-        boxes: dict[int, list[DetectionRow]] = {i: [] for i in ids}
-        for row in session.scalars(
-            select(DetectionRow).where(DetectionRow.image_id.in_(ids), DetectionRow.model_version_id == model_version_id)
-            .order_by(DetectionRow.image_id, DetectionRow.conf.desc(), DetectionRow.id)
-        ):
-            boxes[row.image_id].append(row)
-        labels = {row.image_id: row for row in session.scalars(
-            select(ImageLabel).where(ImageLabel.image_id.in_(ids), ImageLabel.detector_version_id == model_version_id))}
-        crops: dict[int, dict[int, Classification]] = {}
-        crop_versions = {label.crops_version_id for label in labels.values()} - {None}
-        if crop_versions:
-            for row in session.scalars(select(Classification).where(
-                    Classification.image_id.in_(ids), Classification.model_version_id.in_(crop_versions),
-                    Classification.detection_index.is_not(None))):
-                if labels[row.image_id].crops_version_id == row.model_version_id:
-                    crops.setdefault(row.image_id, {})[row.detection_index] = row
+        boxes = detections_of(session, ids, model_version_id)
+        labels = image_labels_of(session, ids, model_version_id)
+        crops = crops_of(session, labels)
         for image, outcome in rows:
             if outcome is not None or not processed_only:
                 yield ImageResult(image, outcome, boxes[image.id], labels.get(image.id), crops.get(image.id))
         last_path = rows[-1][0].rel_path
+
+
+def detections_of(session: Session, image_ids: Sequence[int], model_version_id: int) -> dict[int, list[DetectionRow]]:
+    """Each image's boxes by this detector version, most confident first (the order crops are indexed in)."""
+    boxes: dict[int, list[DetectionRow]] = {i: [] for i in image_ids}
+    for row in session.scalars(
+        select(DetectionRow).where(DetectionRow.image_id.in_(image_ids), DetectionRow.model_version_id == model_version_id)
+        .order_by(DetectionRow.image_id, DetectionRow.conf.desc(), DetectionRow.id)
+    ):
+        boxes[row.image_id].append(row)
+    return boxes
+
+
+def image_labels_of(session: Session, image_ids: Sequence[int], detector_version_id: int) -> dict[int, ImageLabel]:
+    return {row.image_id: row for row in session.scalars(
+        select(ImageLabel).where(ImageLabel.image_id.in_(image_ids), ImageLabel.detector_version_id == detector_version_id))}
+
+
+def crops_of(session: Session, labels: dict[int, ImageLabel]) -> dict[int, dict[int, Classification]]:
+    """The crop classifications behind each image's labels: image -> detection index -> classification."""
+    crops: dict[int, dict[int, Classification]] = {}
+    crop_versions = {label.crops_version_id for label in labels.values()} - {None}
+    if crop_versions:
+        for row in session.scalars(select(Classification).where(
+                Classification.image_id.in_(list(labels)), Classification.model_version_id.in_(crop_versions),
+                Classification.detection_index.is_not(None))):
+            if labels[row.image_id].crops_version_id == row.model_version_id:
+                crops.setdefault(row.image_id, {})[row.detection_index] = row
+    return crops
 
 
 def archives(session: Session) -> list[Archive]:
@@ -825,12 +881,118 @@ def latest_review_labels(session: Session, region: str | None = None) -> list[tu
     return list(labels.values())
 
 
+@dataclass(frozen=True, slots=True)
+class PageItem:
+    """One image of a review set as the review page shows it."""
+
+    position: int  # 0-based, in path order
+    image_id: int
+    path: str  # relative to its archive root
+    site: str | None
+    camera: str | None
+    taken_at: datetime | None
+    reason: str
+    label: ImageLabel | None
+    mine: str | None  # this reviewer's label, if any
+
+
+def latest_review_set(session: Session) -> ReviewSet | None:
+    return session.scalar(select(ReviewSet).order_by(ReviewSet.id.desc()).limit(1))
+
+
+def review_page(session: Session, set_id: int, reviewer: str, offset: int, limit: int) -> list[PageItem]:
+    """``limit`` items of a review set from ``offset`` in path order, each with this reviewer's label."""
+    mine = (select(ReviewLabel.label).where(ReviewLabel.image_id == Image.id, ReviewLabel.reviewer == reviewer)
+            .scalar_subquery())
+    rows = session.execute(
+        select(Image, ReviewItem.reason, ImageLabel, mine)
+        .join(ReviewItem, ReviewItem.image_id == Image.id).join(ReviewSet, ReviewSet.id == ReviewItem.set_id)
+        .join(Archive, Archive.id == Image.archive_id)
+        .outerjoin(ImageLabel, and_(ImageLabel.image_id == Image.id,
+                                    ImageLabel.detector_version_id == ReviewSet.detector_version_id))
+        .where(ReviewItem.set_id == set_id).order_by(Archive.root, Image.rel_path).offset(offset).limit(limit))
+    return [PageItem(offset + n, image.id, image.rel_path, image.site, image.camera, image.taken_at, reason, label,
+                     my_label)
+            for n, (image, reason, label, my_label) in enumerate(rows)]
+
+
+def review_page_has(session: Session, set_id: int, image_id: int) -> bool:
+    return session.get(ReviewItem, (set_id, image_id)) is not None
+
+
+def first_unlabelled(session: Session, set_id: int, reviewer: str) -> int | None:
+    """The position (in ``review_page`` order) of the set's first image this reviewer has not labelled."""
+    def items():  # noqa: ANN202 - Select
+        return (select(Archive.root, Image.rel_path).join(ReviewItem, ReviewItem.image_id == Image.id)
+                .join(Archive, Archive.id == Image.archive_id).where(ReviewItem.set_id == set_id))
+    labelled = exists().where(ReviewLabel.image_id == Image.id, ReviewLabel.reviewer == reviewer)
+    first = session.execute(items().where(~labelled).order_by(Archive.root, Image.rel_path).limit(1)).first()
+    if first is None:
+        return None
+    before = items().where(tuple_(Archive.root, Image.rel_path) < tuple_(*first)).subquery()
+    return session.scalar(select(func.count()).select_from(before)) or 0
+
+
+def review_progress(session: Session, set_id: int, reviewer: str) -> tuple[int, int, int]:
+    """(items, items this reviewer labelled, items anyone labelled) of a review set."""
+    items = select(ReviewItem.image_id).where(ReviewItem.set_id == set_id)
+    total = session.scalar(select(func.count()).select_from(items.subquery())) or 0
+    by = select(func.count(func.distinct(ReviewLabel.image_id))).where(ReviewLabel.image_id.in_(items))
+    return total, session.scalar(by.where(ReviewLabel.reviewer == reviewer)) or 0, session.scalar(by) or 0
+
+
 # --- repeat detection elimination ---------------------------------------------------------------
 
 
 def _camera_key():  # noqa: ANN202 - SQL expression
     """A camera as RDE groups it: ``site/camera`` (``-`` for a missing part)."""
     return func.coalesce(Image.site, "-") + "/" + func.coalesce(Image.camera, "-")
+
+
+def completed_cameras(session: Session, detector_version_id: int, image_ids: Sequence[int]) -> list[tuple[str, int]]:
+    """(camera, images) of each camera among these images' whose every image has a detect outcome of this
+    detector version (done or failed): the cameras whose detections are complete."""
+    pairs = {tuple(row) for row in session.execute(select(Image.site, Image.camera).where(Image.id.in_(image_ids)))}
+    if not pairs:
+        return []
+    def same(column, value):  # noqa: ANN001, ANN202 - SQL expression
+        return column.is_(None) if value is None else column == value
+    detected = exists().where(Outcome.image_id == Image.id, Outcome.stage == Stage.DETECT,
+                              Outcome.model_version_id == detector_version_id)
+    key = _camera_key()
+    rows = session.execute(
+        select(key, func.count(Image.id), func.count(Image.id).filter(detected))
+        .where(or_(*(and_(same(Image.site, site), same(Image.camera, camera)) for site, camera in pairs)))
+        .group_by(key).order_by(key))
+    return [(camera, images) for camera, images, done in rows if images == done]
+
+
+def camera_image_count(session: Session, camera: str) -> int:
+    return session.scalar(select(func.count(Image.id)).where(_camera_key() == camera)) or 0
+
+
+def claim_rde_run(session: Session, detector_version_id: int, camera: str, images: int, trigger: str) -> bool:
+    """Record that RDE searches this camera now. An automatic claim succeeds only for a camera not searched
+    since it had fewer images, so of two workers finishing a camera's last batches at once only one searches
+    (on PostgreSQL the second waits for the first's row, then finds it); a manual claim always succeeds."""
+    statement = _insert(session, RdeRun).values(detector_version_id=detector_version_id, camera=camera,
+                                                images=images, trigger=trigger, ran_at=datetime.now(UTC))
+    fresh = {"images": statement.excluded.images, "trigger": statement.excluded.trigger, "boxes": None,
+             "clusters": None, "ran_at": statement.excluded.ran_at}
+    statement = statement.on_conflict_do_update(
+        index_elements=["detector_version_id", "camera"], set_=fresh,
+        where=None if trigger == "manual" else RdeRun.images < statement.excluded.images)
+    return session.execute(statement.returning(RdeRun.id)).first() is not None
+
+
+def finish_rde_run(session: Session, detector_version_id: int, camera: str, boxes: int, clusters: int) -> None:
+    session.execute(update(RdeRun).where(RdeRun.detector_version_id == detector_version_id, RdeRun.camera == camera)
+                    .values(boxes=boxes, clusters=clusters))
+
+
+def rde_runs(session: Session, detector_version_id: int) -> list[RdeRun]:
+    return list(session.scalars(select(RdeRun).where(RdeRun.detector_version_id == detector_version_id)
+                                .order_by(RdeRun.camera)))
 
 
 def rde_cameras(session: Session, detector_version_id: int) -> list[str]:
@@ -878,6 +1040,30 @@ def rde_clusters(session: Session, detector_version_id: int, camera: str | None 
     return list(session.scalars(query.order_by(RdeCluster.camera, RdeCluster.id)))
 
 
+def rde_cluster_page(session: Session, detector_version_id: int, status: str | None, offset: int, limit: int
+                     ) -> tuple[int, list[RdeCluster]]:
+    """(how many, one page of) this detector version's clusters, optionally of one status, most images first."""
+    where = [RdeCluster.detector_version_id == detector_version_id]
+    if status is not None:
+        where.append(RdeCluster.status == status)
+    total = session.scalar(select(func.count(RdeCluster.id)).where(*where)) or 0
+    page = session.scalars(select(RdeCluster).where(*where).order_by(RdeCluster.images.desc(), RdeCluster.id)
+                           .offset(offset).limit(limit))
+    return total, list(page)
+
+
+def rde_instances(session: Session, cluster_id: int, limit: int) -> list[DetectionRow]:
+    """Up to ``limit`` of a cluster's boxes, spread evenly over its images in time (path) order."""
+    rows = list(session.scalars(
+        select(DetectionRow).join(RdeMember, RdeMember.detection_id == DetectionRow.id)
+        .join(Image, Image.id == DetectionRow.image_id)
+        .where(RdeMember.cluster_id == cluster_id).order_by(Image.taken_at, Image.rel_path, DetectionRow.id)))
+    if len(rows) <= limit:
+        return rows
+    step = len(rows) / limit
+    return [rows[int(n * step)] for n in range(limit)]
+
+
 def decide_cluster(session: Session, cluster_id: int, confirmed: bool, reviewer: str) -> list[int]:
     """Confirm (suppress its detections) or reject (unsuppress them) a cluster; returns the images it touches."""
     cluster = session.get(RdeCluster, cluster_id)
@@ -888,3 +1074,56 @@ def decide_cluster(session: Session, cluster_id: int, confirmed: bool, reviewer:
     cluster.status = "confirmed" if confirmed else "rejected"
     cluster.decided_by, cluster.decided_at = reviewer, datetime.now(UTC)
     return list(session.scalars(select(DetectionRow.image_id).where(DetectionRow.id.in_(members)).distinct()))
+
+
+# --- deployments ---------------------------------------------------------------------------------
+
+
+def save_deployments(session: Session, records: Iterable[DeploymentRecord], when: datetime) -> int:
+    """Insert or update deployments by id (re-importing a registry is idempotent); returns the rows written."""
+    rows = [{"id": r.id, "camera": r.camera, "latitude": r.latitude, "longitude": r.longitude,
+             "starts_at": r.starts_at, "ends_at": r.ends_at, "timezone": r.timezone, "bait": r.bait,
+             "source": r.source, "updated_at": when} for r in records]
+    for chunk in chunked(rows, INSERT_CHUNK // 8):
+        statement = _insert(session, Deployment).values(chunk)
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["id"], set_={c: statement.excluded[c] for c in chunk[0] if c != "id"}))
+    return len(rows)
+
+
+def deployments(session: Session) -> list[Deployment]:
+    return list(session.scalars(select(Deployment).order_by(Deployment.camera, Deployment.starts_at, Deployment.id)))
+
+
+def _in_deployment():  # noqa: ANN202 - SQL expression
+    """An image belongs to a deployment: same camera (as RDE names it), local EXIF time within its interval."""
+    return and_(Deployment.camera == _camera_key(), Image.taken_at.is_not(None),
+                Image.taken_at >= Deployment.starts_at, Image.taken_at <= Deployment.ends_at)
+
+
+def deployments_of(session: Session, image_ids: Sequence[int]) -> dict[int, str]:
+    """Image id → the id of the deployment it belongs to (images of none are left out)."""
+    rows = session.execute(select(Image.id, Deployment.id).join(Deployment, _in_deployment())
+                           .where(Image.id.in_(image_ids)).order_by(Image.id, Deployment.starts_at))
+    found: dict[int, str] = {}
+    for image_id, deployment_id in rows:
+        found.setdefault(image_id, deployment_id)
+    return found
+
+
+def undeployed_images(session: Session, archive_ids: Sequence[int], limit: int) -> tuple[int, list[str]]:
+    """How many images of these archives belong to no deployment, and the first ``limit`` of their paths."""
+    orphan = and_(Image.archive_id.in_(archive_ids), ~exists().where(_in_deployment()))
+    count = session.scalar(select(func.count(Image.id)).where(orphan)) or 0
+    paths = session.execute(select(Archive.root, Image.rel_path).join(Archive, Archive.id == Image.archive_id)
+                            .where(orphan).order_by(Archive.root, Image.rel_path).limit(limit))
+    return count, [str(Path(root) / rel_path) for root, rel_path in paths]
+
+
+def review_labels_of(session: Session, image_ids: Sequence[int]) -> dict[int, list[ReviewLabel]]:
+    """Every person's label of these images, by image, in the order given."""
+    labels: dict[int, list[ReviewLabel]] = {}
+    for label in session.scalars(select(ReviewLabel).where(ReviewLabel.image_id.in_(image_ids))
+                                 .order_by(ReviewLabel.image_id, ReviewLabel.labelled_at, ReviewLabel.id)):
+        labels.setdefault(label.image_id, []).append(label)
+    return labels

@@ -28,8 +28,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import labels as rules
-from shared import store
-from shared.celery_app import STAGE_TASKS, TaskName
+from shared import repeats, store
+from shared.celery_app import TaskName, send_batch
 from shared.config import Settings
 from shared.db import ModelVersion
 from shared.schemas import (
@@ -135,6 +135,12 @@ def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str
     if follow_up is not None:
         send(ProcessBatch(batch_id=follow_up, stage=Stage.CLASSIFY, model_version_id=payload.model_version_id,
                           image_ids=detected))
+    if context.settings.rde.auto:
+        # A transaction of its own, after the outcomes are committed: of two workers storing a camera's last
+        # two batches at once, the later one then sees the camera complete (and the claim lets one search it).
+        with context.sessions.begin() as session:
+            repeats.after_detect(session, payload.model_version_id, payload.image_ids,
+                                 repeats.options_of(context.settings.rde))
     failed = len(outcomes) - len(detected)
     log.info("batch %d: %d images (%d failed) in %.1f s", payload.batch_id, len(outcomes), failed, elapsed)
     return {"batch_id": payload.batch_id, "images": len(outcomes), "failed": failed, "seconds": round(elapsed, 2)}
@@ -207,9 +213,9 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     )
 
     def send(payload: ProcessBatch) -> None:
-        result = app.send_task(STAGE_TASKS[payload.stage].value, args=[payload.model_dump(mode="json")])
+        task_id = send_batch(app, payload)
         with context.sessions.begin() as session:
-            store.set_batch_task(session, payload.batch_id, result.id)
+            store.set_batch_task(session, payload.batch_id, task_id)
 
     @app.task(name=TaskName.DETECT_BATCH.value, **policy)
     def detect_batch_task(self: Task, message: dict) -> dict:

@@ -95,3 +95,40 @@ def test_migrations_match_models_and_downgrade(postgres_url):
     with engine.connect() as connection:
         assert set(engine.dialect.get_table_names(connection)) <= {"alembic_version"}
     upgrade(postgres_url)
+
+
+def test_two_workers_completing_a_camera_at_once_search_it_once(postgres_url):
+    """Automatic RDE: the workers storing a camera's last two batches at the same time each check, after
+    committing, whether the camera is complete; the claim in rde_runs lets exactly one of them search it."""
+    from shared.db import RdeCluster, RdeRun
+    from shared.rde import RdeOptions
+    from shared.repeats import after_detect
+
+    sessions = store.make_sessionmaker(store.make_engine(postgres_url))
+    with sessions.begin() as session:
+        ids = _register(session, 300)
+        version = store.ensure_model_version(session, ModelKind.DETECTOR, "md.pt", "/m/md.pt", "cd" * 32)
+        store.save_detect_outcomes(session, None, version.id, _outcomes(ids[:100], 1))
+    barrier = threading.Barrier(2)
+    searched, errors = [], []
+
+    def last_batch(part: list[int]) -> None:
+        try:
+            barrier.wait()
+            with sessions.begin() as session:
+                store.save_detect_outcomes(session, None, version.id, _outcomes(part, 1))
+            with sessions.begin() as session:
+                searched.extend(after_detect(session, version.id, part, RdeOptions(occurrences=5, max_size=0.5)))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=last_batch, args=(part,)) for part in (ids[100:200], ids[200:])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [(r.camera, r.boxes) for r in searched] == [("s1/c1", 300)]
+    with sessions() as session:
+        assert [(r.images, r.boxes, r.clusters) for r in session.scalars(select(RdeRun))] == [(300, 300, 1)]
+        assert [c.images for c in session.scalars(select(RdeCluster))] == [300]

@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from producer.export import md_image_entry
-from producer.rde import decide, find
+from producer.rde import decide
+from shared.repeats import search
 from shared import store
 from shared.db import DetectionRow, Image, Outcome, RdeCluster
 from shared.labels import Thresholds, detection_label
@@ -45,19 +46,19 @@ def _cameras(session: Session) -> tuple[int, dict[str, int]]:
 
 def test_find_stores_the_rock_of_one_camera_and_replaces_on_rerun(session: Session) -> None:
     detector_id, _ = _cameras(session)
-    results = find(session, detector_id, OPTIONS)
+    results = search(session, detector_id, OPTIONS)
     assert [(r.camera, r.boxes, len(r.clusters)) for r in results] == [("s1/c1", 50, 1), ("s1/c2", 25, 0)]
     (cluster,) = store.rde_clusters(session, detector_id)
     assert (cluster.camera, cluster.images, cluster.status) == ("s1/c1", 25, "suspected")
     assert cluster.bbox == list(ROCK) and cluster.options["occurrences"] == 20
-    again = find(session, detector_id, OPTIONS, camera="s1/c1")
+    again = search(session, detector_id, OPTIONS, camera="s1/c1")
     assert [len(r.clusters) for r in again] == [1]
     assert session.scalar(select(func.count(RdeCluster.id))) == 1  # replaced, not duplicated
 
 
 def test_confirming_suppresses_the_boxes_and_makes_the_images_pending_for_classify(session: Session) -> None:
     detector_id, ids = _cameras(session)
-    find(session, detector_id, OPTIONS)
+    search(session, detector_id, OPTIONS)
     (cluster,) = store.rde_clusters(session, detector_id)
 
     relabel = decide(session, detector_id, cluster.id, True, "ann")
@@ -74,12 +75,12 @@ def test_confirming_suppresses_the_boxes_and_makes_the_images_pending_for_classi
     only_rock = session.scalars(select(DetectionRow).where(DetectionRow.conf == 0.6)).first()
     assert detection_label([only_rock.to_detection()], Thresholds()).value == "Empty"
     # decided clusters' boxes are not searched again
-    assert [len(r.clusters) for r in find(session, detector_id, OPTIONS, camera="s1/c1")] == [0]
+    assert [len(r.clusters) for r in search(session, detector_id, OPTIONS, camera="s1/c1")] == [0]
 
 
 def test_rejecting_makes_the_boxes_count_again(session: Session) -> None:
     detector_id, _ = _cameras(session)
-    find(session, detector_id, OPTIONS)
+    search(session, detector_id, OPTIONS)
     (cluster,) = store.rde_clusters(session, detector_id)
     decide(session, detector_id, cluster.id, True, "ann")
     decide(session, detector_id, cluster.id, False, "bob")
@@ -89,7 +90,7 @@ def test_rejecting_makes_the_boxes_count_again(session: Session) -> None:
 
 def test_md_json_writes_a_suppressed_box_with_negative_confidence(session: Session) -> None:
     detector_id, ids = _cameras(session)
-    find(session, detector_id, OPTIONS)
+    search(session, detector_id, OPTIONS)
     (cluster,) = store.rde_clusters(session, detector_id)
     decide(session, detector_id, cluster.id, True, "ann")
     image = session.get(Image, ids["s1/c1/IMG_0003.JPG"])

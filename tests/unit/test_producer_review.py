@@ -8,7 +8,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,37 +21,12 @@ from producer.review import (
 )
 from shared import store
 from shared.config import get_settings
-from shared.db import DetectionRow, Image, ImageLabel, ModelVersion, ReviewItem, ReviewLabel, ReviewSet
+from shared.db import ModelVersion, ReviewItem, ReviewLabel, ReviewSet
 from shared.review import ALL_ANIMALS, RANDOM, Drawn
 from shared.schemas import ModelKind
-from tests.unit.records import SHA_B, add_detector
+from tests.unit.records import NOW, SHA_B, add_box, add_detector, add_images, add_label
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 FINNMARK, YAMAL = "/data/finnmark", "/data/yamal"
-
-
-def add_images(session: Session, root: str, region: str | None, rows: list[tuple[str, str | None]]) -> dict[str, int]:
-    """(rel_path, site) images below ``root`` in ``region``; returns rel_path → id."""
-    archive = store.get_or_create_archive(session, root, region, "{site}/...")
-    store.register_images(session, archive.id, [
-        {"rel_path": p, "size": 1000, "mtime": 0.0, "region": region, "site": site} for p, site in rows])
-    session.flush()
-    found = session.execute(select(Image.rel_path, Image.id).where(Image.archive_id == archive.id))
-    return dict(found.all())
-
-
-def add_label(session: Session, image_id: int, detector: ModelVersion, final: str, *, detection: str = "Empty",
-              present: str = "Empty", quality: str | None = None, p_bad: float | None = None) -> None:
-    session.add(ImageLabel(
-        image_id=image_id, detector_version_id=detector.id, detection_label=detection,
-        merged_label="Bad" if quality == "Bad" else detection, counts={}, animal_present=present,
-        has_human=detection in ("Human", "Animal_Human"), v_quality=1, final_label=final, quality_label=quality,
-        p_bad=p_bad, updated_at=NOW))
-
-
-def add_box(session: Session, image_id: int, detector: ModelVersion, category: int, conf: float) -> None:
-    session.add(DetectionRow(image_id=image_id, model_version_id=detector.id, category=category, conf=conf,
-                             x=0.1, y=0.1, w=0.2, h=0.2))
 
 
 def label_rows(sessions: sessionmaker[Session]) -> list[tuple[int, str, str, str]]:

@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from shared.archives import read_member
+from shared.archives import read_image_bytes
 from shared.schemas import Failure, ImageFlag, ImageMetadata, ImageSource
 
 EXIF_IFD = 0x8769
@@ -53,10 +53,7 @@ class DecodedImage:
 def read_source(source: ImageSource) -> bytes:
     """The bytes of an image file or archive member."""
     try:
-        if source.member is not None:
-            return read_member(source.path, source.member, source.offset, source.size)
-        with open(source.path, "rb") as handle:
-            return handle.read()
+        return read_image_bytes(source)
     except FileNotFoundError as error:
         raise ImageError(Failure.MISSING, str(error)) from error
     except (OSError, ValueError, KeyError) as error:

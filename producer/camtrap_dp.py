@@ -1,0 +1,374 @@
+"""Camtrap DP 1.0.2 export (FORMATS.md §2): datapackage.json, deployments.csv, media.csv, observations.csv.
+
+Media are images of registered deployments, ``captureMethod = timeLapse``, timestamps with the deployment's
+UTC offset at that moment (``shared.deployments.localize``). Observations are media-level, ``eventStart =
+eventEnd = timestamp``:
+
+* machine rows (``classificationMethod = machine``, ``classifiedBy`` = the model files): one ``animal`` per
+  crop of a non-junk class (``scientificName`` from :data:`SCIENTIFIC_NAMES`, box and crop probability),
+  or per counted animal box where no crop model ran (box and detector confidence); one ``human`` per counted
+  person box and one ``vehicle`` per counted vehicle box; otherwise one ``blank`` row, or one ``unknown``
+  row (probability P(Bad)) for a Bad image; ``unclassified`` for images not processed or failed;
+* human rows from review labels: Animal → ``animal``, Empty → ``blank``, Human → ``human``, Bad → ``unknown``,
+  ``classifiedBy`` = the reviewer.
+
+``filePublic`` is false for images with a human observation or none classified. Rows stream from the database
+one chunk of images at a time. Images of no deployment, and deployments without coordinates, are refused
+(or, with ``skip_undeployed``, left out): the export never writes placeholders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import mimetypes
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from shared import store
+from shared.chunking import chunked
+from shared.db import Archive, Deployment, ReviewLabel
+from shared.deployments import iso, localize
+from shared.labels import ANIMAL, JUNK_CLASSES, PERSON, VEHICLE, Thresholds, counted
+from shared.schemas import OutcomeStatus
+from shared.store import ImageResult
+
+log = logging.getLogger(__name__)
+
+VERSION_URL = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/"
+PROFILE = VERSION_URL + "camtrap-dp-profile.json"
+RESOURCES = ("deployments", "media", "observations")
+ROLES = ("contact", "principalInvestigator", "rightsHolder", "publisher", "contributor")
+SAMPLING_DESIGNS = ("simpleRandom", "systematicRandom", "clusteredRandom", "experimental", "targeted", "opportunistic")
+CAPTURE_METHOD = "timeLapse"
+CHUNK = 1000  # images per database round trip
+UNDEPLOYED_SHOWN = 20  # image paths named in the error
+PROBABILITY_DIGITS, COORD_DIGITS = 3, 4
+MIN_BBOX_SIZE = 1e-15  # the schema's lower bound of bboxWidth and bboxHeight
+
+# The table schemas' columns, in their order (a CSV's header must match its schema).
+DEPLOYMENT_COLUMNS = (
+    "deploymentID", "locationID", "locationName", "latitude", "longitude", "coordinateUncertainty",
+    "deploymentStart", "deploymentEnd", "setupBy", "cameraID", "cameraModel", "cameraDelay", "cameraHeight",
+    "cameraDepth", "cameraTilt", "cameraHeading", "detectionDistance", "timestampIssues", "baitUse", "featureType",
+    "habitat", "deploymentGroups", "deploymentTags", "deploymentComments",
+)
+MEDIA_COLUMNS = ("mediaID", "deploymentID", "captureMethod", "timestamp", "filePath", "filePublic", "fileName",
+                 "fileMediatype", "exifData", "favorite", "mediaComments")
+OBSERVATION_COLUMNS = (
+    "observationID", "deploymentID", "mediaID", "eventID", "eventStart", "eventEnd", "observationLevel",
+    "observationType", "cameraSetupType", "scientificName", "count", "lifeStage", "sex", "behavior", "individualID",
+    "individualPositionRadius", "individualPositionAngle", "individualSpeed", "bboxX", "bboxY", "bboxWidth",
+    "bboxHeight", "classificationMethod", "classifiedBy", "classificationTimestamp", "classificationProbability",
+    "observationTags", "observationComments",
+)
+# Crop classes → scientific names, from the codes and the authors' common names (WORKFLOW.md "The 16 classes").
+# lag_mut and lep_arc are left out until the data owners confirm them (their codes and names disagree):
+# their animals are exported without a name unless --scientific-name supplies one.
+SCIENTIFIC_NAMES = {
+    "alc_alc": "Alces alces", "aqu_chr": "Aquila chrysaetos", "cor_cora": "Corvus corax", "cor_corn": "Corvus cornix",
+    "gul_gul": "Gulo gulo", "hal_alb": "Haliaeetus albicilla", "pic_pic": "Pica pica", "ran_tar": "Rangifer tarandus",
+    "vul_lag": "Vulpes lagopus", "vul_vul": "Vulpes vulpes",
+}
+REVIEW_TYPES = {"Animal": "animal", "Empty": "blank", "Human": "human", "Bad": "unknown"}
+CONTRIBUTOR = re.compile(r"^(?P<title>[^<:]+?)\s*(?:<(?P<email>[^>]+)>)?\s*(?::\s*(?P<role>\w+))?$")
+
+
+class ExportError(ValueError):
+    """The database cannot make a valid package (images without a deployment, deployments without coordinates)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PackageInfo:
+    """What the profile requires beyond the data: from the command line."""
+
+    title: str
+    contributors: Sequence[dict[str, str]]
+    sampling_design: str
+    license: str | None = None
+    scientific_names: dict[str, str] = field(default_factory=lambda: dict(SCIENTIFIC_NAMES))
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One observation of one image, before it becomes a row."""
+
+    type: str
+    method: str | None = "machine"
+    classified_by: str = ""
+    timestamp: datetime | None = None
+    probability: float | None = None
+    scientific_name: str | None = None
+    count: int | None = None
+    bbox: Sequence[float] | None = None
+    comments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaItem:
+    """One exported image: its results, deployment, people's labels and archive."""
+
+    result: ImageResult
+    deployment: Deployment
+    reviews: Sequence[ReviewLabel]
+    archive: Archive
+
+
+def contributor(text: str) -> dict[str, str]:
+    """``"Jane Doe <jane@example.org>:principalInvestigator"`` (email and role optional; role: contact)."""
+    match = CONTRIBUTOR.match(text.strip())
+    role = (match and match["role"]) or "contact"
+    if not match or role not in ROLES:
+        raise ValueError(f"{text!r}: expected 'NAME [<EMAIL>][:ROLE]', ROLE one of {', '.join(ROLES)}")
+    return {"title": match["title"], **({"email": match["email"]} if match["email"] else {}), "role": role}
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+
+
+def _bbox(box: Sequence[float] | None) -> tuple[float, ...] | None:
+    """A normalised top-left box within the schema's bounds, or None when it has no area."""
+    if not box:
+        return None
+    x, y = (min(max(round(v, COORD_DIGITS), 0.0), 1.0) for v in box[:2])
+    w, h = (min(round(v, COORD_DIGITS), 1.0) for v in box[2:4])
+    return (x, y, w, h) if w >= MIN_BBOX_SIZE and h >= MIN_BBOX_SIZE else None
+
+
+def machine_observations(result: ImageResult, thresholds: Thresholds, models: dict[int, str],
+                         names: dict[str, str]) -> list[Observation]:
+    """What the models say of one image (see the module docstring); ``models``: model version id → name."""
+    outcome, labels = result.outcome, result.labels
+    if outcome is None or outcome.status == OutcomeStatus.FAILED:
+        return [Observation("unclassified", method=None,
+                            comments=(outcome.failure or "failed") if outcome else "not processed")]
+    detector = models.get(outcome.model_version_id, "detector")
+    when = _aware(labels.updated_at if labels is not None else outcome.finished_at)
+    crop_model = models.get(labels.crops_version_id) if labels is not None and labels.crops_version_id else None
+    observations = []
+    for row in result.detections:
+        detection = row.to_detection()
+        if not counted([detection], thresholds) or (detection.category == ANIMAL and crop_model):
+            continue
+        kind = {ANIMAL: "animal", PERSON: "human", VEHICLE: "vehicle"}[detection.category]
+        observations.append(Observation(kind, classified_by=detector, timestamp=when, count=1,
+                                        probability=round(detection.conf, PROBABILITY_DIGITS), bbox=detection.bbox))
+    for index, crop in sorted((result.crops or {}).items()) if crop_model else ():
+        suppressed = index < len(result.detections) and result.detections[index].suppressed
+        if crop.label in JUNK_CLASSES or suppressed:
+            continue
+        name = names.get(crop.label)
+        observations.append(Observation(
+            "animal", classified_by=f"{detector} + {crop_model}", timestamp=when, scientific_name=name, count=1,
+            probability=round(crop.conf, PROBABILITY_DIGITS), bbox=crop.bbox,
+            comments=f"crop class {crop.label}" + ("" if name else ": scientific name not confirmed")))
+    if observations:
+        return observations
+    if labels is not None and labels.quality_label == "Bad":
+        quality = models.get(labels.quality_version_id, "quality model")
+        p_bad = None if labels.p_bad is None else round(labels.p_bad, PROBABILITY_DIGITS)
+        return [Observation("unknown", classified_by=quality, timestamp=when, probability=p_bad, comments="Bad image")]
+    used = " + ".join(filter(None, (detector, crop_model)))
+    return [Observation("blank", classified_by=used, timestamp=when)]
+
+
+def human_observations(reviews: Iterable[ReviewLabel]) -> list[Observation]:
+    """People's labels of one image; a label outside the review vocabulary is left out."""
+    return [Observation(REVIEW_TYPES[r.label], method="human", classified_by=r.reviewer,
+                        timestamp=_aware(r.labelled_at), comments=f"review label {r.label} ({r.source})")
+            for r in reviews if r.label in REVIEW_TYPES]
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def deployment_row(deployment: Deployment) -> dict[str, Any]:
+    site = deployment.camera.split("/")[0]
+    return {"deploymentID": deployment.id, "locationName": "" if site == "-" else site,
+            "latitude": deployment.latitude, "longitude": deployment.longitude,
+            "deploymentStart": iso(localize(deployment.starts_at, deployment.timezone)),
+            "deploymentEnd": iso(localize(deployment.ends_at, deployment.timezone)),
+            "cameraID": deployment.camera, "baitUse": deployment.bait}
+
+
+def media_row(item: MediaItem, file_path: str, observations: Sequence[Observation]) -> dict[str, Any]:
+    image = item.result.image
+    name = PurePosixPath(image.rel_path).name
+    exif = {k: v for k, v in (("Make", image.make), ("Model", image.model), ("SerialNumber", image.serial)) if v}
+    hidden = any(o.type in ("human", "unclassified") for o in observations)
+    return {"mediaID": str(image.id), "deploymentID": item.deployment.id, "captureMethod": CAPTURE_METHOD,
+            "timestamp": iso(localize(image.taken_at, item.deployment.timezone)), "filePath": file_path,
+            "filePublic": not hidden, "fileName": name,
+            "fileMediatype": image.content_type or mimetypes.guess_type(name)[0] or "image/jpeg",
+            "exifData": json.dumps(exif) if exif else None}
+
+
+def observation_row(item: MediaItem, observation_id: str, timestamp: str, o: Observation) -> dict[str, Any]:
+    box = _bbox(o.bbox)
+    return {"observationID": observation_id, "deploymentID": item.deployment.id, "mediaID": str(item.result.image.id),
+            "eventStart": timestamp, "eventEnd": timestamp, "observationLevel": "media", "observationType": o.type,
+            "scientificName": o.scientific_name, "count": o.count,
+            **(dict(zip(("bboxX", "bboxY", "bboxWidth", "bboxHeight"), box, strict=True)) if box else {}),
+            "classificationMethod": o.method, "classifiedBy": o.classified_by,
+            "classificationTimestamp": iso(o.timestamp) if o.timestamp else None,
+            "classificationProbability": o.probability, "observationComments": o.comments}
+
+
+def _writer(path: Path, columns: Sequence[str]) -> tuple[Any, csv.DictWriter]:
+    out = path.open("w", newline="", encoding="utf-8")
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    return out, writer
+
+
+@dataclass(slots=True)
+class Written:
+    deployments: int = 0
+    media: int = 0
+    observations: int = 0
+    scientific_names: set[str] = field(default_factory=set)
+
+
+def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterable[MediaItem],
+                 thresholds: Thresholds, models: dict[int, str], info: PackageInfo, prefix_archive: bool) -> Written:
+    """deployments.csv, media.csv and observations.csv, one image at a time."""
+    written = Written()
+    out, writer = _writer(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS)
+    with out:
+        for deployment in deployments:
+            writer.writerow({k: _cell(v) for k, v in deployment_row(deployment).items()})
+            written.deployments += 1
+    media_out, media = _writer(out_dir / "media.csv", MEDIA_COLUMNS)
+    observations_out, observations = _writer(out_dir / "observations.csv", OBSERVATION_COLUMNS)
+    with media_out, observations_out:
+        for item in items:
+            machine = machine_observations(item.result, thresholds, models, info.scientific_names)
+            people = human_observations(item.reviews)
+            rel_path = item.result.image.rel_path
+            file_path = f"{Path(item.archive.root).name}/{rel_path}" if prefix_archive else rel_path
+            row = media_row(item, file_path, [*machine, *people])
+            media.writerow({k: _cell(v) for k, v in row.items()})
+            ids = [f"{row['mediaID']}-m{n}" for n in range(1, len(machine) + 1)]
+            ids += [f"{row['mediaID']}-h{review.id}" for review in item.reviews if review.label in REVIEW_TYPES]
+            for observation_id, observation in zip(ids, [*machine, *people], strict=True):
+                cells = observation_row(item, observation_id, row["timestamp"], observation)
+                observations.writerow({k: _cell(v) for k, v in cells.items()})
+                written.scientific_names.update(filter(None, [observation.scientific_name]))
+            written.media += 1
+            written.observations += len(ids)
+    return written
+
+
+def descriptor(info: PackageInfo, deployments: Sequence[Deployment], scientific_names: Iterable[str],
+               created: datetime) -> dict[str, Any]:
+    """datapackage.json: the profile's required properties, with the official profile and schema URLs."""
+    lons = [d.longitude for d in deployments]
+    lats = [d.latitude for d in deployments]
+    west, east, south, north = min(lons), max(lons), min(lats), max(lats)
+    spatial = ({"type": "Point", "coordinates": [west, south]} if (west, south) == (east, north) else
+               {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],
+                                                    [west, south]]]})
+    package: dict[str, Any] = {
+        "resources": [{"name": name, "path": f"{name}.csv", "profile": "tabular-data-resource", "format": "csv",
+                       "mediatype": "text/csv", "encoding": "utf-8",
+                       "schema": f"{VERSION_URL}{name}-table-schema.json"} for name in RESOURCES],
+        "profile": PROFILE,
+        "created": iso(created.astimezone(UTC)).replace("+00:00", "Z"),
+        "title": info.title,
+        "contributors": list(info.contributors),
+        "project": {"title": info.title, "samplingDesign": info.sampling_design, "captureMethod": [CAPTURE_METHOD],
+                    "individualAnimals": False, "observationLevel": ["media"]},
+        "spatial": spatial,
+        "temporal": {"start": min(d.starts_at for d in deployments).date().isoformat(),
+                     "end": max(d.ends_at for d in deployments).date().isoformat()},
+        "taxonomic": [{"scientificName": name, **({"taxonRank": "species"} if len(name.split()) == 2 else {})}
+                      for name in sorted(scientific_names)],
+    }
+    if info.license:
+        package["licenses"] = [{"name": info.license, "scope": "data"}, {"name": info.license, "scope": "media"}]
+    return package
+
+
+def exportable_deployments(session: Session, archives: Sequence[Archive], skip_undeployed: bool) -> list[Deployment]:
+    """The deployments to export; raises ExportError naming what cannot be exported unless skipping is allowed."""
+    registered = store.deployments(session)
+    if not registered:
+        raise ExportError("no deployments registered: run `trapline deployments import deployments.csv` first")
+    missing = [d.id for d in registered if d.latitude is None or d.longitude is None]
+    count, paths = store.undeployed_images(session, [a.id for a in archives], UNDEPLOYED_SHOWN)
+    if not skip_undeployed and (missing or count):
+        problems = [f"deployments without coordinates: {', '.join(missing)}"] if missing else []
+        if count:
+            problems.append(f"{count} image(s) belong to no deployment (no EXIF time yet, or no deployment of "
+                            "their camera at that time): " + ", ".join(paths) + (", …" if count > len(paths) else ""))
+        raise ExportError("; ".join(problems) + " (--skip-undeployed leaves them out)")
+    if missing or count:
+        log.warning("left out: %d deployment(s) without coordinates %s and their images; %d image(s) of no "
+                    "deployment", len(missing), missing, count)
+    usable = [d for d in registered if d.id not in missing]
+    if not usable:
+        raise ExportError("no deployment with coordinates")
+    return usable
+
+
+def media_items(session: Session, archives: Sequence[Archive], detector_version_id: int,
+                deployments: Sequence[Deployment]) -> Iterator[MediaItem]:
+    """Every image of ``archives`` that belongs to one of ``deployments``, with its results, in chunks."""
+    by_id = {d.id: d for d in deployments}
+    for archive in archives:
+        results = store.image_results(session, archive.id, detector_version_id, CHUNK, processed_only=False)
+        for chunk in chunked(results, CHUNK):
+            ids = [r.image.id for r in chunk]
+            owners = store.deployments_of(session, ids)
+            reviews = store.review_labels_of(session, ids)
+            for result in chunk:
+                deployment = by_id.get(owners.get(result.image.id, ""))
+                if deployment is not None:
+                    yield MediaItem(result, deployment, reviews.get(result.image.id, []), archive)
+
+
+def write_package(session: Session, out_dir: Path, archives: Sequence[Archive], detector_version_id: int,
+                  thresholds: Thresholds, info: PackageInfo, skip_undeployed: bool = False) -> Written:
+    """Check, then write the four files of a package into ``out_dir``; raises ExportError first."""
+    deployments = exportable_deployments(session, archives, skip_undeployed)
+    unnamed = {c for c in ("lag_mut", "lep_arc") if c not in info.scientific_names}
+    if unnamed:
+        log.warning("no confirmed scientific name for %s (WORKFLOW.md): their animals are exported without one; "
+                    "give it with --scientific-name CODE=NAME", ", ".join(sorted(unnamed)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = {v.id: v.name for v in store.model_versions(session)}
+    items = media_items(session, archives, detector_version_id, deployments)
+    written = write_tables(out_dir, deployments, items, thresholds, models, info, prefix_archive=len(archives) > 1)
+    package = descriptor(info, deployments, written.scientific_names, datetime.now(UTC))
+    (out_dir / "datapackage.json").write_text(json.dumps(package, indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+    return written
+
+
+def package_info(title: str | None, contributors: Sequence[str], sampling_design: str | None,
+                 license: str | None = None, scientific_names: Sequence[str] = ()) -> PackageInfo:
+    """PackageInfo from command-line text; ValueError names what is missing or malformed."""
+    missing = [option for option, value in (("--title", title), ("--contributor", contributors),
+                                            ("--sampling-design", sampling_design)) if not value]
+    if missing:
+        raise ValueError(f"a Camtrap DP package needs {', '.join(missing)}")
+    names = dict(SCIENTIFIC_NAMES)
+    for pair in scientific_names:
+        code, _, name = pair.partition("=")
+        if not code.strip() or not name.strip():
+            raise ValueError(f"--scientific-name {pair!r}: expected CODE=NAME, e.g. lag_mut='Lagopus lagopus'")
+        names[code.strip()] = name.strip()
+    return PackageInfo(title, [contributor(c) for c in contributors], sampling_design, license, names)

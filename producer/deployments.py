@@ -1,0 +1,41 @@
+"""`trapline deployments import|list`: the deployments registry (format in ``shared.deployments``)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from shared import store
+from shared.db import Deployment
+from shared.deployments import DeploymentErrors, DeploymentRecord, overlaps, parse_deployments
+
+log = logging.getLogger(__name__)
+
+
+def import_deployments(session: Session, path: Path) -> int:
+    """Check every row of a registry CSV, then insert or update them all (re-importing an id updates it);
+    raises DeploymentErrors, writing nothing, when any row is wrong or overlaps a registered deployment."""
+    with path.open(newline="", encoding="utf-8-sig") as lines:
+        records = parse_deployments(lines, path.name)
+    problems = overlaps(records, [record_of(d) for d in store.deployments(session)])
+    if problems:
+        raise DeploymentErrors(problems)
+    count = store.save_deployments(session, records, datetime.now(UTC))
+    log.info("%s: %d deployments imported", path, count)
+    return count
+
+
+def record_of(deployment: Deployment) -> DeploymentRecord:
+    return DeploymentRecord(deployment.id, deployment.camera, deployment.latitude, deployment.longitude,
+                            deployment.starts_at, deployment.ends_at, deployment.timezone, deployment.bait,
+                            deployment.source)
+
+
+def listing(deployments: list[Deployment]) -> list[dict]:
+    """Rows for `deployments list` (``--json`` prints them as they are)."""
+    return [{"id": d.id, "camera": d.camera, "latitude": d.latitude, "longitude": d.longitude,
+             "start": d.starts_at.isoformat(), "end": d.ends_at.isoformat(), "timezone": d.timezone,
+             "bait": d.bait, "source": d.source} for d in deployments]

@@ -1,0 +1,227 @@
+"""The deployments registry: its CSV, checked line by line, and the time zones of its cameras.
+
+A deployment is one camera at one place for one service interval (Camtrap DP's ``deploymentID``).
+Columns: ``id, lat, lon, start, end, timezone, camera[, bait]``; Camtrap DP's names (``deploymentID``,
+``latitude``, ``longitude``, ``deploymentStart``, ``deploymentEnd``, ``cameraID``, ``baitUse``) are accepted
+too, and other columns are ignored.
+
+* ``camera`` is ``site/camera`` as the path pattern reads them from an image's path, exactly as
+  ``trapline rde list`` names cameras (``-`` for a missing part, e.g. ``-/cam07``).
+* ``timezone`` is an IANA name (``Europe/Oslo``: summer time follows the calendar) or a fixed offset
+  (``+01:00``: for a camera clock that ignores summer time).
+* ``start`` and ``end`` are ``YYYY-MM-DD[THH:MM[:SS]]``, local to ``timezone``; a value with an offset
+  (``2023-05-01T12:00:00+02:00``, ``…Z``) is converted to it. A date alone starts at 00:00:00 or ends at
+  23:59:59. Images carry naive local EXIF times, so an image belongs to the deployment whose camera matches
+  and whose ``start ≤ taken_at ≤ end``; deployments of one camera must not overlap.
+* ``lat``/``lon`` (WGS84) may be empty while unknown; a Camtrap DP export refuses such a deployment.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+COLUMNS = ("id", "lat", "lon", "start", "end", "timezone", "camera")  # required; "bait" is optional
+ALIASES = {"deploymentID": "id", "latitude": "lat", "longitude": "lon", "deploymentStart": "start",
+           "deploymentEnd": "end", "cameraID": "camera", "baitUse": "bait"}
+TRUE, FALSE = frozenset({"true", "yes", "1", "y", "t"}), frozenset({"false", "no", "0", "n", "f"})
+OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2}):?(\d{2})$")
+MAX_OFFSET = timedelta(hours=14)  # the widest offset in use (Line Islands)
+END_OF_DAY = time(23, 59, 59)
+
+
+class DeploymentErrors(ValueError):
+    """A registry file with problems; ``problems`` are ``"file:line: message"`` strings."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s)")
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    """One checked row: times naive and local to ``timezone``; ``source`` is ``"file:line"``."""
+
+    id: str
+    camera: str
+    latitude: float | None
+    longitude: float | None
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    bait: bool | None
+    source: str
+
+
+def zone(name: str) -> tzinfo:
+    """The tzinfo of an IANA name or a fixed offset (``+02:00``, ``-0330``, ``UTC+01:00``); ValueError otherwise."""
+    match = OFFSET.match(name.strip())
+    if match:
+        sign, hours, minutes = match.groups()
+        offset = timedelta(hours=int(hours), minutes=int(minutes))
+        if int(minutes) >= 60 or offset > MAX_OFFSET:
+            raise ValueError(f"unknown timezone {name!r}")
+        return timezone(-offset if sign == "-" else offset)
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown timezone {name!r}") from error
+
+
+def localize(moment: datetime, timezone_name: str) -> datetime:
+    """A naive local time as an aware one: the offset in force then (DST-aware for IANA names). A time
+    repeated when clocks go back is read as the first (summer-time) one; a skipped time keeps the offset
+    from before the change."""
+    return moment.replace(tzinfo=zone(timezone_name))
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 with seconds and offset: ``2023-05-17T06:42:13+02:00`` (Camtrap DP's datetime)."""
+    return moment.isoformat(timespec="seconds")
+
+
+def parse_local(text: str, timezone_name: str, is_end: bool) -> datetime:
+    """A registry date or datetime as a naive time local to ``timezone_name`` (see the module docstring)."""
+    value = text.strip()
+    if len(value) == 10:
+        day = date.fromisoformat(value)
+        return datetime.combine(day, END_OF_DAY if is_end else time())
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(zone(timezone_name)).replace(tzinfo=None)
+    return moment
+
+
+def parse_deployments(lines: Iterable[str], name: str) -> list[DeploymentRecord]:
+    """Every row of a registry CSV, checked; raises DeploymentErrors with all problems, line by line."""
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        raise DeploymentErrors([f"{name}:1: empty file, expected the columns {', '.join(COLUMNS)}"])
+    columns, problems = _columns(header, name)
+    if problems:
+        raise DeploymentErrors(problems)
+    records: list[DeploymentRecord] = []
+    first_line: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        values = {key: (row[i].strip() if i < len(row) else "") for key, i in columns.items()}
+        record, row_problems = _record(values, f"{name}:{line}")
+        problems += row_problems
+        if values["id"] in first_line:
+            problems.append(f"{name}:{line}: duplicate id {values['id']!r} (first on line {first_line[values['id']]})")
+        elif values["id"]:
+            first_line[values["id"]] = line
+        if record is not None:
+            records.append(record)
+    problems += overlaps(records)
+    if problems:
+        raise DeploymentErrors(problems)
+    return records
+
+
+def _columns(header: Sequence[str], name: str) -> tuple[dict[str, int], list[str]]:
+    columns: dict[str, int] = {}
+    problems = []
+    for i, raw in enumerate(header):
+        key = ALIASES.get(raw.strip().lstrip("\ufeff"), raw.strip().lstrip("\ufeff"))
+        if key not in (*COLUMNS, "bait"):
+            continue
+        if key in columns:
+            problems.append(f"{name}:1: two columns give {key!r} ({header[columns[key]]!r} and {raw!r})")
+        columns[key] = i
+    missing = [c for c in COLUMNS if c not in columns]
+    if missing:
+        problems.append(f"{name}:1: missing column(s) {', '.join(missing)}")
+    return columns, problems
+
+
+def _record(values: dict[str, str], source: str) -> tuple[DeploymentRecord | None, list[str]]:
+    """One row as a record, or None with the row's problems."""
+    problems: list[str] = []
+    for key in ("id", "camera", "timezone", "start", "end"):
+        if not values[key]:
+            problems.append(f"{source}: {key} is empty")
+    if values["camera"] and (values["camera"].count("/") != 1 or "" in values["camera"].split("/")):
+        problems.append(f"{source}: camera {values['camera']!r} is not site/camera (as `trapline rde list` names "
+                        "cameras; '-' for a missing site)")
+    latitude = _coordinate(values["lat"], "latitude", 90, source, problems)
+    longitude = _coordinate(values["lon"], "longitude", 180, source, problems)
+    if (values["lat"] == "") != (values["lon"] == ""):
+        problems.append(f"{source}: give both latitude and longitude, or neither")
+    bait = _bait(values.get("bait", ""), source, problems)
+    try:
+        if values["timezone"]:
+            zone(values["timezone"])
+    except ValueError as error:
+        problems.append(f"{source}: {error}")
+        return None, problems
+    times = [_time(values[key], key, values["timezone"], key == "end", source, problems) for key in ("start", "end")]
+    starts_at, ends_at = times
+    if starts_at is not None and ends_at is not None and ends_at < starts_at:
+        problems.append(f"{source}: end {ends_at.isoformat()} is before start {starts_at.isoformat()}")
+    if problems:
+        return None, problems
+    return DeploymentRecord(values["id"], values["camera"], latitude, longitude, starts_at, ends_at,
+                            values["timezone"], bait, source), []
+
+
+def _coordinate(text: str, what: str, limit: int, source: str, problems: list[str]) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        problems.append(f"{source}: {what} {text!r} is not a number")
+        return None
+    if not -limit <= value <= limit:  # also NaN
+        problems.append(f"{source}: {what} {text} outside -{limit}..{limit}")
+        return None
+    return value
+
+
+def _bait(text: str, source: str, problems: list[str]) -> bool | None:
+    if not text:
+        return None
+    if text.lower() in TRUE | FALSE:
+        return text.lower() in TRUE
+    problems.append(f"{source}: bait {text!r} is not true or false")
+    return None
+
+
+def _time(text: str, what: str, timezone_name: str, is_end: bool, source: str, problems: list[str]) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return parse_local(text, timezone_name, is_end)
+    except ValueError:
+        problems.append(f"{source}: {what} {text!r} is not a date or time (YYYY-MM-DD[THH:MM[:SS]][±hh:mm])")
+        return None
+
+
+def overlaps(records: Sequence[DeploymentRecord], others: Sequence[DeploymentRecord] = ()) -> list[str]:
+    """Problems for deployments of one camera whose intervals overlap: among ``records``, and between
+    ``records`` and ``others`` (deployments already registered; those with a re-imported id are ignored)."""
+    ids = {r.id for r in records}
+    pool = [*records, *(o for o in others if o.id not in ids)]
+    by_camera: dict[str, list[DeploymentRecord]] = {}
+    for record in pool:
+        by_camera.setdefault(record.camera, []).append(record)
+    problems = []
+    for camera, group in by_camera.items():
+        group.sort(key=lambda r: (r.starts_at, r.ends_at))
+        reach = group[0]  # the deployment seen so far that ends last
+        for later in group[1:]:
+            if later.starts_at <= reach.ends_at:
+                new, old = (later, reach) if later.id in ids else (reach, later)
+                problems.append(f"{new.source}: deployment {new.id!r} overlaps {old.id!r} ({old.source}) "
+                                f"on camera {camera}")
+            if later.ends_at > reach.ends_at:
+                reach = later
+    return problems
