@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from producer.scan import ScanReport
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class RunResult:
     elapsed_s: float
     processed: dict  # Stage -> images finished during this run
     rates: dict  # Stage -> images/s of that stage's workers (first batch start to last result)
+    scan_report: ScanReport | None = None  # what the scan refused or could not read
 
 
 def run_pipeline(
@@ -216,4 +218,4 @@ def run_pipeline(
     after = progress()
     return RunResult(archive_id, model_version_id, registration.added, enqueued, time.monotonic() - start,
                      {stage: after[stage].finished - before[stage].finished for stage in Stage},
-                     {stage: after[stage].images_per_s for stage in Stage})
+                     {stage: after[stage].images_per_s for stage in Stage}, registration.report)

@@ -75,6 +75,21 @@ class ScanReport:
     archives: int = 0
     skipped_unsafe: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    skipped_names: list[str] = field(default_factory=list)  # not UTF-8: the database cannot store them
+
+    def accepts_name(self, rel_path: str) -> bool:
+        """False (and noted, escaped for display) for a name that is not valid UTF-8.
+
+        Such a name (a Latin-1 name from an old card reader) reaches Python with surrogate
+        escapes, which neither SQLite nor PostgreSQL text can hold: registering it would fail the
+        whole scan. It is skipped and reported instead, for renaming (``convmv``) and a rescan.
+        """
+        try:
+            rel_path.encode("utf-8")
+        except UnicodeEncodeError:
+            self.skipped_names.append(os.fsencode(rel_path).decode("utf-8", "backslashreplace"))
+            return False
+        return True
 
 
 def scan_archive(root: str, report: ScanReport | None = None) -> Iterator[ScannedFile]:
@@ -103,6 +118,9 @@ def scan_archive(root: str, report: ScanReport | None = None) -> Iterator[Scanne
                 is_dir = entry.is_dir()
             except OSError:
                 is_dir = False
+            wanted = is_dir or is_image_name(entry.name) or is_archive_name(entry.name)
+            if not wanted or not report.accepts_name(rel_path):
+                continue
             if is_dir:
                 subdirectories.append(rel_path)
             elif is_image_name(entry.name):
@@ -129,7 +147,8 @@ def _scan_container(path: str, rel_path: str, report: ScanReport) -> Iterator[Sc
                 report.skipped_unsafe.append(f"{rel_path}: {member}")
                 log.warning("refused archive member %s in %s", member, rel_path)
                 continue
-            yield _member_file(rel_path, member)
+            if report.accepts_name(f"{rel_path}/{member.name}"):
+                yield _member_file(rel_path, member)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, tarfile.TarError) as error:
         report.unreadable.append(f"{rel_path}: {error}")
         log.warning("cannot list %s: %s", rel_path, error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+import redis
 from kombu import Connection, Exchange, Producer
 from kombu import Queue as KombuQueue
 
@@ -46,6 +47,8 @@ def test_pickled_message_is_refused(redis_url, sqlite_url, tmp_path):
             declare=[KombuQueue(Queue.DETECT.value, exchange, routing_key=Queue.DETECT.value)], content_type="application/x-python-serialize", content_encoding="binary",
             headers={"task": TaskName.DETECT_BATCH.value, "id": "pickled-1", "lang": "py"},
         )
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen(Queue.DETECT.value) == 1  # waiting where a detect worker takes it
     workers = WorkerProcesses({"TRAPLINE_REDIS_URL": redis_url, "TRAPLINE_DATABASE_URL": sqlite_url},
                               tmp_path / "logs")
     workers.start(1)
@@ -54,6 +57,10 @@ def test_pickled_message_is_refused(redis_url, sqlite_url, tmp_path):
     finally:
         workers.stop()
     assert not marker.exists()
+    assert "type pickle" in workers.logs()
+    # dropped, not left to be redelivered to the next worker
+    assert client.llen(Queue.DETECT.value) == 0 and client.hlen("unacked") == 0
+    client.close()
 
 
 def test_database_outage_is_retried(redis_url, tmp_path):

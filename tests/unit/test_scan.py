@@ -253,3 +253,43 @@ def test_an_empty_pattern_fills_nothing() -> None:
 def test_bad_patterns_are_rejected_with_the_offending_token(pattern: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PathPattern.parse(pattern)
+
+
+def test_names_that_are_not_utf8_are_skipped_and_reported(tmp_path: Path) -> None:
+    # A Latin-1 name reaches Python with surrogate escapes, which no database text column holds
+    write(tmp_path / "IMG_0001.JPG")
+    write(tmp_path / os.fsdecode(b"caf\xe9.jpg"))
+    write(tmp_path / os.fsdecode(b"r\xe9pertoire") / "IMG_0002.JPG")
+    write(tmp_path / os.fsdecode(b"notes-\xe9t\xe9.txt"))  # not an image: not reported
+    with tarfile.open(tmp_path / "card.tar", "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as archive:
+        for name in ("ok.jpg", "\xe9t\xe9.jpg"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            archive.addfile(info, io.BytesIO(b"x"))
+
+    files, report = scan(tmp_path)
+
+    assert [f.rel_path for f in files] == ["IMG_0001.JPG", "card.tar/ok.jpg"]
+    assert report.skipped_names == ["caf\\xe9.jpg", "card.tar/\\xe9t\\xe9.jpg", "r\\xe9pertoire"]
+
+
+def test_the_scan_command_names_what_it_did_not_register(tmp_path: Path, db_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from producer.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    monkeypatch.setenv("TRAPLINE_DATABASE_URL", db_url)
+    archive = tmp_path / "archive"
+    write(archive / "IMG_0001.JPG", jpeg())
+    write(archive / os.fsdecode(b"caf\xe9.jpg"), jpeg())
+    with zipfile.ZipFile(archive / "card.zip", "w") as card:
+        card.writestr("../evil.jpg", jpeg())
+
+    result = CliRunner().invoke(main, ["scan", str(archive)])
+
+    assert result.exit_code == 0, result.output
+    assert "1 images seen, 1 new" in result.stdout
+    assert "  refused archive member (path traversal): card.zip: ../evil.jpg" in result.stderr.splitlines()
+    assert "  skipped, file name not UTF-8 (rename it, e.g. with convmv): caf\\xe9.jpg" in result.stderr.splitlines()
