@@ -12,7 +12,6 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from shared.archives import Member, UnsafeMember, is_archive_name, is_image_name, list_members
 
@@ -45,7 +44,7 @@ class PathPattern:
         return cls(tokens)
 
     def fields(self, rel_path: str) -> dict[str, str | None]:
-        directories = PurePosixPath(rel_path).parts[:-1]
+        directories = [part for part in rel_path.split("/")[:-1] if part not in ("", ".")]  # per file: no Path
         values: dict[str, str | None] = dict.fromkeys(PATTERN_FIELDS)
         for token, part in zip(self.tokens, directories, strict=False):
             if token == "...":

@@ -7,6 +7,7 @@ that could escape their archive (absolute, ``..``, drive letters) are refused.
 
 from __future__ import annotations
 
+import posixpath
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ class UnsafeMember(ValueError):
 
 
 def is_image_name(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+    return posixpath.splitext(name)[1].lower() in IMAGE_SUFFIXES  # called per file: no Path objects
 
 
 def is_archive_name(name: str) -> bool:

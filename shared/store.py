@@ -83,19 +83,55 @@ def get_or_create_archive(session: Session, root: str, region: str | None, path_
     return archive
 
 
+IMAGE_DEFAULTS = {"container": None, "member": None, "member_offset": None, "region": None, "site": None,
+                  "camera": None}  # executemany needs the same keys in every row
+
+
+SCANNED_COLUMNS = ("rel_path", "container", "member", "member_offset", "size", "mtime", "region", "site", "camera")
+COPY_CHUNK = 50_000
+
+
+def _copy_images(session: Session, archive_id: int, rows: Iterable[dict]) -> int:
+    """PostgreSQL: COPY each chunk into a temporary table, then one INSERT … SELECT … ON CONFLICT DO NOTHING
+    into ``images``. Several times faster than INSERT statements: a million files register in well under a
+    minute (bench/scan_throughput.py)."""
+    columns = ", ".join(SCANNED_COLUMNS)
+    cursor = session.connection().connection.driver_connection.cursor()  # psycopg 3, in the session's transaction
+    try:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS scanned_images (rel_path text, container text, member text, "
+                       "member_offset bigint, size bigint, mtime double precision, region text, site text, "
+                       "camera text) ON COMMIT DELETE ROWS")
+        added = 0
+        for chunk in chunked(rows, COPY_CHUNK):
+            cursor.execute("TRUNCATE scanned_images")
+            with cursor.copy(f"COPY scanned_images ({columns}) FROM STDIN") as copy:
+                for row in chunk:
+                    copy.write_row([row.get(column) for column in SCANNED_COLUMNS])
+            cursor.execute(f"INSERT INTO images (archive_id, {columns}) SELECT %s, {columns} FROM scanned_images "
+                           "ON CONFLICT (archive_id, rel_path) DO NOTHING", (archive_id,))
+            added += cursor.rowcount
+        return added
+    finally:
+        cursor.close()
+
+
 def register_images(session: Session, archive_id: int, rows: Iterable[dict]) -> int:
     """Insert image rows (dicts of Image columns); existing (archive, rel_path) are skipped.
 
     Streams: holds one chunk of rows at a time. Returns how many rows were new.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        return _copy_images(session, archive_id, rows)
+    # One compiled statement executed with many parameter sets: SQLAlchemy's "insertmanyvalues" turns each
+    # chunk into a few multi-row INSERTs without compiling a statement per chunk (a VALUES list of thousands of
+    # rows took 70 % of a scan's time). New rows are counted from RETURNING (rowcount is -1 for batches).
+    statement = (_insert(session, Image.__table__).on_conflict_do_nothing(index_elements=["archive_id", "rel_path"])
+                 .returning(Image.__table__.c.id))
+    connection = session.connection()
     added = 0
     for chunk in chunked(rows, INSERT_CHUNK):
-        for row in chunk:
-            row["archive_id"] = archive_id
-        statement = _insert(session, Image).values(chunk).on_conflict_do_nothing(
-            index_elements=["archive_id", "rel_path"]
-        ).returning(Image.id)  # counted from RETURNING: rowcount is -1 for batched inserts
-        added += len(session.execute(statement).all())
+        parameters = [{**IMAGE_DEFAULTS, **row, "archive_id": archive_id} for row in chunk]
+        added += len(connection.execute(statement, parameters).all())
     return added
 
 
