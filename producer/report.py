@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from producer import charts
-from producer.review import stage_metrics
-from shared import aggregates, evaluation, store
+from producer.review import metrics
+from shared import aggregates, evaluation
 from shared.labels import Thresholds
 
 log = logging.getLogger(__name__)
@@ -100,28 +100,6 @@ class ReportData:
 # --- gathering -------------------------------------------------------------------------------------------
 
 
-def measure(session: Session, detector_version_id: int, stages: Sequence[str],
-            archive_id: int | None = None) -> dict[str, Any]:
-    """What ``trapline metrics`` reports (``producer.review.metrics``), per region, with the image counts and
-    the manual-inspection share counted in SQL instead of from every image's label, and optionally one archive."""
-    reviewed = store.reviewed_images(session, detector_version_id)
-    if archive_id is not None:
-        keep = aggregates.images_in_archive(session, [r.image_id for r in reviewed], archive_id)
-        reviewed = [r for r in reviewed if r.image_id in keep]
-    counts = aggregates.labels_by_region(session, detector_version_id, archive_id)
-    sampled = aggregates.sampled_non_animal_by_region(session, detector_version_id, archive_id)
-    report: dict[str, Any] = {}
-    for region in sorted(counts, key=lambda r: r or ""):
-        images, animals = counts[region]
-        items = [item for item in reviewed if item.region == region]
-        report[region or "-"] = {  # manual share: shared.review.manual_share's formula on the counts
-            "images": images, "reviewed": len(items),
-            "manual_share": (animals + sampled.get(region, 0)) / images if images else None,
-            "stages": {stage: stage_metrics(items, stage) for stage in stages},
-        }
-    return report
-
-
 def gather(session: Session, detector_version_id: int, thresholds: Thresholds, stages: Sequence[str],
            generated_at: datetime, archive_id: int | None = None) -> ReportData:
     """Read what the report shows (one archive, or every one when ``archive_id`` is None)."""
@@ -140,7 +118,7 @@ def gather(session: Session, detector_version_id: int, thresholds: Thresholds, s
         review=aggregates.review_progress(session, detector_version_id, archive_id),
         reviewers=aggregates.reviewer_progress(session, detector_version_id, archive_id),
         reviewer_totals=aggregates.reviewer_totals(session, archive_id),
-        metrics=measure(session, detector_version_id, stages, archive_id),
+        metrics=metrics(session, detector_version_id, stages, archive_id),
         training=[TrainingView(r.model_version_id, r.id, len(r.history or []), r.best_epoch, r.best_val_loss,
                                list(r.history or [])) for r in runs],
         rde_counts=aggregates.rde_status_by_camera(session, detector_version_id, archive_id),

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
-from shared import evaluation, store
+from shared import aggregates, evaluation, store
 from shared.review import (
     REVIEW_LABELS, STAGE_CLASSES, STRATA, Reviewed, draw_sample, errors, manual_share, stage_confidence, stage_pair,
     weighted_accuracy,
@@ -116,17 +116,23 @@ def stage_metrics(items: Sequence[Reviewed], stage: str) -> dict[str, Any]:
             "weighted_accuracy": weighted_accuracy(items, stage)}
 
 
-def metrics(session: Session, detector_version_id: int, stages: Sequence[str]) -> dict[str, Any]:
-    """Per region: each stage's metrics against people's labels, and the manual-inspection share."""
+def metrics(session: Session, detector_version_id: int, stages: Sequence[str],
+            archive_id: int | None = None) -> dict[str, Any]:
+    """Per region: each stage's metrics against people's labels, and the manual-inspection share (counted in
+    SQL, so an archive of millions of images is never loaded); optionally one archive."""
     reviewed = store.reviewed_images(session, detector_version_id)
-    finals = store.final_labels_by_region(session, detector_version_id)
-    sampled = store.sampled_non_animal_by_region(session, detector_version_id)
+    if archive_id is not None:
+        keep = aggregates.images_in_archive(session, [r.image_id for r in reviewed], archive_id)
+        reviewed = [r for r in reviewed if r.image_id in keep]
+    counts = aggregates.labels_by_region(session, detector_version_id, archive_id)
+    sampled = aggregates.sampled_non_animal_by_region(session, detector_version_id, archive_id)
     report: dict[str, Any] = {}
-    for region in sorted(finals, key=lambda r: r or ""):
+    for region in sorted(counts, key=lambda r: r or ""):
+        images, animals = counts[region]
         items = [item for item in reviewed if item.region == region]
         report[region or "-"] = {
-            "images": len(finals[region]), "reviewed": len(items),
-            "manual_share": manual_share(finals[region], sampled.get(region, 0)),
+            "images": images, "reviewed": len(items),
+            "manual_share": manual_share(images, animals, sampled.get(region, 0)),
             "stages": {stage: stage_metrics(items, stage) for stage in stages},
         }
     return report

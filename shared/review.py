@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 ANIMAL, EMPTY, HUMAN, BAD, GOOD = "Animal", "Empty", "Human", "Bad", "Good"
@@ -147,11 +147,10 @@ def weighted_accuracy(items: Iterable[Reviewed], stage: str = "final") -> float 
     return sum(sizes[s] * (sum(hits) / len(hits)) for s, hits in per_stratum.items()) / total
 
 
-def manual_share(final_labels: Sequence[str], sampled_non_animal: int) -> float | None:
-    """(images labelled Animal + other sampled images) / all images (WORKFLOW.md, open point 12)."""
-    if not final_labels:
-        return None
-    return (sum(label == ANIMAL for label in final_labels) + sampled_non_animal) / len(final_labels)
+def manual_share(images: int, animals: int, sampled_non_animal: int) -> float | None:
+    """(images labelled Animal + other sampled images) / all images (WORKFLOW.md, open point 12), from counts:
+    classified images, those whose final label is Animal, and the sampled ones whose final label is not."""
+    return (animals + sampled_non_animal) / images if images else None
 
 
 def errors(items: Iterable[Reviewed], stage: str) -> dict[str, list[str]]:

@@ -882,27 +882,6 @@ def reviewed_images(session: Session, detector_version_id: int) -> list[Reviewed
     return list(result.values())
 
 
-def final_labels_by_region(session: Session, detector_version_id: int) -> dict[str | None, list[str]]:
-    """Every classified image's final label, by region (for the manual-inspection share)."""
-    labels: dict[str | None, list[str]] = {}
-    for region, final in session.execute(select(Image.region, ImageLabel.final_label)
-                                         .join(Image, Image.id == ImageLabel.image_id)
-                                         .where(ImageLabel.detector_version_id == detector_version_id)):
-        labels.setdefault(region, []).append(final)
-    return labels
-
-
-def sampled_non_animal_by_region(session: Session, detector_version_id: int) -> dict[str | None, int]:
-    """Images drawn for review whose final label is not Animal, by region."""
-    rows = session.execute(
-        select(Image.region, func.count(func.distinct(ReviewItem.image_id)))
-        .join(ReviewSet, ReviewSet.id == ReviewItem.set_id).join(Image, Image.id == ReviewItem.image_id)
-        .join(ImageLabel, and_(ImageLabel.image_id == Image.id, ImageLabel.detector_version_id == detector_version_id))
-        .where(ReviewSet.detector_version_id == detector_version_id, ImageLabel.final_label != "Animal")
-        .group_by(Image.region))
-    return {region: n for region, n in rows}
-
-
 def latest_review_labels(session: Session, region: str | None = None) -> list[tuple[str, str]]:
     """(full path, label) of every image a person labelled, the latest label each; optionally one region."""
     query = (_latest_review_label_only(select(Archive.root, Image.rel_path, ReviewLabel.label, ReviewLabel.image_id)

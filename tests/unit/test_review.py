@@ -202,9 +202,9 @@ def test_weighted_accuracy_skips_items_a_stage_cannot_judge() -> None:
 
 
 def test_manual_share() -> None:
-    assert manual_share([ANIMAL, ANIMAL, EMPTY, EMPTY, BAD], 1) == pytest.approx(3 / 5)
-    assert manual_share([ANIMAL, EMPTY], 0) == pytest.approx(1 / 2)
-    assert manual_share([], 0) is None
+    assert manual_share(5, 2, 1) == pytest.approx(3 / 5)  # Animal, Animal, Empty, Empty, Bad; one Empty sampled
+    assert manual_share(2, 1, 0) == pytest.approx(1 / 2)
+    assert manual_share(0, 0, 0) is None
 
 
 def test_errors_lists_false_negatives_and_positives_by_path() -> None:
