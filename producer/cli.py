@@ -24,6 +24,13 @@ def _settings(ctx: click.Context) -> Settings:
     return ctx.obj
 
 
+def _nothing_imported(problems: list[str], path: Path) -> click.ClickException:
+    """A file imported all or nothing had problems: list them, one per line, and fail."""
+    for problem in problems:
+        click.echo(f"  {problem}", err=True)
+    return click.ClickException(f"{len(problems)} problem(s) in {path.name}; nothing was imported")
+
+
 def _sessions(settings: Settings):  # noqa: ANN202 - sessionmaker
     """Sessions on the configured database; an empty database gets the schema first."""
     from shared import store
@@ -612,9 +619,7 @@ def review_import(ctx: click.Context, labels: Path, reviewer: str | None) -> Non
         with _sessions(settings).begin() as session:
             count = import_labels(session, labels, reviewer)
     except ReviewImportError as error:
-        for problem in error.problems:
-            click.echo(f"  {problem}", err=True)
-        raise click.ClickException(f"{len(error.problems)} problem(s) in {labels.name}; nothing was imported") from error
+        raise _nothing_imported(error.problems, labels) from error
     click.echo(f"imported {count} labels from {labels.name}")
 
 
@@ -781,9 +786,7 @@ def deployments_import(ctx: click.Context, registry: Path) -> None:
         with _sessions(settings).begin() as session:
             count = import_deployments(session, registry)
     except DeploymentErrors as error:
-        for problem in error.problems:
-            click.echo(f"  {problem}", err=True)
-        raise click.ClickException(f"{len(error.problems)} problem(s) in {registry.name}; nothing was imported") from error
+        raise _nothing_imported(error.problems, registry) from error
     click.echo(f"imported {count} deployments from {registry.name}")
 
 

@@ -6,13 +6,16 @@ Nothing here needs a server or the network; service fixtures (Redis, PostgreSQL)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import store
+from shared.config import get_settings
 from shared.migrations import upgrade
 
 
@@ -36,3 +39,16 @@ def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
     with sessions() as session:
         yield session
 
+
+@pytest.fixture
+def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """`trapline` on the test's database with the default detector (MDV5A); no caller TRAPLINE_* or .env."""
+    for name in list(os.environ):
+        if name.upper().startswith("TRAPLINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRAPLINE_DATABASE_URL", db_url)
+    monkeypatch.setenv("TRAPLINE_DETECTOR__WEIGHTS", "MDV5A")
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from producer.review import (
     LIST_COLUMNS, ReviewImportError, format_metrics, import_labels, metrics, read_labels, sample, write_list,
 )
 from shared import store
-from shared.config import get_settings
 from shared.db import ModelVersion, ReviewItem, ReviewLabel, ReviewSet
 from shared.review import ALL_ANIMALS, RANDOM, Drawn
 from shared.schemas import ModelKind
@@ -428,19 +425,6 @@ def test_metrics_without_labels(session: Session) -> None:
 
 # --- the command line -------------------------------------------------------------------------
 
-
-@pytest.fixture
-def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    """`trapline` on the test's database with the default detector (MDV5A); no caller TRAPLINE_* or .env."""
-    for name in list(os.environ):
-        if name.upper().startswith("TRAPLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TRAPLINE_DATABASE_URL", db_url)
-    monkeypatch.setenv("TRAPLINE_DETECTOR__WEIGHTS", "MDV5A")
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_cli_review_sample_import_and_metrics(cli: CliRunner, sessions: sessionmaker[Session], tmp_path: Path) -> None:

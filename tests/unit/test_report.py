@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from producer.report import NO_DATA, SECTIONS, gather, render
 from shared import aggregates, store
-from shared.config import get_settings
 from shared.db import Classification, DetectionRow, Image, ImageLabel, ModelVersion, RdeCluster, RdeMember, TrainingRun
 from shared.labels import Thresholds
 from shared.review import ALL_ANIMALS, RANDOM, STAGES, Drawn
@@ -365,19 +362,6 @@ def test_images_without_site_or_date_and_failures_without_reason(session: Sessio
 
 # --- the command line -------------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    """`trapline` on the test's database with the default detector (MDV5A); no caller TRAPLINE_* or .env."""
-    for name in list(os.environ):
-        if name.upper().startswith("TRAPLINE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TRAPLINE_DATABASE_URL", db_url)
-    monkeypatch.setenv("TRAPLINE_DETECTOR__WEIGHTS", "MDV5A")
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_cli_report(cli: CliRunner, seeded: dict[str, object], tmp_path: Path) -> None:
