@@ -9,6 +9,7 @@ import base64
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -72,6 +73,20 @@ def flower_tasks(port: int, expected: int) -> dict:
     return tasks
 
 
+def prometheus_scrape(port: int) -> dict[str, float]:
+    """What a Prometheus server scraping Flower's /metrics sees: task-succeeded events per task name. Flower
+    serves /metrics (and /healthcheck) without credentials, for scrapers; everything else needs them."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    succeeded = {}
+    for line in text.splitlines():
+        match = re.match(r'flower_events_total\{(.*)\} ([0-9.e+]+)$', line)
+        if match and 'type="task-succeeded"' in match[1]:
+            name = re.search(r'task="([^"]+)"', match[1])[1]
+            succeeded[name] = succeeded.get(name, 0) + float(match[2])
+    return succeeded
+
+
 def test_two_stages_on_workers_and_postgres(
     camera_traps, tiny_detector, tiny_classifiers, classify_python, redis_url, postgres_url, tmp_path,
 ):
@@ -115,16 +130,20 @@ def test_two_stages_on_workers_and_postgres(
                 return session.scalar(select(func.count(Outcome.id))) == 2 * 302
         wait_until(finished, E2E_TIMEOUT_S, classify)
         tasks = flower_tasks(flower_port, 2 * 19)
+        metrics = prometheus_scrape(flower_port)
     finally:
         detect.stop()
         classify.stop()
         flower.terminate()
         flower.wait(timeout=30)
 
-    # Then Flower saw every batch of both stages
+    # Then Flower saw every batch of both stages, each shown with its size, and Prometheus can scrape it
     for name in ("trapline.detect_batch", "trapline.classify_batch"):
         seen = [t for t in tasks.values() if t["name"] == name]
         assert len(seen) == 19 and {t["state"] for t in seen} == {"SUCCESS"}, name
+        sizes = [int(re.fullmatch(r"\(batch \d+: (\d+) images, detector version \d+\)", t["args"])[1]) for t in seen]
+        assert sum(sizes) == 302 and max(sizes) == 16, name
+        assert metrics[name] == 19, metrics
     with sessions() as session:
         # exactly one outcome per image and stage, every batch done, one final label per image
         per_image = session.execute(select(Outcome.image_id, Outcome.stage, func.count())
@@ -156,9 +175,16 @@ def test_two_stages_on_workers_and_postgres(
             Image.rel_path == "google-cameratrapai/african_elephants_with_exif_orientation.jpg"))
         assert (rotated.width, rotated.height) == (2048, 1536)  # stored 1536×2048, EXIF-rotated
 
-    status = json.loads(trapline(["status", "--json"], environment, tmp_path).stdout)["stages"]
-    assert [(s["stage"], s["done"] + s["failed"], s["pending"], s["queued"]) for s in status] == [
+    status = json.loads(trapline(["status", "--json"], environment, tmp_path).stdout)
+    assert [(s["stage"], s["done"] + s["failed"], s["pending"], s["queued"]) for s in status["stages"]] == [
         ("detect", 302, 0, 0), ("classify", 302, 0, 0)]
+    # per worker: the two detect workers shared the 302 images, the classify worker took all it was sent
+    by_stage: dict[str, list] = {}
+    for worker in status["workers"]:
+        by_stage.setdefault(worker["stage"], []).append(worker)
+    assert len(by_stage["detect"]) == 2 and len(by_stage["classify"]) == 1
+    assert all(w["images_per_s"] > 0 and w["running"] == 0 for w in status["workers"])
+    assert status["queues"] == {"detect": 0, "classify": 0, "train": 0}
 
     # And the exports carry the labels
     table = tmp_path / "images.csv"
