@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import store
+from shared import repeats, store
 from shared.config import Settings
 from shared.db import Batch, DetectionRow, Image, Outcome
 from shared.schemas import BatchStatus, ProcessBatch, Stage
@@ -83,3 +83,15 @@ def test_a_duplicate_delivery_of_a_done_batch_is_skipped(context: WorkerContext,
     assert len(context.models[payload.model_version_id].calls) == 1
     with sessions() as session:
         assert session.get(Batch, payload.batch_id).worker == "detect@host-1"
+
+
+def test_a_duplicate_delivery_runs_the_rde_step_again(context: WorkerContext, payload: ProcessBatch,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery that stored its batch and then failed (database restarted) or died before RDE searched the
+    completed cameras leaves that search to the redelivery, which finds the batch done (fault drills)."""
+    searched: list[list[int]] = []
+    monkeypatch.setattr(repeats, "after_detect", lambda session, version, ids, options: searched.append(ids))
+    detect_batch(context, payload, "detect@host-1", lambda _: None)
+
+    assert detect_batch(context, payload, "detect@host-2", lambda _: None)["skipped"]
+    assert searched == [payload.image_ids, payload.image_ids]
