@@ -37,6 +37,8 @@ class DetectorSettings(BaseModel):
     force_cpu: bool = Field(False, description="Run on the CPU even when a GPU is present.")
     decode_threads: int = Field(4, ge=1, description="Threads decoding images while the model runs.")
     infer_batch_size: int = Field(8, ge=1, description="Images per forward pass (a task's batch is split into these).")
+    torch_threads: int = Field(0, ge=0, description="PyTorch intra-op threads per worker process; 0: PyTorch's default (every core). "
+                               "On a CPU machine: one worker process per core, 1 thread each (bench/scale.py).")
 
 
 class QualitySettings(BaseModel):
@@ -105,7 +107,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(64, ge=1, le=4096, description="Images per task message.")
     visibility_timeout_s: int = Field(3600, ge=60, description="Redis redelivers an unacknowledged task after this; must exceed the longest batch.")
     task_time_limit_s: int = Field(3000, ge=30, description="Hard limit per batch task; kept below the visibility timeout.")
-    max_retries: int = Field(5, ge=0, description="Retries of a batch after database or broker errors.")
+    max_retries: int = Field(8, ge=0, description="Retries of a batch after database or broker errors, after 1, 2, 4 … s: 8 ride out about 4 minutes (a database failover).")
     detect_python: Path | None = Field(None, description="Interpreter of the detect environment used by `trapline run`; default: this one if it has megadetector, else .venv/detect/bin/python.")
     embedded_workers: int = Field(1, ge=1, description="Detect worker processes `trapline run` starts.")
     classify_python: Path | None = Field(None, description="Interpreter of the classify environment used by `trapline run` and `models import`; default: this one if it has TensorFlow, else .venv/classify/bin/python.")

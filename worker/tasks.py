@@ -47,6 +47,10 @@ RETRYABLE = (
     kombu.exceptions.OperationalError,
 )
 RETRY_BACKOFF_MAX_S = 300
+# Retries wait 1, 2, 4 … s, without jitter: Celery's jitter is full jitter (0 to the backoff), which could spend
+# every retry within a second or two of an outage and drop the batch. A worker runs one task at a time, so
+# retries cannot stampede a recovering database anyway. The default max_retries=8 rides out about 4 minutes.
+RETRY_JITTER = False
 Send = Callable[[ProcessBatch], None]
 
 
@@ -71,7 +75,7 @@ class WorkerContext:
 
             detector = load_megadetector(
                 version.source, version.sha256, force_cpu=self.settings.detector.force_cpu,
-                image_size=self.settings.detector.image_size,
+                image_size=self.settings.detector.image_size, torch_threads=self.settings.detector.torch_threads,
             )
             with self.sessions.begin() as session:
                 store.record_model_checksum(session, version.id, detector.sha256, detector.manifest())
@@ -113,13 +117,18 @@ def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str
     from worker.ml.inference import detect_images
 
     with context.sessions.begin() as session:
-        if not store.start_batch(session, payload.batch_id, worker_name):
-            log.info("batch %d is already done; duplicate delivery ignored", payload.batch_id)
-            return {"batch_id": payload.batch_id, "skipped": True}
-        version = session.get(ModelVersion, payload.model_version_id)
-        if version is None:
-            raise LookupError(f"model version {payload.model_version_id} does not exist")
-        sources = store.load_sources(session, payload.image_ids)
+        started = store.start_batch(session, payload.batch_id, worker_name)
+        if started:
+            version = session.get(ModelVersion, payload.model_version_id)
+            if version is None:
+                raise LookupError(f"model version {payload.model_version_id} does not exist")
+            sources = store.load_sources(session, payload.image_ids)
+    if not started:
+        log.info("batch %d is already done; duplicate delivery ignored", payload.batch_id)
+        # The last delivery may have stored the batch and then died, or failed on the database, before its RDE
+        # step: that step is idempotent (a camera is claimed once), so it runs again.
+        _search_repeats(context, payload)
+        return {"batch_id": payload.batch_id, "skipped": True}
     detector = context.detector(version)
     start = time.perf_counter()
     outcomes = detect_images(
@@ -132,18 +141,26 @@ def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str
     with context.sessions.begin() as session:
         store.save_detect_outcomes(session, payload.batch_id, payload.model_version_id, outcomes)
         follow_up = store.create_batch(session, Stage.CLASSIFY, payload.model_version_id, detected) if detected else None
+    # RDE before the classify message: a send that fails while the broker is down drops this task for good (Celery
+    # cannot send the retry either), and the classify batch, committed above, is re-sent by
+    # `enqueue --stage classify --resume`.
+    _search_repeats(context, payload)
     if follow_up is not None:
         send(ProcessBatch(batch_id=follow_up, stage=Stage.CLASSIFY, model_version_id=payload.model_version_id,
                           image_ids=detected))
+    failed = len(outcomes) - len(detected)
+    log.info("batch %d: %d images (%d failed) in %.1f s", payload.batch_id, len(outcomes), failed, elapsed)
+    return {"batch_id": payload.batch_id, "images": len(outcomes), "failed": failed, "seconds": round(elapsed, 2)}
+
+
+def _search_repeats(context: WorkerContext, payload: ProcessBatch) -> None:
+    """RDE on each camera of the batch that is now complete (TRAPLINE_RDE__AUTO)."""
     if context.settings.rde.auto:
         # A transaction of its own, after the outcomes are committed: of two workers storing a camera's last
         # two batches at once, the later one then sees the camera complete (and the claim lets one search it).
         with context.sessions.begin() as session:
             repeats.after_detect(session, payload.model_version_id, payload.image_ids,
                                  repeats.options_of(context.settings.rde))
-    failed = len(outcomes) - len(detected)
-    log.info("batch %d: %d images (%d failed) in %.1f s", payload.batch_id, len(outcomes), failed, elapsed)
-    return {"batch_id": payload.batch_id, "images": len(outcomes), "failed": failed, "seconds": round(elapsed, 2)}
 
 
 def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str) -> dict:
@@ -208,7 +225,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     hostname = socket.gethostname()
     policy = dict(
         bind=True, acks_late=True, reject_on_worker_lost=True, autoretry_for=RETRYABLE, retry_backoff=True,
-        retry_backoff_max=RETRY_BACKOFF_MAX_S, retry_jitter=True, max_retries=settings.max_retries,
+        retry_backoff_max=RETRY_BACKOFF_MAX_S, retry_jitter=RETRY_JITTER, max_retries=settings.max_retries,
         throws=(ValidationError,),
     )
 

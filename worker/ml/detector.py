@@ -112,13 +112,19 @@ def _detections(result: dict[str, Any]) -> list[Detection] | None:
 
 
 def load_megadetector(
-    source: str, expected_sha256: str | None = None, *, force_cpu: bool = False, image_size: int | None = None
+    source: str, expected_sha256: str | None = None, *, force_cpu: bool = False, image_size: int | None = None,
+    torch_threads: int = 0,
 ) -> MegaDetector:
     """Load MegaDetector by known name (``MDV5A``) or path, refusing a file whose SHA-256 is not
-    ``expected_sha256`` when one is given."""
+    ``expected_sha256`` when one is given. ``torch_threads`` > 0 sets this process's PyTorch
+    intra-op threads (0 keeps PyTorch's default: every core)."""
     path = resolve_weights(source)
     sha256 = verified_sha256(path, expected_sha256)
+    import torch
     from megadetector.detection.run_detector import load_detector
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
 
     log.info("loading MegaDetector %s (sha256 %s…)", path.name, sha256[:12])
     with _package_output_to_log():
