@@ -11,10 +11,12 @@ from pathlib import Path
 
 
 def build_random_yolov5(
-    path: Path, *, cfg: str = "yolov5n.yaml", image_size: int = 320, objectness: float = 0.5, seed: int = 0
+    path: Path, *, cfg: str = "yolov5n.yaml", image_size: int = 320, objectness: float = 0.5, seed: int = 0,
+    every_anchor: bool = False,
 ) -> Path:
     """Write a checkpoint ``{'model': Model}`` of YOLOv5 ``cfg`` with 3 classes (animal, person,
-    vehicle) and MegaDetector metadata (model type, image size) to ``path``."""
+    vehicle) and MegaDetector metadata (model type, image size) to ``path``. ``every_anchor`` raises
+    the objectness of every anchor instead of one: thousands of overlapping candidates per image."""
     import torch
     import yolov5.models
     from megadetector.detection.pytorch_detector import add_metadata_to_megadetector_model_file
@@ -29,7 +31,7 @@ def build_random_yolov5(
             bias = conv.bias.view(detect.na, -1)
             # Only the largest anchor of the coarsest level gets the raised objectness, so an image
             # yields a few dozen boxes rather than MegaDetector's cap of 300.
-            bias[:, 4] = -20.0
+            bias[:, 4] = math.log(objectness / (1 - objectness)) if every_anchor else -20.0
             if level == len(detect.m) - 1:
                 bias[-1, 4] = math.log(objectness / (1 - objectness))
             bias[:, 5:] = torch.tensor([2.0, 0.0, -1.0])  # mostly animal, some person/vehicle

@@ -1,7 +1,7 @@
 """MegaDetector behind one adapter: loading (by name or path, checksum first) and batched inference.
 
-Only this module imports ``megadetector`` and ``torch``. The package prints freely; its output is
-sent to this module's logger instead of stdout.
+Only this module and its post-processing (``worker.ml.boxes``) import ``megadetector`` and ``torch``.
+The package prints freely; its output is sent to this module's logger instead of stdout.
 """
 
 from __future__ import annotations
@@ -92,16 +92,53 @@ class MegaDetector:
         return PreparedImage(key, data)
 
     def detect(self, images: Sequence[PreparedImage], threshold: float) -> list[list[Detection] | None]:
-        """Boxes with conf ≥ ``threshold`` for each image, or None where inference failed."""
+        """Boxes with conf ≥ ``threshold`` for each image, or None where inference failed.
+
+        YOLOv5 models (every MegaDetector v5) run batched here: images of one letterboxed shape go
+        to the device together as uint8, and :mod:`worker.ml.boxes` post-processes the batch. Other
+        model types go through the package's own ``generate_detections_one_batch``."""
         import torch
 
         if not images:
             return []
-        with torch.inference_mode(), _package_output_to_log():
-            results = self._detector.generate_detections_one_batch(
-                [p.data for p in images], detection_threshold=threshold, image_size=self.image_size
-            )
-        return [_detections(result) for result in results]
+        if not self._batched_postprocessing():
+            with torch.inference_mode(), _package_output_to_log():
+                results = self._detector.generate_detections_one_batch(
+                    [p.data for p in images], detection_threshold=threshold, image_size=self.image_size
+                )
+            return [_detections(result) for result in results]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, prepared in enumerate(images):
+            by_shape.setdefault(prepared.data["img_processed"].shape, []).append(index)
+        found: list[list[Detection] | None] = [None] * len(images)
+        for indices in by_shape.values():
+            for index, boxes in zip(indices, self._detect_same_shape([images[i] for i in indices], threshold),
+                                    strict=True):
+                found[index] = boxes
+        return found
+
+    def _batched_postprocessing(self) -> bool:
+        from megadetector.detection import pytorch_detector
+
+        return pytorch_detector.yolo_model_type_imported == "yolov5" and not self._detector.half_precision
+
+    def _detect_same_shape(self, images: Sequence[PreparedImage], threshold: float) -> list[list[Detection]]:
+        import numpy as np
+        import torch
+
+        from worker.ml.boxes import Letterbox, Rules, candidates_nms, to_detections
+
+        rules = Rules(classic="classic" in self._detector.compatibility_mode,
+                      native_classes=self._detector.use_model_native_classes)
+        pixels = torch.from_numpy(np.stack([p.data["img_processed"] for p in images]))  # N, H, W, C uint8
+        with torch.inference_mode():
+            # Copied as uint8 (a quarter of the float bytes), then scaled on the device as the package does.
+            batch = pixels.to(self._detector.device).permute(0, 3, 1, 2).contiguous().float()
+            batch /= 255.0
+            pred = self._detector.model(batch, augment=False)[0]
+            kept = candidates_nms(pred, threshold, rules.iou)
+        input_hw = tuple(batch.shape[2:])
+        return [to_detections(k, input_hw, Letterbox.of(p.data), rules) for k, p in zip(kept, images, strict=True)]
 
 
 def _detections(result: dict[str, Any]) -> list[Detection] | None:
