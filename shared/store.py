@@ -69,6 +69,14 @@ def _insert(session: Session, table):  # noqa: ANN001, ANN202 - dialect-specific
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
+def _insert_many(session: Session, statement, rows: Sequence[dict]) -> None:  # noqa: ANN001 - an Insert
+    """Execute one INSERT with many parameter sets. SQLAlchemy compiles the statement once (and caches
+    it) and sends the rows as a few multi-row INSERTs ("insertmanyvalues"); a ``VALUES`` list built per
+    call was compiled anew for every batch, a fifth of a detect batch's time on two cores."""
+    if rows:
+        session.connection().execute(statement, list(rows))
+
+
 # --- archives and images -------------------------------------------------------------------
 
 
@@ -238,7 +246,7 @@ def create_batch(session: Session, stage: Stage, model_version_id: int, image_id
     batch = Batch(stage=stage, model_version_id=model_version_id, status=BatchStatus.QUEUED, size=len(image_ids))
     session.add(batch)
     session.flush()
-    session.execute(_insert(session, BatchItem).values([{"batch_id": batch.id, "image_id": i} for i in image_ids]))
+    _insert_many(session, _insert(session, BatchItem.__table__), [{"batch_id": batch.id, "image_id": i} for i in image_ids])
     return batch.id
 
 
@@ -299,11 +307,11 @@ def _upsert_outcomes(session: Session, stage: Stage, batch_id: int | None, model
         }
         for o in sorted(outcomes, key=lambda o: o.image_id)
     ]
-    statement = _insert(session, Outcome).values(rows)
-    session.execute(statement.on_conflict_do_update(
+    statement = _insert(session, Outcome.__table__)
+    _insert_many(session, statement.on_conflict_do_update(
         index_elements=["image_id", "stage", "model_version_id"],
         set_={c: statement.excluded[c] for c in ("status", "failure", "detail", "flags", "batch_id", "decode_s", "infer_s", "finished_at")},
-    ))
+    ), rows)
 
 
 def _finish_batch(session: Session, batch_id: int | None, now: datetime) -> None:
@@ -324,8 +332,7 @@ def save_detect_outcomes(session: Session, batch_id: int | None, model_version_i
          "x": d.bbox[0], "y": d.bbox[1], "w": d.bbox[2], "h": d.bbox[3]}
         for o in outcomes for d in o.detections
     ]
-    for chunk in chunked(detections, INSERT_CHUNK):
-        session.execute(_insert(session, DetectionRow).values(chunk))
+    _insert_many(session, _insert(session, DetectionRow.__table__), detections)
     metadata = [
         {"id": o.image_id, "sha256": m.sha256, "width": m.width, "height": m.height, "taken_at": m.taken_at,
          "make": m.make, "model": m.model, "serial": m.serial, "content_type": m.content_type}
@@ -375,8 +382,7 @@ def save_classify_outcomes(
             rows.append({"image_id": o.image_id, "model_version_id": crops_version_id,
                          "detection_index": c.detection_index, "bbox": list(c.detection.bbox), "crop": list(c.crop),
                          "probabilities": list(c.probabilities), "label": c.label, "conf": c.conf})
-    for chunk in chunked(rows, INSERT_CHUNK // 4):
-        session.execute(_insert(session, Classification).values(chunk))
+    _insert_many(session, _insert(session, Classification.__table__), rows)
     label_rows = [
         {"image_id": o.image_id, "detector_version_id": detector_version_id,
          "quality_version_id": quality_versions.get(o.image_id), "crops_version_id": crops_version_id,
@@ -388,11 +394,11 @@ def save_classify_outcomes(
         if (label := labels.get(o.image_id)) is not None
     ]
     if label_rows:
-        statement = _insert(session, ImageLabel).values(label_rows)
-        session.execute(statement.on_conflict_do_update(
+        statement = _insert(session, ImageLabel.__table__)
+        _insert_many(session, statement.on_conflict_do_update(
             index_elements=["image_id", "detector_version_id"],
             set_={c: statement.excluded[c] for c in label_rows[0] if c not in ("image_id", "detector_version_id")},
-        ))
+        ), label_rows)
     _finish_batch(session, batch_id, now)
 
 
