@@ -111,7 +111,8 @@ def _report(baselines: list[float], runs: list) -> None:
         print(f"  round {r + 1}: of {run.total_s * run.workers:.1f} worker-seconds, detect_images "
               f"{run.detect_s:.1f}, the rest of the tasks (database reads and writes, RDE, classify batch sent) "
               f"{run.in_tasks_s - run.detect_s:.1f}, outside tasks (scan, enqueue, Redis, Celery) "
-              f"{run.total_s * run.workers - run.in_tasks_s:.1f}")
+              f"{run.total_s * run.workers - run.in_tasks_s:.1f}, of which before the first batch started "
+              f"{run.total_s - run.workers_s:.2f} (scan {run.scan_s:.2f}, enqueue {run.enqueue_s:.2f})")
     print(f"ratio end to end / bare loop: median {statistics.median(ratios):.3f} over {len(ratios)} rounds "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target ≥ 0.95")
 

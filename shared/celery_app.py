@@ -56,11 +56,12 @@ def create_celery(settings: Settings, broker_url: str | None = None) -> Celery:
         # requeued when a worker dies mid-batch.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=1 + settings.prefetch_batches,  # late ack: the running one counts too
         broker_transport_options=_transport_options(broker, settings),
         broker_connection_retry_on_startup=True,
         task_time_limit=settings.task_time_limit_s,
-        task_soft_time_limit=max(settings.task_time_limit_s - 60, 30),
+        # The soft limit lets a batch record its failure before the hard one: a minute, or a tenth of a short limit.
+        task_soft_time_limit=settings.task_time_limit_s - min(60, settings.task_time_limit_s // 10),
         # Events for Flower: every task's state, worker and arguments.
         worker_send_task_events=True,
         task_send_sent_event=True,

@@ -105,8 +105,11 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Celery broker URL overriding redis_url; `trapline run` sets it to its own SQLite broker.")
     path_pattern: str = Field("{site}/{camera}/...", description="How site and camera are read from a file's path below the archive root.")
     batch_size: int = Field(64, ge=1, le=4096, description="Images per task message.")
+    prefetch_batches: int = Field(1, ge=0, le=8, description="Batch messages a detect/classify worker process holds "
+                                  "beyond the one it runs, so it starts the next without a broker round trip.")
     visibility_timeout_s: int = Field(3600, ge=60, description="Redis redelivers an unacknowledged task after this; must exceed the longest batch.")
-    task_time_limit_s: int = Field(3000, ge=30, description="Hard limit per batch task; kept below the visibility timeout.")
+    task_time_limit_s: int = Field(1500, ge=10, description="Hard limit per batch task; (1 + prefetch_batches) of them "
+                                   "stay below the visibility timeout.")
     max_retries: int = Field(8, ge=0, description="Retries of a batch after database or broker errors, after 1, 2, 4 … s: 8 ride out about 4 minutes (a database failover).")
     detect_python: Path | None = Field(None, description="Interpreter of the detect environment used by `trapline run`; default: this one if it has megadetector, else .venv/detect/bin/python.")
     embedded_workers: int = Field(1, ge=1, description="Detect worker processes `trapline run` starts.")
@@ -133,9 +136,13 @@ class Settings(BaseSettings):
     @field_validator("task_time_limit_s")
     @classmethod
     def _below_visibility(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
+        # A message is unacknowledged from its delivery: while the batches prefetched before it run, then
+        # while it runs. Redis hands it to a second worker once that outlasts the visibility timeout.
         timeout = info.data.get("visibility_timeout_s", 3600)
-        if value >= timeout:
-            raise ValueError("task_time_limit_s must be below visibility_timeout_s, or Redis redelivers running tasks")
+        held = 1 + info.data.get("prefetch_batches", 1)
+        if held * value >= timeout:
+            raise ValueError(f"task_time_limit_s × (1 + prefetch_batches) = {held * value} must be below "
+                             f"visibility_timeout_s ({timeout}), or Redis redelivers running tasks")
         return value
 
 

@@ -32,9 +32,16 @@ def test_configuration_is_json_only_and_late_acked():
     app = create_celery(Settings(redis_url="redis://127.0.0.1:1/0"))
     assert (app.conf.task_serializer, list(app.conf.accept_content)) == ("json", ["json"])
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
-    assert app.conf.worker_prefetch_multiplier == 1
-    assert app.conf.task_time_limit < app.conf.broker_transport_options["visibility_timeout"]
+    assert app.conf.worker_prefetch_multiplier == 2  # the running batch (acknowledged late) and the next one
+    held = app.conf.worker_prefetch_multiplier * app.conf.task_time_limit
+    assert held < app.conf.broker_transport_options["visibility_timeout"]
     assert app.conf.task_routes[TaskName.DETECT_BATCH.value] == {"queue": Queue.DETECT.value}
+
+
+@pytest.mark.parametrize(("limit", "soft"), [(1500, 1440), (300, 270), (25, 23), (10, 9)])
+def test_the_soft_time_limit_comes_before_the_hard_one(limit, soft):
+    app = create_celery(Settings(redis_url="redis://127.0.0.1:1/0", visibility_timeout_s=3600, task_time_limit_s=limit))
+    assert (app.conf.task_soft_time_limit, app.conf.task_time_limit) == (soft, limit)
 
 
 def test_pickled_message_is_refused(redis_url, sqlite_url, tmp_path):

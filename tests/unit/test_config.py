@@ -29,7 +29,8 @@ def test_defaults() -> None:
     settings = Settings()
 
     assert settings.database_url == DEFAULT_DATABASE_URL
-    assert (settings.batch_size, settings.visibility_timeout_s, settings.task_time_limit_s) == (64, 3600, 3000)
+    assert (settings.batch_size, settings.prefetch_batches, settings.visibility_timeout_s, settings.task_time_limit_s) == (
+        64, 1, 3600, 1500)
     assert settings.detector == DetectorSettings()
     assert (settings.detector.animal_threshold, settings.detector.store_threshold) == (0.1, 0.005)
 
@@ -68,23 +69,28 @@ def test_a_dotenv_file_is_read(tmp_path: Path) -> None:
     assert (settings.redis_url, settings.detector.image_size) == ("redis://cache:6379/2", 640)
 
 
-@pytest.mark.parametrize(("visibility", "limit"), [(3600, 3600), (3600, 4000), (600, 600)])
-def test_a_task_time_limit_not_below_the_visibility_timeout_is_rejected(visibility: int, limit: int) -> None:
+@pytest.mark.parametrize(("visibility", "prefetch", "limit"), [
+    (3600, 0, 3600), (3600, 0, 4000), (600, 0, 600),
+    (3600, 1, 1800), (600, 1, 300), (600, 2, 200),  # a prefetched batch waits one time limit per batch ahead
+])
+def test_a_task_time_limit_not_below_the_visibility_timeout_is_rejected(visibility: int, prefetch: int,
+                                                                       limit: int) -> None:
     with pytest.raises(ValidationError, match="below visibility_timeout_s"):
-        Settings(visibility_timeout_s=visibility, task_time_limit_s=limit)
+        Settings(visibility_timeout_s=visibility, prefetch_batches=prefetch, task_time_limit_s=limit)
 
 
-def test_a_task_time_limit_just_below_the_visibility_timeout_is_accepted() -> None:
-    settings = Settings(visibility_timeout_s=600, task_time_limit_s=599)
+@pytest.mark.parametrize(("prefetch", "limit"), [(0, 599), (1, 299), (2, 199)])
+def test_a_task_time_limit_just_below_the_visibility_timeout_is_accepted(prefetch: int, limit: int) -> None:
+    settings = Settings(visibility_timeout_s=600, prefetch_batches=prefetch, task_time_limit_s=limit)
 
-    assert (settings.visibility_timeout_s, settings.task_time_limit_s) == (600, 599)
+    assert (settings.visibility_timeout_s, settings.task_time_limit_s) == (600, limit)
 
 
 def test_the_time_limit_rule_applies_to_environment_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAPLINE_VISIBILITY_TIMEOUT_S", "1200")
 
     with pytest.raises(ValidationError, match="below visibility_timeout_s"):
-        Settings()  # the default 3000 s limit exceeds the 1200 s timeout
+        Settings()  # two default 1500 s limits (one batch prefetched) exceed the 1200 s timeout
 
 
 @pytest.mark.parametrize("arguments", [
