@@ -29,34 +29,39 @@ from bench.workload import SHARED_PHOTOGRAPHS, copies, random_checkpoint
 WARM_UP_IMAGES = 4
 
 
-def pipeline_arguments(parser: argparse.ArgumentParser, image_size: int = 640) -> None:
+def pipeline_arguments(parser: argparse.ArgumentParser, *, decode_threads: int = 4, torch_threads: int = 0) -> None:
     """Options shared with bench/scale.py."""
     parser.add_argument("--images", type=Path, default=SHARED_PHOTOGRAPHS, help="folder of photographs")
     parser.add_argument("--copies", type=int, default=1, help="process the folder this many times (as other sites)")
     parser.add_argument("--limit", type=int, help="only the first N images of the folder")
     parser.add_argument("--cfg", default="yolov5n.yaml", help="YOLOv5 config of the random-weight checkpoint")
-    parser.add_argument("--image-size", type=int, default=image_size)
+    parser.add_argument("--image-size", type=int, default=640)
     parser.add_argument("--batch-size", type=int, default=64, help="images per task (TRAPLINE_BATCH_SIZE)")
     parser.add_argument("--infer-batch", type=int, default=8)
     parser.add_argument("--redis-url", help="a Redis database the benchmark may flush (default: a private server)")
     parser.add_argument("--database-url", help="a PostgreSQL URL allowed to create databases (default: private)")
+    parser.add_argument("--decode-threads", type=int, default=decode_threads, help="per worker")
+    parser.add_argument("--torch-threads", type=int, default=torch_threads, help="per worker; 0: PyTorch's default (every core)")
+
+
+def worker_config(args: argparse.Namespace, folder: Path) -> WorkerConfig:
+    """The detect workers' settings from the options above, with a random-weight checkpoint written in ``folder``."""
+    weights = random_checkpoint(folder / f"random_{Path(args.cfg).stem}.pt", args.cfg, args.image_size)
+    return WorkerConfig(weights, batch_size=args.batch_size, decode_threads=args.decode_threads,
+                        infer_batch=args.infer_batch, torch_threads=args.torch_threads)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pipeline_arguments(parser)
     parser.add_argument("--workers", type=int, default=1, help="detect worker processes")
-    parser.add_argument("--decode-threads", type=int, default=4)
-    parser.add_argument("--torch-threads", type=int, default=0, help="0: PyTorch's default (every core)")
     parser.add_argument("--rounds", type=int, default=3, help="baseline/distributed pairs, alternating")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory(prefix="trapline-bench-") as tmp:
         folder = Path(tmp)
-        config = WorkerConfig(random_checkpoint(folder / f"random_{Path(args.cfg).stem}.pt", args.cfg, args.image_size),
-                              batch_size=args.batch_size, decode_threads=args.decode_threads,
-                              infer_batch=args.infer_batch, torch_threads=args.torch_threads)
+        config = worker_config(args, folder)
         # Each round's images are the same files under another root (hard links), so they are new to the database.
         archives = [copies(args.images, folder / f"round-{r}", args.copies, args.limit) for r in range(args.rounds)]
         warm_up = copies(args.images, folder / "warm-up", 1, WARM_UP_IMAGES)

@@ -24,28 +24,24 @@ import tempfile
 from pathlib import Path
 
 from bench.deployment import Pipeline, Run, WorkerConfig, distributed_run, services, start_workers
-from bench.end_to_end import WARM_UP_IMAGES, pipeline_arguments
+from bench.end_to_end import WARM_UP_IMAGES, pipeline_arguments, worker_config
 from bench.procfs import cpu_seconds
-from bench.workload import copies, random_checkpoint
+from bench.workload import copies
 
 COUNTS = (1, 2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pipeline_arguments(parser)
+    pipeline_arguments(parser, decode_threads=1, torch_threads=1)
     parser.set_defaults(limit=256, copies=2)
-    parser.add_argument("--torch-threads", type=int, default=1, help="per worker; 0: PyTorch's default")
-    parser.add_argument("--decode-threads", type=int, default=1, help="per worker")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory(prefix="trapline-bench-") as tmp:
         folder = Path(tmp)
-        config = WorkerConfig(random_checkpoint(folder / f"random_{Path(args.cfg).stem}.pt", args.cfg, args.image_size),
-                              batch_size=args.batch_size, decode_threads=args.decode_threads,
-                              infer_batch=args.infer_batch, torch_threads=args.torch_threads)
+        config = worker_config(args, folder)
         warm_up = copies(args.images, folder / "warm-up", 1, WARM_UP_IMAGES)
         print(f"scale: {COUNTS[0]} vs {COUNTS[1]} detect workers, {args.copies} × the first {args.limit} images of "
               f"{args.images}, {args.cfg} (random weights) at {args.image_size} px, CPU ({os.cpu_count()} cores), "
