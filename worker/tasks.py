@@ -116,12 +116,16 @@ def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str
     """Detect one batch, store its outcomes, then enqueue the classify batch of its images."""
     from worker.ml.inference import detect_images
 
+    with context.sessions() as session:
+        version = session.get(ModelVersion, payload.model_version_id)
+    if version is None:
+        raise LookupError(f"model version {payload.model_version_id} does not exist")
+    # Loaded (once per process) before the batch is marked running: a detector file that fails its checksum
+    # leaves the batch queued, to be re-sent by `enqueue --resume` once the file is put right.
+    detector = context.detector(version)
     with context.sessions.begin() as session:
         started = store.start_batch(session, payload.batch_id, worker_name)
         if started:
-            version = session.get(ModelVersion, payload.model_version_id)
-            if version is None:
-                raise LookupError(f"model version {payload.model_version_id} does not exist")
             sources = store.load_sources(session, payload.image_ids)
     if not started:
         log.info("batch %d is already done; duplicate delivery ignored", payload.batch_id)
@@ -129,7 +133,6 @@ def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str
         # step: that step is idempotent (a camera is claimed once), so it runs again.
         _search_repeats(context, payload)
         return {"batch_id": payload.batch_id, "skipped": True}
-    detector = context.detector(version)
     start = time.perf_counter()
     outcomes = detect_images(
         detector, sources, threshold=context.settings.detector.store_threshold,

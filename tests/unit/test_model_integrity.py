@@ -75,9 +75,12 @@ def test_a_changed_detector_file_is_refused_before_loading(weights, db_url, sess
         handle.write(b"\x00")
     context = WorkerContext(Settings(database_url=db_url, rde={"auto": False}))
 
-    # Then its batch is refused before the file reaches the unpickler, and nothing is stored
+    # Then its batch is refused before the file reaches the unpickler, nothing is stored, and the batch stays
+    # queued (not running), so `enqueue --resume` sends it again once the file is put right
     with pytest.raises(ChecksumMismatch, match="differs from the recorded"):
         detect_batch(context, payload, "detect@host", lambda _: None)
     assert loads == [] and context.models == {}
     with sessions() as session:
         assert session.scalar(select(func.count(Outcome.id))) == 0
+        batch = session.get(Batch, payload.batch_id)
+        assert (batch.status, batch.attempts, batch.worker) == (BatchStatus.QUEUED, 0, None)
