@@ -138,8 +138,9 @@ class Settings(BaseSettings):
     def _below_visibility(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
         # A message is unacknowledged from its delivery: while the batches prefetched before it run, then
         # while it runs. Redis hands it to a second worker once that outlasts the visibility timeout.
-        timeout = info.data.get("visibility_timeout_s", 3600)
-        held = 1 + info.data.get("prefetch_batches", 1)
+        # (A field that failed its own validation is missing from info.data: its default stands in.)
+        timeout = info.data.get("visibility_timeout_s", cls.model_fields["visibility_timeout_s"].default)
+        held = 1 + info.data.get("prefetch_batches", cls.model_fields["prefetch_batches"].default)
         if held * value >= timeout:
             raise ValueError(f"task_time_limit_s × (1 + prefetch_batches) = {held * value} must be below "
                              f"visibility_timeout_s ({timeout}), or Redis redelivers running tasks")

@@ -713,8 +713,9 @@ def create_training_run(
     run.run_dir = str((run_root / f"run-{run.id}").resolve())
     rows = ({"run_id": run.id, "path": i.path, "label": i.label, "split": i.split,
              "box": list(i.box) if i.box is not None else None} for i in items)
+    statement = _insert(session, TrainingImage.__table__)
     for chunk in chunked(rows, INSERT_CHUNK):
-        session.execute(_insert(session, TrainingImage).values(chunk))
+        _insert_many(session, statement, chunk)
     return run
 
 
@@ -1047,9 +1048,8 @@ def replace_suspected_clusters(session: Session, detector_version_id: int, camer
                          images=cluster.images, status="suspected", options=options)
         session.add(row)
         session.flush()
-        for chunk in chunked([{"cluster_id": row.id, "detection_id": b.detection_id} for b in cluster.members],
-                             INSERT_CHUNK):
-            session.execute(_insert(session, RdeMember).values(chunk))
+        _insert_many(session, _insert(session, RdeMember.__table__),
+                     [{"cluster_id": row.id, "detection_id": b.detection_id} for b in cluster.members])
         ids.append(row.id)
     return ids
 
