@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from producer.enqueue import enqueue_pending, register_archive
 from producer.model_versions import current_detector
 from producer.scan import scan_archive
-from shared import store
+from shared import aggregates, store
 from shared.celery_app import create_celery, send_batch
 from shared.config import DetectorSettings, Settings
 from shared.db import Batch, Image, Outcome
@@ -152,7 +152,7 @@ class Pipeline:
         """`trapline scan`: (archive id, images registered)."""
         with self.sessions.begin() as session:
             registration = register_archive(session, root, None, PATH_PATTERN)
-            return registration.archive_id, store.count_images(session, registration.archive_id)
+            return registration.archive_id, aggregates.image_count(session, registration.archive_id)
 
     def enqueue(self, archive_id: int) -> int:
         """`trapline enqueue` for one archive: images sent."""
@@ -184,11 +184,11 @@ class Pipeline:
         seen: set[str] = set()
         for _ in range(WARM_UP_ROUNDS):
             with self.sessions.begin() as session:
-                batches = [(store.create_batch(session, Stage.DETECT, self.version_id, [ids[i % len(ids)]]),
+                batches = [(store.batches.create_batch(session, Stage.DETECT, self.version_id, [ids[i % len(ids)]]),
                             ids[i % len(ids)]) for i in range(count)]
             for batch_id, image_id in batches:
                 send_batch(self.app, ProcessBatch(batch_id=batch_id, stage=Stage.DETECT,
-                                                  model_version_id=self.version_id, image_ids=[image_id]))
+                                                  detector_version_id=self.version_id, image_ids=[image_id]))
             batch_ids = [b for b, _ in batches]
 
             def done(batch_ids: list[int] = batch_ids) -> bool:
@@ -266,7 +266,7 @@ def file_sources(root: Path) -> list[ImageSource]:
     return sources
 
 
-def bare_loop(detector, sources: Sequence[ImageSource], config: WorkerConfig) -> float:  # noqa: ANN001 - MegaDetector
+def bare_loop(detector, sources: Sequence[ImageSource], config: WorkerConfig) -> float:  # MegaDetector
     """Seconds for the worker's own call (``detect_images``) over ``sources`` in task-sized batches,
     with nothing else: no broker, no database."""
     from worker.ml.inference import detect_images

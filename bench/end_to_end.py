@@ -88,7 +88,7 @@ def main() -> None:
     _report(baselines, runs)
 
 
-def _load(config: WorkerConfig, sources: list):  # noqa: ANN202 - worker.ml.detector.MegaDetector
+def _load(config: WorkerConfig, sources: list):  # worker.ml.detector.MegaDetector
     from worker.ml.detector import load_megadetector
     from worker.ml.inference import detect_images
 

@@ -75,7 +75,7 @@ def _redis_per_image(pipeline: Pipeline, redis_url: str, archive_id: int, images
           f"the queue's list alone: {queue / sent:.1f} bytes per image")
 
 
-def _worker_rss(pipeline: Pipeline, config: WorkerConfig, servers, database_url: str, folder: Path,  # noqa: ANN001
+def _worker_rss(pipeline: Pipeline, config: WorkerConfig, servers, database_url: str, folder: Path,
                 archive_id: int, images: int, interval: float) -> list[tuple[float, int, int]]:
     """(seconds, images done, RSS bytes) every ``interval`` seconds while one worker empties the queue."""
     workers = start_workers(config, servers, database_url, folder / "logs", 1)

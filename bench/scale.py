@@ -63,7 +63,7 @@ def main() -> None:
     _report(results)
 
 
-def _run(pipeline: Pipeline, config: WorkerConfig, servers, database_url: str, folder: Path,  # noqa: ANN001
+def _run(pipeline: Pipeline, config: WorkerConfig, servers, database_url: str, folder: Path,
          archive: Path, warm_up_id: int, count: int) -> tuple[Run, float]:
     """One timed run with ``count`` fresh, warmed-up workers; also the cores each kept busy."""
     workers = start_workers(config, servers, database_url, folder / f"logs-{archive.name}", count)

@@ -29,10 +29,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from shared.schemas import Augmentation, TrainConfig  # noqa: E402
-from worker.ml.training import Example, load_input, train  # noqa: E402
+from shared.schemas import Augmentation, TrainConfig
+from worker.ml.training import Example, load_input, train
 
 log = logging.getLogger("bench.train")
 TUNNEL = Path(__file__).resolve().parents[2] / "shared/data/camera-traps/hannaboe-camera_trap_workflow"
@@ -63,10 +63,10 @@ def bare_fit(examples: list[Example], config: TrainConfig, classes: int) -> list
     durations: list[float] = []
 
     class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):  # noqa: ANN001, ANN202
+        def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001, ANN202
+        def on_epoch_end(self, epoch, logs=None):
             durations.append(time.perf_counter() - self.start)
 
     model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, callbacks=[Timer()], verbose=0)

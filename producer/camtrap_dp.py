@@ -32,13 +32,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared import store
 from shared.chunking import chunked
 from shared.db import Archive, Deployment, ReviewLabel
 from shared.deployments import iso, localize
+from shared.errors import TraplineError
 from shared.labels import ANIMAL, JUNK_CLASSES, PERSON, VEHICLE, Thresholds, counted
 from shared.schemas import OutcomeStatus
-from shared.store import ImageResult
+from shared.store import deployments as deployment_rows
+from shared.store import model_versions, results, review
+from shared.store.results import ImageResult
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ REVIEW_TYPES = {"Animal": "animal", "Empty": "blank", "Human": "human", "Bad": "
 CONTRIBUTOR = re.compile(r"^(?P<title>[^<:]+?)\s*(?:<(?P<email>[^>]+)>)?\s*(?::\s*(?P<role>\w+))?$")
 
 
-class ExportError(ValueError):
+class ExportError(TraplineError):
     """The database cannot make a valid package (images without a deployment, deployments without coordinates)."""
 
 
@@ -130,10 +132,6 @@ def contributor(text: str) -> dict[str, str]:
     return {"title": match["title"], **({"email": match["email"]} if match["email"] else {}), "role": role}
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite hands back naive UTC
-
-
 def _bbox(box: Sequence[float] | None) -> tuple[float, ...] | None:
     """A normalised top-left box within the schema's bounds, or None when it has no area."""
     if not box:
@@ -150,8 +148,8 @@ def machine_observations(result: ImageResult, thresholds: Thresholds, models: di
     if outcome is None or outcome.status == OutcomeStatus.FAILED:
         return [Observation("unclassified", method=None,
                             comments=(outcome.failure or "failed") if outcome else "not processed")]
-    detector = models.get(outcome.model_version_id, "detector")
-    when = _aware(labels.updated_at if labels is not None else outcome.finished_at)
+    detector = models.get(outcome.detector_version_id, "detector")
+    when = labels.updated_at if labels is not None else outcome.finished_at
     crop_model = models.get(labels.crops_version_id) if labels is not None and labels.crops_version_id else None
     observations = []
     for row in result.detections:
@@ -183,7 +181,7 @@ def machine_observations(result: ImageResult, thresholds: Thresholds, models: di
 def human_observations(reviews: Iterable[ReviewLabel]) -> list[Observation]:
     """People's labels of one image; a label outside the review vocabulary is left out."""
     return [Observation(REVIEW_TYPES[r.label], method="human", classified_by=r.reviewer,
-                        timestamp=_aware(r.labelled_at), comments=f"review label {r.label} ({r.source})")
+                        timestamp=r.labelled_at, comments=f"review label {r.label} ({r.source})")
             for r in reviews if r.label in REVIEW_TYPES]
 
 
@@ -304,11 +302,11 @@ def descriptor(info: PackageInfo, deployments: Sequence[Deployment], scientific_
 
 def exportable_deployments(session: Session, archives: Sequence[Archive], skip_undeployed: bool) -> list[Deployment]:
     """The deployments to export; raises ExportError naming what cannot be exported unless skipping is allowed."""
-    registered = store.deployments(session)
+    registered = deployment_rows.deployments(session)
     if not registered:
         raise ExportError("no deployments registered: run `trapline deployments import deployments.csv` first")
     missing = [d.id for d in registered if d.latitude is None or d.longitude is None]
-    count, paths = store.undeployed_images(session, [a.id for a in archives], UNDEPLOYED_SHOWN)
+    count, paths = deployment_rows.undeployed_images(session, [a.id for a in archives], UNDEPLOYED_SHOWN)
     if not skip_undeployed and (missing or count):
         problems = [f"deployments without coordinates: {', '.join(missing)}"] if missing else []
         if count:
@@ -329,11 +327,11 @@ def media_items(session: Session, archives: Sequence[Archive], detector_version_
     """Every image of ``archives`` that belongs to one of ``deployments``, with its results, in chunks."""
     by_id = {d.id: d for d in deployments}
     for archive in archives:
-        results = store.image_results(session, archive.id, detector_version_id, CHUNK, processed_only=False)
-        for chunk in chunked(results, CHUNK):
+        stream = results.image_results(session, archive.id, detector_version_id, CHUNK, processed_only=False)
+        for chunk in chunked(stream, CHUNK):
             ids = [r.image.id for r in chunk]
-            owners = store.deployments_of(session, ids)
-            reviews = store.review_labels_of(session, ids)
+            owners = deployment_rows.deployments_of(session, ids)
+            reviews = review.review_labels_of(session, ids)
             for result in chunk:
                 deployment = by_id.get(owners.get(result.image.id, ""))
                 if deployment is not None:
@@ -349,7 +347,7 @@ def write_package(session: Session, out_dir: Path, archives: Sequence[Archive], 
         log.warning("no confirmed scientific name for %s (WORKFLOW.md): their animals are exported without one; "
                     "give it with --scientific-name CODE=NAME", ", ".join(sorted(unnamed)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = {v.id: v.name for v in store.model_versions(session)}
+    models = {v.id: v.name for v in model_versions.model_versions(session)}
     items = media_items(session, archives, detector_version_id, deployments)
     written = write_tables(out_dir, deployments, items, thresholds, models, info, prefix_archive=len(archives) > 1)
     package = descriptor(info, deployments, written.scientific_names, datetime.now(UTC))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from shared import store
+from shared.store import deployments as deployment_rows
 from shared.db import Deployment
 from shared.deployments import DeploymentErrors, DeploymentRecord, overlaps, parse_deployments
 
@@ -20,10 +20,10 @@ def import_deployments(session: Session, path: Path) -> int:
     raises DeploymentErrors, writing nothing, when any row is wrong or overlaps a registered deployment."""
     with path.open(newline="", encoding="utf-8-sig") as lines:
         records = parse_deployments(lines, path.name)
-    problems = overlaps(records, [record_of(d) for d in store.deployments(session)])
+    problems = overlaps(records, [record_of(d) for d in deployment_rows.deployments(session)])
     if problems:
-        raise DeploymentErrors(problems)
-    count = store.save_deployments(session, records, datetime.now(UTC))
+        raise DeploymentErrors(problems, path.name)
+    count = deployment_rows.save_deployments(session, records, datetime.now(UTC))
     log.info("%s: %d deployments imported", path, count)
     return count
 

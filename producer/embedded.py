@@ -9,12 +9,10 @@ their images enqueued again.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,16 +20,15 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from producer.environments import classify_python, detect_python, worker_command
 from producer.scan import ScanReport
 from shared.config import Settings
+from shared.errors import TraplineError
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5
 STOP_TIMEOUT_S = 30
-DETECT_ENV_PYTHON = Path(".venv/detect/bin/python")  # as `make setup` creates them, in the checkout
-CLASSIFY_ENV_PYTHON = Path(".venv/classify/bin/python")
-CHECKOUT = Path(__file__).resolve().parent.parent  # where an editable install's .venv lives
 
 
 def absolute_database_url(url: str) -> str:
@@ -58,30 +55,6 @@ def embedded_broker_url(database_url: str) -> str:
     return f"sqla+sqlite:///{data_dir(database_url) / 'broker.sqlite3'}"
 
 
-def environment_python(configured: Path | None, module: str, env_python: Path, stage: str) -> str:
-    """The interpreter of a worker environment: the configured one, this one if it can import
-    ``module``, else the one ``make setup`` created."""
-    if configured:
-        return str(configured)
-    if importlib.util.find_spec(module) is not None:
-        return sys.executable
-    for candidate in (env_python, CHECKOUT / env_python):
-        if candidate.exists():
-            return str(candidate.absolute())  # not resolve(): the venv's python is a symlink to the base one
-    raise RuntimeError(f"no {stage} environment: run `make setup` (creates {env_python.parent.parent}), "
-                       f"or set TRAPLINE_{stage.upper()}_PYTHON")
-
-
-def detect_python(settings: Settings) -> str:
-    """The detect environment (PyTorch + megadetector)."""
-    return environment_python(settings.detect_python, "megadetector", DETECT_ENV_PYTHON, "detect")
-
-
-def classify_python(settings: Settings) -> str:
-    """The classify environment (Keras + TensorFlow)."""
-    return environment_python(settings.classify_python, "tensorflow", CLASSIFY_ENV_PYTHON, "classify")
-
-
 @dataclass
 class LocalWorkers:
     """Celery worker processes started and stopped by `trapline run`."""
@@ -95,17 +68,16 @@ class LocalWorkers:
         log_dir.mkdir(parents=True, exist_ok=True)
         processes = []
         for index in range(count):
-            command = [
-                python, "-m", "worker", "-Q", queue, "-P", "solo", "--hostname", f"{queue}{index}@%h",
-                "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            ]
+            command = worker_command(python, queue, f"{queue}{index}@%h",
+                                     extra=("--without-gossip", "--without-mingle", "--without-heartbeat"))
             with (log_dir / f"{queue}-worker-{index}.log").open("ab") as log_file:
                 try:
                     processes.append(subprocess.Popen(
                         command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                     ))
                 except OSError as error:  # e.g. TRAPLINE_CLASSIFY_PYTHON names no interpreter
-                    raise RuntimeError(f"cannot start a {queue} worker with {python}: {error}") from error
+                    raise TraplineError(f"cannot start a {queue} worker with {python}: {error}",
+                                        f"check TRAPLINE_{queue.upper()}_PYTHON, or run `make setup`") from error
         log.info("started %d %s worker(s); logs in %s", count, queue, log_dir)
         return cls(processes, log_dir, queue)
 
@@ -139,14 +111,14 @@ def wait_for(done: Callable[[], bool], groups: list[LocalWorkers], on_poll: Call
             return
         for group in groups:
             if group.alive() == 0:
-                raise RuntimeError(f"all {group.queue} workers exited; see the logs in {group.log_dir}")
+                raise TraplineError(f"all {group.queue} workers exited", f"see the logs in {group.log_dir}")
         time.sleep(POLL_INTERVAL_S)
 
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
     archive_id: int
-    model_version_id: int  # the detector's
+    detector_version_id: int
     registered: int
     enqueued: int
     elapsed_s: float
@@ -164,7 +136,9 @@ def run_pipeline(
     stops the workers too."""
     from producer.enqueue import enqueue_pending, register_archive
     from producer.model_versions import current_detector
-    from shared import store
+    from shared.store import batches
+    from shared.store.progress import stage_progress
+    from shared.store.engine import make_engine, make_sessionmaker
     from shared.celery_app import Queue, create_celery
     from shared.migrations import ensure_schema
     from shared.schemas import Stage
@@ -173,17 +147,17 @@ def run_pipeline(
     broker_url = embedded_broker_url(database_url)
     pythons = {Stage.DETECT: detect_python(settings), Stage.CLASSIFY: classify_python(settings)}
     ensure_schema(database_url)
-    sessions = store.make_sessionmaker(store.make_engine(database_url))
+    sessions = make_sessionmaker(make_engine(database_url))
     with sessions.begin() as session:
         registration = register_archive(session, root, region, settings.path_pattern)
         detector = current_detector(session, settings.detector)
         for stage in Stage:  # their messages die with the purge below
-            store.abandon_open_batches(session, stage)
-    archive_id, model_version_id = registration.archive_id, detector.id
+            batches.abandon_open_batches(session, stage)
+    archive_id, detector_version_id = registration.archive_id, detector.id
 
     def progress() -> dict:
         with sessions() as session:
-            return {stage: store.stage_progress(session, stage, model_version_id, archive_id) for stage in Stage}
+            return {stage: stage_progress(session, stage, detector_version_id, archive_id) for stage in Stage}
 
     before = progress()
     on_progress(before)
@@ -193,7 +167,7 @@ def run_pipeline(
             connection.default_channel.queue_purge(queue.value)
     enqueued = 0
     for stage in Stage:  # classify: images detected earlier whose classification was lost
-        enqueued += enqueue_pending(sessions, app, stage, model_version_id, settings.batch_size, archive_id).images
+        enqueued += enqueue_pending(sessions, app, stage, detector_version_id, settings.batch_size, archive_id).images
     start = time.monotonic()
     if enqueued:
         environment = worker_environment(database_url, broker_url)
@@ -216,6 +190,6 @@ def run_pipeline(
             for group in local:
                 group.stop()
     after = progress()
-    return RunResult(archive_id, model_version_id, registration.added, enqueued, time.monotonic() - start,
+    return RunResult(archive_id, detector_version_id, registration.added, enqueued, time.monotonic() - start,
                      {stage: after[stage].finished - before[stage].finished for stage in Stage},
                      {stage: after[stage].images_per_s for stage in Stage}, registration.report)

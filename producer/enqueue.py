@@ -12,13 +12,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import kombu.exceptions
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from producer.model_versions import current_detector
 from producer.scan import PathPattern, ScanReport, ScannedFile, scan_archive
-from shared import store
 from shared.celery_app import send_batch
+from shared.config import Settings, masked
+from shared.errors import ServiceUnavailable
 from shared.schemas import ProcessBatch, Stage
+from shared.store import batches as batch_rows
+from shared.store import image_labels, images, outcomes
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ def register_archive(
 ) -> Registration:
     """Scan ``root`` and register every image not registered yet (bulk inserts, streamed)."""
     parsed = PathPattern.parse(pattern)
-    archive = store.get_or_create_archive(session, str(root.resolve()), region, pattern)
+    archive = images.get_or_create_archive(session, str(root.resolve()), region, pattern)
     report = ScanReport()
     seen = 0
 
@@ -51,7 +56,7 @@ def register_archive(
                 progress(seen)
             yield _image_row(scanned, parsed, region)
 
-    added = store.register_images(session, archive.id, rows())
+    added = images.register_images(session, archive.id, rows())
     return Registration(archive.id, seen, added, report)
 
 
@@ -71,27 +76,29 @@ class Enqueued:
 
 
 def enqueue_pending(
-    sessions: sessionmaker[Session], app: Celery, stage: Stage, model_version_id: int, batch_size: int,
+    sessions: sessionmaker[Session], app: Celery, stage: Stage, detector_version_id: int, batch_size: int,
     archive_id: int | None = None,
 ) -> Enqueued:
     """Batch every image without a result or an open batch, commit the batches, send them."""
-    batches = images = 0
+    batches = count = 0
     with sessions() as session:
-        chunks = store.pending_image_ids(session, stage, model_version_id, batch_size * BATCHES_PER_COMMIT, archive_id)
+        chunks = batch_rows.pending_image_ids(session, stage, detector_version_id, batch_size * BATCHES_PER_COMMIT,
+                                              archive_id)
         for ids in chunks:
             created = [
-                (store.create_batch(session, stage, model_version_id, ids[i:i + batch_size]), ids[i:i + batch_size])
+                (batch_rows.create_batch(session, stage, detector_version_id, ids[i:i + batch_size]),
+                 ids[i:i + batch_size])
                 for i in range(0, len(ids), batch_size)
             ]
             session.commit()
             for batch_id, batch_ids in created:
-                _send(app, session, ProcessBatch(batch_id=batch_id, stage=stage, model_version_id=model_version_id,
-                                                 image_ids=batch_ids))
+                _send(app, session, ProcessBatch(batch_id=batch_id, stage=stage,
+                                                 detector_version_id=detector_version_id, image_ids=batch_ids))
             session.commit()
             batches += len(created)
-            images += len(ids)
-    log.info("enqueued %d images in %d batches for %s", images, batches, stage)
-    return Enqueued(batches, images)
+            count += len(ids)
+    log.info("enqueued %d images in %d batches for %s", count, batches, stage)
+    return Enqueued(batches, count)
 
 
 def resend_open_batches(sessions: sessionmaker[Session], app: Celery, stage: Stage) -> Enqueued:
@@ -99,17 +106,47 @@ def resend_open_batches(sessions: sessionmaker[Session], app: Celery, stage: Sta
 
     Duplicates are harmless: a worker skips a batch already done, and results replace each other.
     """
-    batches = images = 0
+    batches = count = 0
     with sessions() as session:
-        for batch_id, model_version_id, ids in store.open_batches(session, stage):
+        for batch_id, detector_version_id, ids in batch_rows.open_batches(session, stage):
             if ids:
-                _send(app, session, ProcessBatch(batch_id=batch_id, stage=stage, model_version_id=model_version_id,
-                                                 image_ids=ids))
+                _send(app, session, ProcessBatch(batch_id=batch_id, stage=stage,
+                                                 detector_version_id=detector_version_id, image_ids=ids))
                 batches += 1
-                images += len(ids)
+                count += len(ids)
         session.commit()
-    return Enqueued(batches, images)
+    return Enqueued(batches, count)
 
 
 def _send(app: Celery, session: Session, payload: ProcessBatch) -> None:
-    store.set_batch_task(session, payload.batch_id, send_batch(app, payload))
+    """Send one batch whose row is committed; a broker that cannot be reached ends the command with what to do
+    (the batch rows are already in the database, so nothing is lost)."""
+    try:
+        task_id = send_batch(app, payload)
+    except (kombu.exceptions.OperationalError, ConnectionError, OSError) as error:
+        session.commit()  # the task ids recorded so far
+        raise ServiceUnavailable(
+            f"cannot reach the broker at {masked(app.conf.broker_url)}: {error}",
+            f"the batches are saved in the database; once the broker is up, `trapline enqueue --stage "
+            f"{payload.stage.value} --resume` sends them") from error
+    batch_rows.set_batch_task(session, payload.batch_id, task_id)
+
+
+def enqueue_stage(sessions: sessionmaker[Session], app: Celery, settings: Settings, stage: Stage,
+                  resume: bool = False) -> tuple[Enqueued | None, Enqueued]:
+    """`trapline enqueue`: (with ``resume``) send every open batch again, then batch and send every pending
+    image of the configured detector. Returns (re-sent, newly sent)."""
+    with sessions.begin() as session:
+        detector_version_id = current_detector(session, settings.detector).id
+    resent = resend_open_batches(sessions, app, stage) if resume else None
+    return resent, enqueue_pending(sessions, app, stage, detector_version_id, settings.batch_size)
+
+
+def reprocess_classify(sessions: sessionmaker[Session], app: Celery, settings: Settings) -> tuple[int, Enqueued]:
+    """`trapline reprocess`: forget the classify outcomes of the images whose labels the promoted models would
+    change (``image_labels.images_to_reclassify``) and enqueue them. Returns (those images, what was sent)."""
+    with sessions.begin() as session:
+        detector_version_id = current_detector(session, settings.detector).id
+        stale = image_labels.images_to_reclassify(session, detector_version_id, settings.crops.threshold)
+        outcomes.forget_outcomes(session, Stage.CLASSIFY, detector_version_id, stale)
+    return len(stale), enqueue_pending(sessions, app, Stage.CLASSIFY, detector_version_id, settings.batch_size)

@@ -18,7 +18,7 @@ from shared.labels import (
     counted, detection_label, max_conf_per_category,
 )
 from shared.schemas import Detection, OutcomeStatus
-from shared.store import ImageResult
+from shared.store.results import ImageResult
 
 FORMAT_VERSION = "1.6"
 CONF_DIGITS = 3  # MegaDetector's rounding of confidences
@@ -128,7 +128,7 @@ def csv_row(result: ImageResult, archive: Archive, thresholds: Thresholds, names
         "site": image.site, "camera": image.camera,
         "timestamp": image.taken_at.isoformat(sep=" ") if image.taken_at else "",
         "width": image.width, "height": image.height,
-        "detector": names.get(outcome.model_version_id, "") if outcome else "",
+        "detector": names.get(outcome.detector_version_id, "") if outcome else "",
         "failure": outcome.failure if outcome else "not processed", "flags": (outcome.flags if outcome else "") or "",
     }
     if outcome is None or outcome.status == OutcomeStatus.FAILED:

@@ -11,13 +11,12 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from shared import store
 from shared.checksums import file_sha256
 from shared.config import DetectorSettings
 from shared.db import ModelVersion
+from shared.errors import ModelFileError
 from shared.schemas import ModelKind
-
-
+from shared.store.model_versions import ensure_model_version
 
 
 def is_weights_path(weights: str) -> bool:
@@ -29,7 +28,9 @@ def current_detector(session: Session, detector: DetectorSettings) -> ModelVersi
     if is_weights_path(detector.weights):
         path = Path(detector.weights).expanduser().resolve()
         if not path.is_file():
-            raise FileNotFoundError(f"detector weights {path} not found (TRAPLINE_DETECTOR__WEIGHTS)")
-        return store.ensure_model_version(session, ModelKind.DETECTOR, path.name, str(path), file_sha256(path))
+            raise ModelFileError(f"detector weights {path} not found (TRAPLINE_DETECTOR__WEIGHTS)",
+                                 "set TRAPLINE_DETECTOR__WEIGHTS to a MegaDetector .pt file, or to a model name "
+                                 "such as MDV5A that the megadetector package downloads")
+        return ensure_model_version(session, ModelKind.DETECTOR, path.name, str(path), file_sha256(path))
     name = detector.weights.upper()
-    return store.ensure_model_version(session, ModelKind.DETECTOR, name, name, None)
+    return ensure_model_version(session, ModelKind.DETECTOR, name, name, None)

@@ -8,50 +8,34 @@ Workers load it only if its SHA-256 still matches the registered one.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from producer.environments import call
 from shared.db import ModelVersion
+from shared.errors import ModelFileError, TraplineError
 from shared.model_files import register_model_file, store_model_file
-from shared.schemas import CLASSIFIER_PREPROCESSING, ModelKind
+from shared.schemas import CLASSIFIER_PREPROCESSING, InspectModel, ModelKind, ModelSignature
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 INSPECT_TIMEOUT_S = 600
 
 
-class ModelImportError(ValueError):
+class ModelImportError(ModelFileError):
     """The file cannot serve as the declared model; nothing was stored."""
 
 
-@dataclass(frozen=True, slots=True)
-class Signature:
-    input_size: tuple[int, int]
-    outputs: int
-
-
-def inspect_model(python: str, path: Path) -> Signature:
+def inspect_model(python: str, path: Path) -> ModelSignature:
     """Input size and output count of a Keras model, read in the classify environment."""
     try:
-        result = subprocess.run([python, "-m", "worker.inspect_model", str(path)], capture_output=True, text=True,
-                                timeout=INSPECT_TIMEOUT_S)
-    except subprocess.TimeoutExpired as error:
-        raise ModelImportError(f"inspecting {path.name} took over {INSPECT_TIMEOUT_S} s") from error
-    lines = result.stdout.strip().splitlines()
-    try:
-        answer = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError) as error:
-        raise ModelImportError(f"could not inspect {path.name}: {result.stderr.strip()[-2000:]}") from error
-    if "error" in answer:
-        raise ModelImportError(f"{path.name}: {answer['error']}")
-    return Signature(tuple(answer["input_size"]), int(answer["outputs"]))
+        return call(python, InspectModel(path=str(path)), ModelSignature, f"inspecting {path.name}", INSPECT_TIMEOUT_S)
+    except TraplineError as error:
+        raise ModelImportError(error.message, error.hint) from error
 
 
-def validate_classes(kind: ModelKind, classes: Sequence[str], found: Signature) -> None:
+def validate_classes(kind: ModelKind, classes: Sequence[str], found: ModelSignature) -> None:
     if len(set(classes)) != len(classes) or any(not c.strip() for c in classes):
         raise ModelImportError("class names must be unique and non-blank")
     if found.outputs != len(classes):

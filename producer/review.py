@@ -14,7 +14,9 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
-from shared import aggregates, evaluation, store
+from shared import aggregates, evaluation
+from shared.errors import ProblemsFound, UsageProblem
+from shared.store import images, review
 from shared.review import (
     REVIEW_LABELS, STAGE_CLASSES, STRATA, Reviewed, draw_sample, errors, manual_share, stage_confidence, stage_pair,
     weighted_accuracy,
@@ -24,12 +26,8 @@ LIST_COLUMNS = ("path", "site", "model_label", "reason", "label")  # the sample 
 IMPORT_COLUMNS = ("path", "label")  # required; "reviewer" optional
 
 
-class ReviewImportError(ValueError):
+class ReviewImportError(ProblemsFound):
     """A labels file with problems; ``problems`` has one line each and nothing was imported."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__(f"{len(problems)} problem(s), nothing imported:\n" + "\n".join(problems))
-        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -43,12 +41,26 @@ class SampleResult:
 
 def sample(session: Session, detector_version_id: int, fraction: float, all_animals: bool, seed: int) -> SampleResult:
     """Draw (or re-draw, idempotently) the review sample of every classified image."""
-    candidates = store.review_candidates(session, detector_version_id)
+    candidates = review.review_candidates(session, detector_version_id)
     drawn = draw_sample(candidates, fraction, all_animals, seed)
-    review_set, added = store.save_review_set(session, detector_version_id, fraction, all_animals, seed, STRATA,
+    review_set, added = review.save_review_set(session, detector_version_id, fraction, all_animals, seed, STRATA,
                                               len(candidates), drawn)
     return SampleResult(review_set.id, len(drawn), added, dict(Counter(d.reason for d in drawn)),
                         len({d.stratum for d in drawn}))
+
+
+def sample_to(session: Session, detector_version_id: int, fraction: float, all_animals: bool, seed: int,
+              output: Path | None) -> SampleResult:
+    """`trapline review sample`: draw the sample and, with ``output``, write its list for reviewers."""
+    try:
+        result = sample(session, detector_version_id, fraction, all_animals, seed)
+    except ValueError as error:
+        raise UsageProblem(str(error), "see `trapline review sample --help`") from error
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", newline="", encoding="utf-8") as out:
+            write_list(session, result.set_id, out)
+    return result
 
 
 def write_list(session: Session, set_id: int, out: IO[str]) -> int:
@@ -56,7 +68,7 @@ def write_list(session: Session, set_id: int, out: IO[str]) -> int:
     with Animal, Empty, Human or Bad (then ``trapline review import``)."""
     writer = csv.writer(out)
     writer.writerow(LIST_COLUMNS)
-    rows = store.review_items(session, set_id)
+    rows = review.review_items(session, set_id)
     for path, item, label in rows:
         writer.writerow([path, item.stratum.rsplit("/", 1)[0], label.final_label if label else "", item.reason, ""])
     return len(rows)
@@ -71,7 +83,7 @@ def read_labels(session: Session, path: Path, reviewer: str | None) -> list[tupl
         header = [c.strip().casefold() for c in reader.fieldnames or []]
         missing = [c for c in IMPORT_COLUMNS if c not in header]
         if missing:
-            raise ReviewImportError([f"{path.name}:1: the header lacks {', '.join(missing)}"])
+            raise ReviewImportError([f"{path.name}:1: the header lacks {', '.join(missing)}"], path.name)
         reader.fieldnames = header
         rows, problems, seen = [], [], {}
         for row in reader:
@@ -80,7 +92,7 @@ def read_labels(session: Session, path: Path, reviewer: str | None) -> list[tupl
             if not label:
                 continue
             name = (row.get("reviewer") or "").strip() or reviewer
-            found = store.find_image(session, (row.get("path") or "").strip())
+            found = images.find_image(session, (row.get("path") or "").strip())
             if label not in REVIEW_LABELS:
                 problems.append(f"{where}: unknown label {label!r} (expected one of {', '.join(REVIEW_LABELS)})")
             if not name:
@@ -95,13 +107,13 @@ def read_labels(session: Session, path: Path, reviewer: str | None) -> list[tupl
                 seen[(found, name)] = where
                 rows.append((found, label, name, where))
     if problems:
-        raise ReviewImportError(problems)
+        raise ReviewImportError(problems, path.name)
     return rows
 
 
 def import_labels(session: Session, path: Path, reviewer: str | None) -> int:
     """Check the whole file, then store every label in the caller's one transaction."""
-    return store.save_review_labels(session, read_labels(session, path, reviewer), datetime.now(UTC))
+    return review.save_review_labels(session, read_labels(session, path, reviewer), datetime.now(UTC))
 
 
 def stage_metrics(items: Sequence[Reviewed], stage: str) -> dict[str, Any]:
@@ -120,7 +132,7 @@ def metrics(session: Session, detector_version_id: int, stages: Sequence[str],
             archive_id: int | None = None) -> dict[str, Any]:
     """Per region: each stage's metrics against people's labels, and the manual-inspection share (counted in
     SQL, so an archive of millions of images is never loaded); optionally one archive."""
-    reviewed = store.reviewed_images(session, detector_version_id)
+    reviewed = review.reviewed_images(session, detector_version_id)
     if archive_id is not None:
         keep = aggregates.images_in_archive(session, [r.image_id for r in reviewed], archive_id)
         reviewed = [r for r in reviewed if r.image_id in keep]

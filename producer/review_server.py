@@ -30,12 +30,15 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from producer import rde
-from shared import store
-from shared.archives import read_image_bytes
+from shared import aggregates
+from shared.config import Settings
+from shared.containers import read_image_bytes
 from shared.db import DetectionRow, ImageLabel, RdeCluster, ReviewSet
-from shared.labels import DETECTION_CATEGORIES, Thresholds
+from shared.errors import NotFound
+from shared.labels import DETECTION_CATEGORIES, LabelRules
+from shared.rde import decisions
 from shared.review import REVIEW_LABELS
+from shared.store import images, rde, results, review, review_page
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,8 @@ class ReviewApp:
     sessions: sessionmaker[Session]
     set_id: int
     detector_version_id: int
-    thresholds: Thresholds
+    rules: LabelRules  # relabelling after an RDE decision, and the box thresholds the page draws
+    crop_threshold: float
     default_reviewer: str = ""
 
     # --- reads -----------------------------------------------------------------------------------
@@ -69,23 +73,26 @@ class ReviewApp:
     def state(self, reviewer: str) -> dict[str, Any]:
         with self.sessions() as session:
             review_set = session.get(ReviewSet, self.set_id)
-            total, mine, anyone = store.review_progress(session, self.set_id, reviewer)
-            first = store.first_unlabelled(session, self.set_id, reviewer)
-            suspected, _ = store.rde_cluster_page(session, self.detector_version_id, "suspected", 0, 0)
+            drawn = aggregates.review_progress(session, self.detector_version_id, set_id=self.set_id)
+            total, anyone = sum(p.drawn for p in drawn), sum(p.labelled for p in drawn)
+            mine = sum(n for _, name, n in aggregates.reviewer_progress(session, self.detector_version_id,
+                                                                        set_id=self.set_id) if name == reviewer)
+            first = review_page.first_unlabelled(session, self.set_id, reviewer)
+            suspected, _ = rde.rde_cluster_page(session, self.detector_version_id, "suspected", 0, 0)
         return {
             "set": {"id": self.set_id, "fraction": review_set.fraction, "seed": review_set.seed,
                     "all_animals": review_set.all_animals, "items": total},
             "progress": {"mine": mine, "anyone": anyone, "first_unlabelled": first},
             "labels": list(REVIEW_LABELS), "reviewer": self.default_reviewer, "suspected_clusters": suspected,
-            "thresholds": {DETECTION_CATEGORIES[c]: self.thresholds.for_category(c) for c in DETECTION_CATEGORIES},
+            "thresholds": {DETECTION_CATEGORIES[c]: self.rules.thresholds.for_category(c) for c in DETECTION_CATEGORIES},
         }
 
     def items(self, offset: int, limit: int, reviewer: str) -> dict[str, Any]:
         with self.sessions() as session:
-            page = store.review_page(session, self.set_id, reviewer, offset, min(limit, PAGE_SIZE_MAX))
+            page = review_page.review_page(session, self.set_id, reviewer, offset, min(limit, PAGE_SIZE_MAX))
             ids = [item.image_id for item in page]
-            boxes = store.detections_of(session, ids, self.detector_version_id)
-            crops = store.crops_of(session, {i.image_id: i.label for i in page if i.label is not None})
+            boxes = results.detections_of(session, ids, self.detector_version_id)
+            crops = results.crops_of(session, {i.image_id: i.label for i in page if i.label is not None})
             return {"offset": offset, "items": [
                 {"position": item.position, "image_id": item.image_id, "path": item.path, "site": item.site,
                  "camera": item.camera, "taken_at": item.taken_at.isoformat() if item.taken_at else None,
@@ -97,12 +104,12 @@ class ReviewApp:
         if status is not None and status not in RDE_STATUSES:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"status must be one of {', '.join(RDE_STATUSES)}")
         with self.sessions() as session:
-            total, page = store.rde_cluster_page(session, self.detector_version_id, status, offset,
-                                                 min(limit, PAGE_SIZE_MAX))
+            total, page = rde.rde_cluster_page(session, self.detector_version_id, status, offset,
+                                               min(limit, PAGE_SIZE_MAX))
             return {"total": total, "offset": offset, "clusters": [
                 {**_cluster(cluster), "instances": [
                     {"image_id": row.image_id, "bbox": [row.x, row.y, row.w, row.h], "conf": row.conf}
-                    for row in store.rde_instances(session, cluster.id, STRIP_INSTANCES)]}
+                    for row in rde.rde_instances(session, cluster.id, STRIP_INSTANCES)]}
                 for cluster in page]}
 
     def image(self, image_id: int, max_side: int) -> bytes:
@@ -110,7 +117,7 @@ class ReviewApp:
         from PIL import Image, ImageOps, UnidentifiedImageError
 
         with self.sessions() as session:
-            sources = store.load_sources(session, [image_id])
+            sources = images.load_sources(session, [image_id])
         if not sources:
             raise RequestError(HTTPStatus.NOT_FOUND, f"no image {image_id}")
         side = max(16, min(max_side, IMAGE_SIDE_MAX))
@@ -135,9 +142,9 @@ class ReviewApp:
             raise RequestError(HTTPStatus.BAD_REQUEST, "image_id must be an integer")
         now = datetime.now(UTC)
         with self.sessions.begin() as session:
-            if not store.review_page_has(session, self.set_id, image_id):
+            if not review_page.in_review_set(session, self.set_id, image_id):
                 raise RequestError(HTTPStatus.NOT_FOUND, f"image {image_id} is not in review set {self.set_id}")
-            store.save_review_labels(session, [(image_id, label, reviewer, "web")], now)
+            review.save_review_labels(session, [(image_id, label, reviewer, "web")], now)
         log.info("%s labelled image %d %s", reviewer, image_id, label)
         return {"image_id": image_id, "label": label, "reviewer": reviewer, "labelled_at": now.isoformat()}
 
@@ -149,10 +156,13 @@ class ReviewApp:
             cluster = session.get(RdeCluster, cluster_id)
             if cluster is None or cluster.detector_version_id != self.detector_version_id:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"no RDE cluster {cluster_id}")
-            images = rde.decide(session, self.detector_version_id, cluster_id, decision == "confirm", reviewer)
+            decided = decisions.decide(session, cluster_id, decision == "confirm", reviewer, self.rules,
+                                       self.crop_threshold)
             result = _cluster(cluster)
-        log.info("%s %sed RDE cluster %d (%d images)", reviewer, decision, cluster_id, images)
-        return {**result, "images_relabelled": images}
+        log.info("%s %sed RDE cluster %d (%d images, %d relabelled)", reviewer, decision, cluster_id, decided.images,
+                 decided.relabelled.relabelled)
+        return {**result, "images_relabelled": decided.relabelled.relabelled,
+                "images_to_classify": len(decided.relabelled.to_classify)}
 
 
 def _reviewer(body: dict[str, Any]) -> str:
@@ -170,7 +180,7 @@ def _model_labels(label: ImageLabel | None) -> dict[str, Any]:
             "counts": label.counts or {}}
 
 
-def _box(row: DetectionRow, crop: Any) -> dict[str, Any]:  # noqa: ANN401 - Classification | None
+def _box(row: DetectionRow, crop: Any) -> dict[str, Any]:  # Classification | None
     box = {"category": DETECTION_CATEGORIES.get(row.category, str(row.category)), "conf": row.conf,
            "bbox": [row.x, row.y, row.w, row.h], "suppressed": row.suppressed}
     if crop is not None:
@@ -203,10 +213,10 @@ class Handler(BaseHTTPRequestHandler):
     server: ReviewServer
     server_version = "trapline-review"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self._answer(self._get)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._answer(self._post)
 
     def _get(self) -> tuple[str, bytes]:
@@ -255,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
         if origin is not None and urlsplit(origin).netloc not in self.server.allowed_hosts:
             raise RequestError(HTTPStatus.FORBIDDEN, "cross-origin request refused")
 
-    def _answer(self, route) -> None:  # noqa: ANN001 - bound method
+    def _answer(self, route) -> None:  # bound method
         try:
             self._check_host()
             content_type, body = route()
@@ -275,7 +285,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401 - http.server's signature
+    def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
         log.debug("%s %s", self.address_string(), format % args)
 
 
@@ -293,7 +303,7 @@ class ReviewServer(ThreadingHTTPServer):
         return f"http://{self.server_address[0]}:{self.server_address[1]}/"
 
 
-def _json(value: Any) -> tuple[str, bytes]:  # noqa: ANN401
+def _json(value: Any) -> tuple[str, bytes]:
     return "application/json", json.dumps(value).encode()
 
 
@@ -309,8 +319,19 @@ def _int(query: dict[str, str], name: str, default: int) -> int:
 
 def open_review(session: Session, set_id: int | None) -> ReviewSet:
     """The review set to serve: the one asked for, else the newest."""
-    review_set = session.get(ReviewSet, set_id) if set_id is not None else store.latest_review_set(session)
+    review_set = review.review_set(session, set_id)
     if review_set is None:
-        raise LookupError(f"no review set {set_id}" if set_id is not None
-                          else "no review set yet: draw one with `trapline review sample`")
+        raise NotFound(f"no review set {set_id}" if set_id is not None else "no review set yet",
+                       "draw one with `trapline review sample`")
     return review_set
+
+
+def review_server(sessions: sessionmaker[Session], settings: Settings, set_id: int | None, host: str, port: int,
+                  reviewer: str | None) -> ReviewServer:
+    """`trapline review serve`: a server for a review set (the newest by default), not yet serving."""
+    with sessions() as session:
+        review_set = open_review(session, set_id)
+        set_id, detector_version_id = review_set.id, review_set.detector_version_id
+    app = ReviewApp(sessions, set_id, detector_version_id, LabelRules.of(settings), settings.crops.threshold,
+                    reviewer or "")
+    return ReviewServer(app, host, port)

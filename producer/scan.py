@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from shared.archives import Member, UnsafeMember, is_archive_name, is_image_name, list_members
+from shared.containers import Member, UnsafeMember, is_archive_name, is_image_name, list_members
 
 log = logging.getLogger(__name__)
 

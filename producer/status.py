@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from shared import store
 from shared.celery_app import queue_lengths
 from shared.db import ModelVersion
 from shared.schemas import Stage
+from shared.store import progress
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StatusReport:
     detector: str
-    stages: list[store.StageProgress]
-    workers: list[store.WorkerRate]
+    stages: list[progress.StageProgress]
+    workers: list[progress.WorkerRate]
     queues: dict[str, int] | None  # None: the broker did not answer
     broker_error: str | None = None
 
@@ -37,11 +37,12 @@ class StatusReport:
 
 
 def gather(session: Session, detector: ModelVersion, app: Celery) -> StatusReport:
-    stages = [store.stage_progress(session, stage, detector.id) for stage in Stage]
-    workers = store.worker_rates(session)
+    """The status of a detector's results (the configured one: ``current_detector``), and the broker's queues."""
+    stages = [progress.stage_progress(session, stage, detector.id) for stage in Stage]
+    workers = progress.worker_rates(session)
     try:
         queues, error = queue_lengths(app), None
-    except Exception as problem:  # noqa: BLE001 - any broker failure is reported, the database part still shown
+    except Exception as problem:  # any broker failure is reported, the database part still shown
         log.debug("broker query failed", exc_info=True)
         queues, error = None, f"{type(problem).__name__}: {problem}"
     return StatusReport(detector.name, stages, workers, queues, error)

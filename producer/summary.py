@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from shared import store
+from shared import aggregates
+from shared.store.progress import stage_progress
 from shared.schemas import ImageFlag, Stage
 
 
@@ -23,15 +24,15 @@ class Summary:
 
 def summarize(session: Session, archive_id: int, detector_version_id: int) -> Summary:
     """Counts per outcome, failure reason and label, computed in the database."""
-    detect = store.stage_progress(session, Stage.DETECT, detector_version_id, archive_id)
-    classify = store.stage_progress(session, Stage.CLASSIFY, detector_version_id, archive_id)
-    failures = store.failure_counts(session, Stage.DETECT, detector_version_id, archive_id)
-    for reason, count in store.failure_counts(session, Stage.CLASSIFY, detector_version_id, archive_id).items():
+    detect = stage_progress(session, Stage.DETECT, detector_version_id, archive_id)
+    classify = stage_progress(session, Stage.CLASSIFY, detector_version_id, archive_id)
+    failures: dict[str, int] = {}
+    for _, reason, count in aggregates.failures(session, detector_version_id, archive_id):
         failures[reason] = failures.get(reason, 0) + count
     return Summary(
         images=detect.total, detected=detect.done, failed=detect.failed + classify.failed, classified=classify.done,
-        truncated=store.flagged_count(session, Stage.DETECT, detector_version_id, ImageFlag.TRUNCATED, archive_id),
-        failures=failures, labels=store.label_counts(session, archive_id, detector_version_id),
+        truncated=aggregates.flagged(session, Stage.DETECT, detector_version_id, ImageFlag.TRUNCATED, archive_id),
+        failures=failures, labels=aggregates.label_counts(session, detector_version_id, archive_id),
     )
 
 

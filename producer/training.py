@@ -8,21 +8,26 @@ lost or duplicated message is repaired or ignored by the database's state (``tra
 
 from __future__ import annotations
 
-import json
-import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from shared import store
+from producer import environments
+from shared import evaluation
 from shared.celery_app import TaskName
+from shared.config import Settings
 from shared.db import ModelVersion, TrainingRun
-from shared.schemas import ModelKind, TrainClassifier, TrainConfig
+from shared.errors import NotFound, TraplineError
+from shared.schemas import (
+    ImageRef, ModelKind, PredictImages, Predictions, TrainClassifier, TrainConfig, TrainingDone, TrainRun,
+)
+from shared.store import review, training_runs
 from shared.training_data import (
     LabelFileError, LabelledImage, class_counts, minimum_per_class, read_label_csv, read_label_folders,
     stratified_split, validate,
@@ -30,14 +35,14 @@ from shared.training_data import (
 
 QUALITY_BAD, QUALITY_GOOD = "Bad", "Good"
 EVALUATE_TIMEOUT_S = 24 * 3600
+LOCAL_POLL_S = 2.0  # how often `train --local` reads the run's progress
 
 
-class LabelProblems(ValueError):
+class LabelProblems(TraplineError, ValueError):
     """Labels that cannot be trained on; ``problems`` has one line per problem."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__(f"{len(problems)} problem(s) with the labels:\n" + "\n".join(problems))
-        self.problems = list(problems)
+    def __init__(self, problems: Sequence[str], consequence: str = "nothing was enqueued") -> None:
+        super().__init__(f"{len(problems)} problem(s) with the labels; {consequence}", problems=problems)
 
 
 def read_labels(source: Path) -> list[LabelledImage]:
@@ -60,7 +65,7 @@ def review_labels(session: Session, region: str | None) -> list[LabelledImage]:
     """People's labels as quality-model labels: Bad stays Bad, Animal, Empty and Human are Good. Images
     inside zip/tar archives are left out (the trainer reads files). The region's images only, if given."""
     images = []
-    for path, label in store.latest_review_labels(session, region):
+    for path, label in review.latest_review_labels(session, region):
         if Path(path).is_file():
             images.append(LabelledImage(path, QUALITY_BAD if label == QUALITY_BAD else QUALITY_GOOD,
                                         origin="review"))
@@ -100,8 +105,8 @@ def prepare_run(
         raise LabelProblems(problems)
     splits = stratified_split(images, config.split, seed=config.seed)
     classes = sorted({image.label for image in images})  # output order, as the Keras directory iterator sorts
-    items = [store.TrainingItem(i.path, i.label, split, i.box) for split, members in splits.items() for i in members]
-    return store.create_training_run(
+    items = [training_runs.TrainingItem(i.path, i.label, split, i.box) for split, members in splits.items() for i in members]
+    return training_runs.create_training_run(
         session, kind=kind, region=region.lower() if region else None, config=config.model_dump(mode="json"),
         classes=classes, label_source=str(labels.expanduser().resolve()) if labels else "review labels",
         counts=class_counts(splits), items=items,
@@ -112,13 +117,13 @@ def prepare_run(
 def send_run(app: Celery, session: Session, run_id: int) -> str:
     """Enqueue the run's task on the ``train`` queue; records and returns the task id."""
     result = app.send_task(TaskName.TRAIN_CLASSIFIER.value, args=[TrainClassifier(run_id=run_id).model_dump(mode="json")])
-    store.record_training_progress(session, run_id, task_id=result.id)
+    training_runs.record_training_progress(session, run_id, task_id=result.id)
     return result.id
 
 
 def resume_run(session: Session, run_id: int, stale_after: timedelta, force: bool) -> TrainingRun:
     """Queue a failed or crashed run again (``ValueError`` if it is done or still alive)."""
-    return store.requeue_training_run(session, run_id, stale_after, force)
+    return training_runs.requeue_training_run(session, run_id, stale_after, force)
 
 
 # --- reading runs --------------------------------------------------------------------------------
@@ -202,20 +207,59 @@ def format_run(run: RunView) -> str:
 # --- evaluating a registered version -------------------------------------------------------------
 
 
-def predict_labels(python: str, version: ModelVersion, images: Sequence[LabelledImage], work: Path) -> list[list[float]]:
-    """Class probabilities of ``version`` for ``images``, computed in the classify environment
-    (``python -m worker.evaluate_model``); the model file is checked against its SHA-256 there."""
-    manifest = version.manifest or {}
-    request = {
-        "model": version.source, "sha256": version.sha256, "classes": manifest.get("classes"),
-        "preprocessing": manifest.get("preprocessing"),
-        "examples": [{"path": i.path, "box": list(i.box) if i.box else None} for i in images],
-    }
-    work.mkdir(parents=True, exist_ok=True)
-    request_file, answer_file = work / "request.json", work / "probabilities.json"
-    request_file.write_text(json.dumps(request))
-    completed = subprocess.run([python, "-m", "worker.evaluate_model", str(request_file), str(answer_file)],
-                               capture_output=True, text=True, timeout=EVALUATE_TIMEOUT_S)
-    if completed.returncode != 0 or not answer_file.exists():
-        raise RuntimeError(f"evaluating model version {version.id} failed:\n{completed.stderr.strip()[-3000:]}")
-    return json.loads(answer_file.read_text())["probabilities"]
+def predict_labels(python: str, version: ModelVersion, images: Sequence[LabelledImage]) -> list[list[float]]:
+    """Class probabilities of ``version`` for ``images``, computed in the classify environment; the model file
+    is checked against its SHA-256 there."""
+    request = PredictImages(model=version.source, sha256=version.sha256,
+                            preprocessing=(version.manifest or {}).get("preprocessing"),
+                            images=[ImageRef(path=i.path, box=i.box) for i in images])
+    answer = environments.call(python, request, Predictions, f"evaluating model version {version.id}",
+                               EVALUATE_TIMEOUT_S)
+    return answer.probabilities
+
+
+# --- training here, without a broker -----------------------------------------------------------------
+
+
+def train_locally(sessions: sessionmaker[Session], settings: Settings, run_id: int,
+                  on_progress: Callable[[TrainingRun], None] = lambda run: None) -> int:
+    """Train a queued run in the classify environment in the foreground (``trapline train --local``), calling
+    ``on_progress`` with the run's row every few seconds; returns the model version it registered."""
+    running = environments.start(environments.classify_python(settings), TrainRun(run_id=run_id),
+                                 f"training run {run_id}")
+    while not running.poll():
+        time.sleep(LOCAL_POLL_S)
+        with sessions() as session:
+            on_progress(training_runs.training_run(session, run_id))
+    try:
+        done = running.result(TrainingDone)
+    except TraplineError:
+        with sessions() as session:
+            run = training_runs.training_run(session, run_id)
+            if run.error:
+                raise TraplineError(f"run {run_id} {run.status.value}: {run.error}",
+                                    f"fix the cause, then `trapline train resume {run_id} --local`") from None
+        raise
+    if done.skipped or done.model_version_id is None:
+        raise TraplineError(f"run {run_id} was not queued: another process has taken it",
+                            f"`trapline train status {run_id}` shows where it is")
+    return done.model_version_id
+
+
+def evaluate_version(session: Session, settings: Settings, version_id: int, labels: Path, split: str | None,
+                     output: Path | None) -> tuple[evaluation.Evaluation, Path, int]:
+    """`trapline models evaluate`: a registered classifier on labelled images (optionally one split), with its
+    metrics and plots written to ``output`` (default: beside the model file). Returns (scores, folder, images)."""
+    version = session.get(ModelVersion, version_id)
+    if version is None or not (version.manifest or {}).get("classes"):
+        raise NotFound(f"model version {version_id} is not a registered classifier", "`trapline models list`")
+    classes = version.manifest["classes"]
+    images = [i for i in read_labels(labels) if split is None or i.split == split]
+    problems = validate(images, classes=classes, min_per_class=0)
+    if problems:
+        raise LabelProblems(problems, "nothing was evaluated")
+    output = output or Path(version.source).parent / "evaluations" / labels.resolve().name
+    probabilities = predict_labels(environments.classify_python(settings), version, images)
+    scores = evaluation.evaluate([i.label for i in images], probabilities, classes)
+    evaluation.write_artifacts(scores, output, title=f"model version {version_id} on {labels.name}")
+    return scores, output, len(images)

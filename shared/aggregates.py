@@ -1,7 +1,8 @@
-"""Archive-wide counts for ``trapline report``, computed in the database.
+"""Every count trapline shows (``trapline report``, ``run``'s summary, ``metrics``, the review page's
+progress), computed in the database.
 
 Every function here is a GROUP BY (or a lookup of a few rows by id): none reads one row per image into
-Python, so the report of a two-million-image archive costs a handful of scans. Each takes the detector
+Python, so the report of a two-million-image archive costs a handful of scans. Most take the detector
 version whose results are meant and an optional archive id (``None``: every archive). Callers own the
 transaction, as with ``shared.store``.
 """
@@ -22,7 +23,8 @@ from shared.db import (
     ReviewItem, ReviewLabel, ReviewSet, TrainingRun,
 )
 from shared.labels import ANIMAL, PERSON, VEHICLE, Thresholds
-from shared.schemas import OutcomeStatus, Stage
+from shared.schemas import ImageFlag, OutcomeStatus, Stage
+from shared.store.images import camera_key
 
 ID_CHUNK = 2_000  # ids per IN (...) list (SQLite allows 32766 bound parameters)
 NO_SITE = "-"  # the site of images whose path pattern named none
@@ -78,7 +80,7 @@ def _in_archive(archive_id: int | None) -> list:
 def archive_totals(session: Session, detector_version_id: int, archive_id: int | None = None) -> list[ArchiveTotal]:
     """Per archive: images, detected and classified images, first and last EXIF time."""
     detected = (select(Image.archive_id, func.count(Outcome.id)).join(Outcome, Outcome.image_id == Image.id)
-                .where(Outcome.stage == Stage.DETECT, Outcome.model_version_id == detector_version_id,
+                .where(Outcome.stage == Stage.DETECT, Outcome.detector_version_id == detector_version_id,
                        Outcome.status == OutcomeStatus.DONE, *_in_archive(archive_id)).group_by(Image.archive_id))
     classified = (select(Image.archive_id, func.count(ImageLabel.id)).join(ImageLabel, ImageLabel.image_id == Image.id)
                   .where(ImageLabel.detector_version_id == detector_version_id, *_in_archive(archive_id))
@@ -114,7 +116,7 @@ def daily_counts(session: Session, detector_version_id: int, thresholds: Thresho
     boxes = session.execute(
         select(site, day, DetectionRow.category, func.count(DetectionRow.id))
         .join(Image, Image.id == DetectionRow.image_id)
-        .where(DetectionRow.model_version_id == detector_version_id, DetectionRow.suppressed.is_(False), counts_boxes,
+        .where(DetectionRow.detector_version_id == detector_version_id, DetectionRow.suppressed.is_(False), counts_boxes,
                *_in_archive(archive_id))
         .group_by(site, day, DetectionRow.category))
     names = {ANIMAL: "animal", PERSON: "person", VEHICLE: "vehicle"}
@@ -137,7 +139,7 @@ def final_labels_by_site(session: Session, detector_version_id: int,
 def crop_classes_by_site(session: Session, detector_version_id: int,
                          archive_id: int | None = None) -> dict[str, dict[str, int]]:
     """site → crop class (the region-restricted argmax) → crops, counting the crops of the crop model each
-    image's labels were derived with."""
+    image's labels were derived with, except crops of boxes that repeat detection elimination suppressed."""
     site = Image.site
     rows = session.execute(
         select(site, Classification.label, func.count(Classification.id))
@@ -145,7 +147,9 @@ def crop_classes_by_site(session: Session, detector_version_id: int,
                                ImageLabel.detector_version_id == detector_version_id,
                                ImageLabel.crops_version_id == Classification.model_version_id))
         .join(Image, Image.id == Classification.image_id)
-        .where(Classification.detection_index.is_not(None), *_in_archive(archive_id))
+        .outerjoin(DetectionRow, DetectionRow.id == Classification.detection_id)
+        .where(Classification.detection_index.is_not(None), DetectionRow.suppressed.is_not(True),
+               *_in_archive(archive_id))
         .group_by(site, Classification.label))
     return _nest(rows)
 
@@ -162,36 +166,73 @@ def failures(session: Session, detector_version_id: int, archive_id: int | None 
     rows = session.execute(
         select(Outcome.stage, Outcome.failure, func.count(Outcome.id))
         .join(Image, Image.id == Outcome.image_id)
-        .where(Outcome.model_version_id == detector_version_id, Outcome.status == OutcomeStatus.FAILED,
+        .where(Outcome.detector_version_id == detector_version_id, Outcome.status == OutcomeStatus.FAILED,
                *_in_archive(archive_id))
         .group_by(Outcome.stage, Outcome.failure))
     return sorted(((Stage(stage).value, reason or NO_REASON, n) for stage, reason, n in rows),
                   key=lambda r: (-r[2], r[0], r[1]))
 
 
-def review_progress(session: Session, detector_version_id: int, archive_id: int | None = None) -> list[ReviewProgress]:
-    """Per review set of the detector and reason drawn: items drawn and items with a person's label."""
+def flagged(session: Session, stage: Stage, detector_version_id: int, flag: ImageFlag,
+            archive_id: int | None = None) -> int:
+    """Images processed with this flag (e.g. truncated) in a stage."""
+    return session.scalar(
+        select(func.count(Outcome.id)).join(Image, Image.id == Outcome.image_id)
+        .where(Outcome.stage == stage, Outcome.detector_version_id == detector_version_id,
+               Outcome.flags.contains(flag.value), *_in_archive(archive_id))) or 0
+
+
+def label_counts(session: Session, detector_version_id: int, archive_id: int | None = None) -> dict[str, dict[str, int]]:
+    """How many classified images carry each final label, detection label and quality label."""
+    counts: dict[str, dict[str, int]] = {}
+    for column in (ImageLabel.final_label, ImageLabel.detection_label, ImageLabel.quality_label):
+        rows = session.execute(
+            select(column, func.count(ImageLabel.id)).join(Image, Image.id == ImageLabel.image_id)
+            .where(ImageLabel.detector_version_id == detector_version_id, *_in_archive(archive_id))
+            .group_by(column))
+        counts[column.key] = {str(value): n for value, n in rows}
+    return counts
+
+
+def image_count(session: Session, archive_id: int | None = None) -> int:
+    return session.scalar(select(func.count(Image.id)).where(*_in_archive(archive_id))) or 0
+
+
+def camera_image_count(session: Session, camera: str) -> int:
+    """Images of one camera (``site/camera``, as RDE and deployments name it)."""
+    return session.scalar(select(func.count(Image.id)).where(camera_key() == camera)) or 0
+
+
+def _review_sets(detector_version_id: int, set_id: int | None) -> list:
+    return [ReviewSet.detector_version_id == detector_version_id,
+            *([] if set_id is None else [ReviewSet.id == set_id])]
+
+
+def review_progress(session: Session, detector_version_id: int, archive_id: int | None = None,
+                    set_id: int | None = None) -> list[ReviewProgress]:
+    """Per review set of the detector (or one set) and reason drawn: items drawn and items with a person's
+    label."""
     rows = session.execute(
         select(ReviewSet.id, ReviewSet.created_at, ReviewSet.fraction, ReviewSet.seed, ReviewItem.reason,
                func.count(distinct(ReviewItem.image_id)), func.count(distinct(ReviewLabel.image_id)))
         .join(ReviewItem, ReviewItem.set_id == ReviewSet.id)
         .join(Image, Image.id == ReviewItem.image_id)
         .outerjoin(ReviewLabel, ReviewLabel.image_id == ReviewItem.image_id)
-        .where(ReviewSet.detector_version_id == detector_version_id, *_in_archive(archive_id))
+        .where(*_review_sets(detector_version_id, set_id), *_in_archive(archive_id))
         .group_by(ReviewSet.id, ReviewSet.created_at, ReviewSet.fraction, ReviewSet.seed, ReviewItem.reason)
         .order_by(ReviewSet.id, ReviewItem.reason))
     return [ReviewProgress(*row) for row in rows]
 
 
-def reviewer_progress(session: Session, detector_version_id: int,
-                      archive_id: int | None = None) -> list[tuple[int, str, int]]:
+def reviewer_progress(session: Session, detector_version_id: int, archive_id: int | None = None,
+                      set_id: int | None = None) -> list[tuple[int, str, int]]:
     """(review set, reviewer, items of the set the reviewer labelled)."""
     rows = session.execute(
         select(ReviewItem.set_id, ReviewLabel.reviewer, func.count(distinct(ReviewItem.image_id)))
         .join(ReviewSet, ReviewSet.id == ReviewItem.set_id)
         .join(ReviewLabel, ReviewLabel.image_id == ReviewItem.image_id)
         .join(Image, Image.id == ReviewItem.image_id)
-        .where(ReviewSet.detector_version_id == detector_version_id, *_in_archive(archive_id))
+        .where(*_review_sets(detector_version_id, set_id), *_in_archive(archive_id))
         .group_by(ReviewItem.set_id, ReviewLabel.reviewer).order_by(ReviewItem.set_id, ReviewLabel.reviewer))
     return [tuple(row) for row in rows]
 
@@ -248,7 +289,7 @@ def models_used(session: Session, detector_version_id: int,
     if detector is not None:
         detected = session.scalar(
             select(func.count(Outcome.id)).join(Image, Image.id == Outcome.image_id)
-            .where(Outcome.stage == Stage.DETECT, Outcome.model_version_id == detector_version_id,
+            .where(Outcome.stage == Stage.DETECT, Outcome.detector_version_id == detector_version_id,
                    Outcome.status == OutcomeStatus.DONE, *_in_archive(archive_id)))
         used.append((detector, detected or 0))
     for column in (ImageLabel.quality_version_id, ImageLabel.crops_version_id):
@@ -278,10 +319,12 @@ def rde_status_by_camera(session: Session, detector_version_id: int,
     return _nest(rows)
 
 
-def rde_clusters(session: Session, detector_version_id: int, archive_id: int | None = None) -> list[RdeCluster]:
-    """The detector's RDE clusters (one row per cluster, not per member), by camera."""
+def rde_clusters(session: Session, detector_version_id: int, archive_id: int | None = None,
+                 camera: str | None = None) -> list[RdeCluster]:
+    """The detector's RDE clusters (one row per cluster, not per member), by camera; optionally one camera's."""
     return list(session.scalars(
-        select(RdeCluster).where(RdeCluster.detector_version_id == detector_version_id, *_rde_in_archive(archive_id))
+        select(RdeCluster).where(RdeCluster.detector_version_id == detector_version_id, *_rde_in_archive(archive_id),
+                                 *([] if camera is None else [RdeCluster.camera == camera]))
         .order_by(RdeCluster.camera, RdeCluster.id)))
 
 

@@ -77,7 +77,7 @@ def send_batch(app: Celery, payload: ProcessBatch) -> str:
     (``argsrepr``) rather than its list of image ids."""
     result = app.send_task(STAGE_TASKS[payload.stage].value, args=[payload.model_dump(mode="json")],
                            argsrepr=f"(batch {payload.batch_id}: {len(payload.image_ids)} images, "
-                                    f"detector version {payload.model_version_id})")
+                                    f"detector version {payload.detector_version_id})")
     return result.id
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from shared.errors import ModelFileError
+
 HASH_CHUNK = 1 << 20
 
 
@@ -17,8 +19,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class ChecksumMismatch(RuntimeError):
+class ChecksumMismatch(ModelFileError):
     """A model file differs from the one its model version recorded: it is not loaded."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "a model file is code: put back the file that was registered, or register the "
+                                  "new one as a new model version")
 
 
 def verified_sha256(path: Path, expected: str | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -135,7 +136,7 @@ class Settings(BaseSettings):
 
     @field_validator("task_time_limit_s")
     @classmethod
-    def _below_visibility(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
+    def _below_visibility(cls, value: int, info) -> int:  # pydantic's ValidationInfo
         # A message is unacknowledged from its delivery: while the batches prefetched before it run, then
         # while it runs. Redis hands it to a second worker once that outlasts the visibility timeout.
         # (A field that failed its own validation is missing from info.data: its default stands in.)
@@ -153,9 +154,44 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def masked(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs (never print a credential)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = f"{user}***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def setting_name(location: tuple) -> str:
+    """The environment variable of a setting's location in ``Settings`` (``('detector', 'weights')`` →
+    ``TRAPLINE_DETECTOR__WEIGHTS``)."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in location)
+
+
+def describe_errors(errors: list[dict]) -> list[str]:
+    """One line per problem of a pydantic ``ValidationError.errors()`` raised while reading ``Settings``.
+    Values are not repeated: a URL may hold a password."""
+    lines = []
+    for error in errors:
+        name = setting_name(error.get("loc", ()))
+        if error.get("type") == "extra_forbidden":
+            lines.append(f"{name}: unknown setting (a typo? .env.example lists every setting)")
+        else:
+            lines.append(f"{name}: {error.get('msg', 'invalid')}")
+    return lines
+
+
 class _TraplineDotEnv(DotEnvSettingsSource):
     """The .env file, minus lines without the TRAPLINE_ prefix: those (REDIS_PASSWORD, …) are
     docker compose's, and must not trip ``extra="forbid"``, which still catches TRAPLINE_ typos."""
 
-    def _load_env_vars(self):  # noqa: ANN202 - pydantic-settings' own mapping type
+    def _load_env_vars(self):  # pydantic-settings' own mapping type
         return {k: v for k, v in super()._load_env_vars().items() if k.upper().startswith(ENV_PREFIX)}

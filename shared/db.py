@@ -1,4 +1,5 @@
-"""Tables, constraints and indexes. Queries live in ``shared.store``.
+"""Tables, constraints and indexes. Queries live in ``shared.store`` (one module per concept) and counts in
+``shared.aggregates``.
 
 Enums are stored as strings (``native_enum=False``) so SQLite and PostgreSQL share migrations.
 Unique constraints carry idempotency: registering a file twice, or storing a redelivered
@@ -7,7 +8,7 @@ batch, replaces or skips rows instead of duplicating them.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from sqlalchemy import (
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    TypeDecorator,
     UniqueConstraint,
     false,
     func,
@@ -38,9 +40,33 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+
+
+class UTCDateTime(TypeDecorator):
+    """A moment in time, always handed back timezone-aware in UTC.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones and hands back naive values, which
+    trapline always wrote in UTC. Aware values are converted to UTC before they are written, so a moment
+    never shifts between the two databases.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 intpk = Annotated[int, mapped_column(Integer, primary_key=True)]
 bigid = Annotated[int, mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)]
-created_at = Annotated[datetime, mapped_column(DateTime(timezone=True), server_default=func.now())]
+created_at = Annotated[datetime, mapped_column(UTCDateTime(), server_default=func.now())]
 
 
 def _enum(enum_class: type) -> Enum:
@@ -114,22 +140,23 @@ class ModelVersion(Base):
 
 
 class Batch(Base):
-    """One task message: a stage applied to a list of images by one model version."""
+    """One task message: a stage applied to a list of images, for the results of one detector version (the
+    classify stage works on that detector's boxes)."""
 
     __tablename__ = "batches"
     __table_args__ = (Index("ix_batches_stage_status", "stage", "status"),)
 
     id: Mapped[intpk]
     stage: Mapped[Stage] = mapped_column(_enum(Stage))
-    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     status: Mapped[BatchStatus] = mapped_column(_enum(BatchStatus), default=BatchStatus.QUEUED)
     size: Mapped[int]
     attempts: Mapped[int] = mapped_column(default=0)
     task_id: Mapped[str | None] = mapped_column(String(64))
     worker: Mapped[str | None] = mapped_column(String(256))
     enqueued_at: Mapped[created_at]
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class BatchItem(Base):
@@ -140,18 +167,19 @@ class BatchItem(Base):
 
 
 class Outcome(Base):
-    """Exactly one row per image, stage and model version: done (with results) or failed."""
+    """Exactly one row per image, stage and detector version: done (with results) or failed. A classify
+    outcome is keyed by the detector whose boxes it classified."""
 
     __tablename__ = "outcomes"
     __table_args__ = (
-        UniqueConstraint("image_id", "stage", "model_version_id"),
+        UniqueConstraint("image_id", "stage", "detector_version_id"),
         Index("ix_outcomes_stage_finished", "stage", "finished_at"),
     )
 
     id: Mapped[bigid]
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     stage: Mapped[Stage] = mapped_column(_enum(Stage))
-    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     status: Mapped[OutcomeStatus] = mapped_column(_enum(OutcomeStatus))
     failure: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(String(1024))
@@ -159,18 +187,18 @@ class Outcome(Base):
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
     decode_s: Mapped[float] = mapped_column(Float, default=0.0)
     infer_s: Mapped[float] = mapped_column(Float, default=0.0)
-    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class DetectionRow(Base):
     """One MegaDetector box (kept at conf ≥ the store threshold)."""
 
     __tablename__ = "detections"
-    __table_args__ = (Index("ix_detections_image_model", "image_id", "model_version_id"),)
+    __table_args__ = (Index("ix_detections_image_model", "image_id", "detector_version_id"),)
 
     id: Mapped[bigid]
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     category: Mapped[int]
     conf: Mapped[float]
     x: Mapped[float]
@@ -194,8 +222,10 @@ class Classification(Base):
 
     id: Mapped[bigid]
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))  # the classifier's
     detection_index: Mapped[int | None]  # crops: the box's rank among the image's detections
+    # crops: the box itself (so a box that RDE suppresses later stops counting without reclassifying)
+    detection_id: Mapped[int | None] = mapped_column(ForeignKey("detections.id", ondelete="CASCADE"), index=True)
     bbox: Mapped[list[float] | None] = mapped_column(JSON)  # crops: normalised x, y, w, h
     crop: Mapped[list[int] | None] = mapped_column(JSON)  # crops: x, y, width, height, side (px)
     probabilities: Mapped[list[float]] = mapped_column(JSON)  # in the model's class order
@@ -224,7 +254,7 @@ class ImageLabel(Base):
     has_human: Mapped[bool] = mapped_column(Boolean)
     v_quality: Mapped[int]
     final_label: Mapped[str] = mapped_column(String(16))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class TrainingRun(Base):
@@ -262,9 +292,9 @@ class TrainingRun(Base):
     error: Mapped[str | None] = mapped_column(String(4096))
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     created_at: Mapped[created_at]
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class TrainingImage(Base):
@@ -320,7 +350,7 @@ class ReviewLabel(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     label: Mapped[str] = mapped_column(String(32))
     reviewer: Mapped[str] = mapped_column(String(128))
-    labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    labelled_at: Mapped[datetime] = mapped_column(UTCDateTime())
     source: Mapped[str] = mapped_column(String(1024))  # "labels.csv:12", "web"
 
 
@@ -339,7 +369,7 @@ class RdeCluster(Base):
     status: Mapped[str] = mapped_column(String(16), default="suspected")
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the RdeOptions that found it
     decided_by: Mapped[str | None] = mapped_column(String(128))
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[created_at]
 
 
@@ -358,7 +388,7 @@ class RdeRun(Base):
     boxes: Mapped[int | None]  # None while the search runs (same transaction)
     clusters: Mapped[int | None]
     trigger: Mapped[str] = mapped_column(String(16))  # "auto" (detect worker) or "manual" (trapline rde)
-    ran_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class RdeMember(Base):
@@ -386,4 +416,4 @@ class Deployment(Base):
     timezone: Mapped[str] = mapped_column(String(64))  # IANA name (Europe/Oslo) or fixed offset (+02:00)
     bait: Mapped[bool | None] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(1024))  # "deployments.csv:7"
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.errors import ProblemsFound
+
 COLUMNS = ("id", "lat", "lon", "start", "end", "timezone", "camera")  # required; "bait" is optional
 ALIASES = {"deploymentID": "id", "latitude": "lat", "longitude": "lon", "deploymentStart": "start",
            "deploymentEnd": "end", "cameraID": "camera", "baitUse": "bait"}
@@ -34,12 +36,11 @@ MAX_OFFSET = timedelta(hours=14)  # the widest offset in use (Line Islands)
 END_OF_DAY = time(23, 59, 59)
 
 
-class DeploymentErrors(ValueError):
+class DeploymentErrors(ProblemsFound):
     """A registry file with problems; ``problems`` are ``"file:line: message"`` strings."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__(f"{len(problems)} problem(s)")
-        self.problems = list(problems)
+    def __init__(self, problems: Sequence[str], name: str = "the deployments file") -> None:
+        super().__init__(problems, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +102,10 @@ def parse_deployments(lines: Iterable[str], name: str) -> list[DeploymentRecord]
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
-        raise DeploymentErrors([f"{name}:1: empty file, expected the columns {', '.join(COLUMNS)}"])
+        raise DeploymentErrors([f"{name}:1: empty file, expected the columns {', '.join(COLUMNS)}"], name)
     columns, problems = _columns(header, name)
     if problems:
-        raise DeploymentErrors(problems)
+        raise DeploymentErrors(problems, name)
     records: list[DeploymentRecord] = []
     first_line: dict[str, int] = {}
     for row in reader:
@@ -122,7 +123,7 @@ def parse_deployments(lines: Iterable[str], name: str) -> list[DeploymentRecord]
             records.append(record)
     problems += overlaps(records)
     if problems:
-        raise DeploymentErrors(problems)
+        raise DeploymentErrors(problems, name)
     return records
 
 

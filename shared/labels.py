@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
 from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeVar
 
 from shared.schemas import Detection
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 T = TypeVar("T")
 
@@ -40,6 +43,12 @@ class Thresholds:
 
     def for_category(self, category: int) -> float:
         return {ANIMAL: self.animal, PERSON: self.person, VEHICLE: self.vehicle}[category]
+
+    @classmethod
+    def of(cls, settings: Settings) -> Thresholds:
+        """The thresholds configured in ``settings.detector`` (TRAPLINE_DETECTOR__*_THRESHOLD)."""
+        d = settings.detector
+        return cls(d.animal_threshold, d.person_threshold, d.vehicle_threshold)
 
 
 def counted(detections: Iterable[Detection], thresholds: Thresholds) -> list[Detection]:
@@ -339,3 +348,53 @@ def image_labels(
         has_human=has_human(detection),
         v_quality=v_quality(detection, quality, script_compat=script_compat),
     )
+
+
+# --- One image, from its stored raw outputs ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRules:
+    """Every setting the label rules read: box thresholds, the Bad threshold and the final-label details."""
+
+    thresholds: Thresholds = Thresholds()
+    bad_threshold: float = BAD_THRESHOLD
+    animal_human_as: AnimalHumanAs = AnimalHumanAs.CROPS
+    script_compat: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings) -> LabelRules:
+        """The rules configured in ``settings`` (TRAPLINE_DETECTOR__*, TRAPLINE_QUALITY__*, TRAPLINE_LABELS__*)."""
+        return cls(Thresholds.of(settings), settings.quality.bad_threshold,
+                   AnimalHumanAs(settings.labels.animal_human_as), settings.labels.script_compat)
+
+
+@dataclass(frozen=True, slots=True)
+class CropModel:
+    """What the rules need of a crop classifier: its classes in output order and which of them are junk."""
+
+    classes: tuple[str, ...] = CROP_CLASSES
+    junk: frozenset[str] = JUNK_CLASSES
+
+
+def label_image(
+    detections: Sequence[Detection], p_bad: float | None, crop_labels: Mapping[int, str] | None,
+    rules: LabelRules = LabelRules(), crop_model: CropModel = CropModel(),
+) -> ImageLabels:
+    """Every label of one image from its raw outputs, as stored.
+
+    ``detections`` are the image's boxes in the order the crops were indexed (a box suppressed by repeat
+    detection elimination carries a negative confidence); ``p_bad`` is the quality model's P(Bad) (None:
+    no quality model, Good); ``crop_labels`` maps a box's index to its region-restricted crop class (None:
+    no crop model, the boxes decide). Crops of suppressed boxes do not count, so a person's RDE decision
+    relabels an image from what is stored, without running a model again.
+    """
+    detection = detection_label(detections, rules.thresholds)
+    quality = quality_label(p_bad, rules.bad_threshold) if p_bad is not None else None
+    counts = None
+    if crop_labels is not None:
+        kept = [label for index, label in sorted(crop_labels.items())
+                if index < len(detections) and detections[index].conf >= 0]
+        counts = crop_counts(kept, crop_model.classes, crop_model.junk & set(crop_model.classes))
+    return image_labels(detection, quality, counts, animal_human_as=rules.animal_human_as,
+                        script_compat=rules.script_compat)

@@ -41,10 +41,10 @@ def register_model_file(
     session: Session, kind: ModelKind, stored: Path, manifest: dict[str, Any], region: str | None, promote: bool,
 ) -> ModelVersion:
     """The version row of a stored file (created once), with its region and manifest; optionally promoted."""
-    version = store.ensure_model_version(session, kind, stored.name, str(stored), manifest["sha256"])
+    version = store.model_versions.ensure_model_version(session, kind, stored.name, str(stored), manifest["sha256"])
     version.region = region.lower() if region else None
     version.manifest = manifest
     session.flush()
     if promote:
-        store.promote_model_version(session, version.id)
+        store.model_versions.promote_model_version(session, version.id)
     return version

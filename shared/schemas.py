@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -67,7 +67,7 @@ class ModelKind(StrEnum):
 class ProcessBatch(BaseModel):
     """Message of `trapline.detect_batch` and `trapline.classify_batch`: process these images.
 
-    ``model_version_id`` is the detector's in both stages: classification works on that
+    ``detector_version_id`` is the detector's in both stages: classification works on that
     detector's boxes, and its outcome is keyed by it.
     """
 
@@ -76,8 +76,17 @@ class ProcessBatch(BaseModel):
     version: Literal[1] = 1
     batch_id: int
     stage: Stage
-    model_version_id: int
+    detector_version_id: int
     image_ids: list[int] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_key(cls, data: object) -> object:
+        """Messages sent by trapline 0.1 call the detector's id ``model_version_id``: read them too, for one
+        version, so that batches queued before an upgrade still run."""
+        if isinstance(data, dict) and "model_version_id" in data and "detector_version_id" not in data:
+            data = {("detector_version_id" if k == "model_version_id" else k): v for k, v in data.items()}
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,3 +235,73 @@ class TrainClassifier(BaseModel):
 
     version: Literal[1] = 1
     run_id: int
+
+
+# --- Calls into the other worker environment --------------------------------------------------------
+# The producer imports no deep-learning framework, so what needs one runs as ``python -m worker.calls`` in the
+# environment that has it (``producer.environments``): the request goes to its stdin as JSON, the answer
+# comes back as JSON in a file, and stdout/stderr stay free for the framework's logs and progress bars.
+
+
+class _Call(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InspectModel(_Call):
+    """A Keras model file's input size and number of outputs (``trapline models import``)."""
+
+    call: Literal["inspect-model"] = "inspect-model"
+    path: str
+
+
+class ModelSignature(_Call):
+    input_size: tuple[int, int]
+    outputs: int
+
+
+class ImageRef(_Call):
+    """One labelled image to predict: a file, and for crops the normalised box to cut."""
+
+    path: str
+    box: tuple[float, float, float, float] | None = None
+
+
+class PredictImages(_Call):
+    """Class probabilities of a registered classifier for images (``trapline models evaluate``); the file is
+    checked against its registered SHA-256 before it is loaded."""
+
+    call: Literal["predict-images"] = "predict-images"
+    model: str
+    sha256: str | None
+    preprocessing: str | None = None
+    images: list[ImageRef]
+
+
+class Predictions(_Call):
+    probabilities: list[list[float]]  # one row per image, in the request's order
+
+
+class TrainRun(_Call):
+    """Train one queued training run in this process, without a broker (``trapline train --local``)."""
+
+    call: Literal["train-run"] = "train-run"
+    run_id: int
+
+
+class TrainingDone(_Call):
+    run_id: int
+    skipped: bool = False  # the run was not queued (another process took it)
+    model_version_id: int | None = None
+
+
+EnvironmentCall = Annotated[InspectModel | PredictImages | TrainRun, Field(discriminator="call")]
+
+
+class CallAnswer(_Call):
+    """What ``python -m worker.calls`` writes: the answer, or why there is none (``error``, with ``kind``
+    ``usage`` for a problem with the input, such as a file that is not a model, or ``crash`` otherwise)."""
+
+    version: Literal[1] = 1
+    answer: dict | None = None
+    error: str | None = None
+    kind: Literal["usage", "crash"] | None = None

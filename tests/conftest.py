@@ -85,14 +85,23 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    """A fresh SQLite database file, migrated to head."""
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to head once per test session: the template every test's database copies.
+    Running the migrations per test cost about half of the unit suite's time."""
     from shared.migrations import upgrade
 
-    url = f"sqlite:///{tmp_path / 'trapline.sqlite3'}"
-    upgrade(url)
-    return url
+    template = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    upgrade(f"sqlite:///{template}")
+    return template
+
+
+@pytest.fixture
+def sqlite_url(migrated_sqlite: Path, tmp_path: Path) -> str:
+    """A fresh SQLite database file, migrated to head."""
+    from tests.support.databases import copy_sqlite
+
+    return copy_sqlite(migrated_sqlite, tmp_path / "trapline.sqlite3")
 
 
 @pytest.fixture(scope="session")

@@ -27,13 +27,14 @@ from celery import Celery, Task
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import labels as rules
-from shared import repeats, store
+from shared import store
+from shared.labels import CropModel, ImageLabels, LabelRules, for_region, label_image
+from shared.rde import search as repeats
 from shared.celery_app import TaskName, send_batch
 from shared.config import Settings
 from shared.db import ModelVersion
 from shared.schemas import (
-    CLASSIFIER_PREPROCESSING, ClassifyOutcome, ModelKind, OutcomeStatus, ProcessBatch, Stage, TrainClassifier,
+    CLASSIFIER_PREPROCESSING, ModelKind, OutcomeStatus, ProcessBatch, Stage, TrainClassifier,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class WorkerContext:
     def sessions(self) -> sessionmaker[Session]:
         return store.make_sessionmaker(store.make_engine(self.settings.database_url))
 
-    def detector(self, version: ModelVersion):  # noqa: ANN201 - worker.ml.detector.MegaDetector
+    def detector(self, version: ModelVersion):  # worker.ml.detector.MegaDetector
         if version.id not in self.models:
             from worker.ml.detector import load_megadetector
 
@@ -78,11 +79,11 @@ class WorkerContext:
                 image_size=self.settings.detector.image_size, torch_threads=self.settings.detector.torch_threads,
             )
             with self.sessions.begin() as session:
-                store.record_model_checksum(session, version.id, detector.sha256, detector.manifest())
+                store.model_versions.record_model_checksum(session, version.id, detector.sha256, detector.manifest())
             self.models[version.id] = detector
         return self.models[version.id]
 
-    def classifier(self, version: ModelVersion):  # noqa: ANN201 - worker.ml.classification.LoadedClassifier
+    def classifier(self, version: ModelVersion):  # worker.ml.classification.LoadedClassifier
         """A registered Keras model, loaded only if its file still has the registered SHA-256."""
         if version.id not in self.models:
             from shared.checksums import verified_sha256
@@ -117,16 +118,16 @@ def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str
     from worker.ml.inference import detect_images
 
     with context.sessions() as session:
-        version = session.get(ModelVersion, payload.model_version_id)
+        version = session.get(ModelVersion, payload.detector_version_id)
     if version is None:
-        raise LookupError(f"model version {payload.model_version_id} does not exist")
+        raise LookupError(f"model version {payload.detector_version_id} does not exist")
     # Loaded (once per process) before the batch is marked running: a detector file that fails its checksum
     # leaves the batch queued, to be re-sent by `enqueue --resume` once the file is put right.
     detector = context.detector(version)
     with context.sessions.begin() as session:
-        started = store.start_batch(session, payload.batch_id, worker_name)
+        started = store.batches.start_batch(session, payload.batch_id, worker_name)
         if started:
-            sources = store.load_sources(session, payload.image_ids)
+            sources = store.images.load_sources(session, payload.image_ids)
     if not started:
         log.info("batch %d is already done; duplicate delivery ignored", payload.batch_id)
         # The last delivery may have stored the batch and then died, or failed on the database, before its RDE
@@ -142,14 +143,15 @@ def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str
     elapsed = time.perf_counter() - start
     detected = [o.image_id for o in outcomes if o.status == OutcomeStatus.DONE]
     with context.sessions.begin() as session:
-        store.save_detect_outcomes(session, payload.batch_id, payload.model_version_id, outcomes)
-        follow_up = store.create_batch(session, Stage.CLASSIFY, payload.model_version_id, detected) if detected else None
+        store.outcomes.save_detect_outcomes(session, payload.batch_id, payload.detector_version_id, outcomes)
+        follow_up = (store.batches.create_batch(session, Stage.CLASSIFY, payload.detector_version_id, detected)
+                     if detected else None)
     # RDE before the classify message: a send that fails while the broker is down drops this task for good (Celery
     # cannot send the retry either), and the classify batch, committed above, is re-sent by
     # `enqueue --stage classify --resume`.
     _search_repeats(context, payload)
     if follow_up is not None:
-        send(ProcessBatch(batch_id=follow_up, stage=Stage.CLASSIFY, model_version_id=payload.model_version_id,
+        send(ProcessBatch(batch_id=follow_up, stage=Stage.CLASSIFY, detector_version_id=payload.detector_version_id,
                           image_ids=detected))
     failed = len(outcomes) - len(detected)
     log.info("batch %d: %d images (%d failed) in %.1f s", payload.batch_id, len(outcomes), failed, elapsed)
@@ -162,7 +164,7 @@ def _search_repeats(context: WorkerContext, payload: ProcessBatch) -> None:
         # A transaction of its own, after the outcomes are committed: of two workers storing a camera's last
         # two batches at once, the later one then sees the camera complete (and the claim lets one search it).
         with context.sessions.begin() as session:
-            repeats.after_detect(session, payload.model_version_id, payload.image_ids,
+            repeats.after_detect(session, payload.detector_version_id, payload.image_ids,
                                  repeats.options_of(context.settings.rde))
 
 
@@ -172,11 +174,11 @@ def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: s
 
     settings = context.settings
     with context.sessions.begin() as session:
-        if not store.start_batch(session, payload.batch_id, worker_name):
+        if not store.batches.start_batch(session, payload.batch_id, worker_name):
             return {"batch_id": payload.batch_id, "skipped": True}
-        inputs = store.classify_inputs(session, payload.image_ids, payload.model_version_id)
-        quality_versions = store.promoted_models(session, ModelKind.QUALITY)
-        crops_version = next(iter(store.promoted_models(session, ModelKind.CROPS)), None)
+        inputs = store.results.classify_inputs(session, payload.image_ids, payload.detector_version_id)
+        quality_versions = store.model_versions.promoted_models(session, ModelKind.QUALITY)
+        crops_version = next(iter(store.model_versions.promoted_models(session, ModelKind.CROPS)), None)
     quality = {v.region: context.classifier(v) for v in quality_versions}
     crops = context.classifier(crops_version) if crops_version else None
     start = time.perf_counter()
@@ -188,15 +190,11 @@ def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: s
     elapsed = time.perf_counter() - start
     boxes = {source.image_id: detections for source, _, detections in inputs}
     regions = {source.image_id: region for source, region, _ in inputs}
-    quality_of = {i: rules.for_region(quality, regions[i]) for i in boxes}
-    image_labels, p_bad = {}, {}
-    for outcome in outcomes:
-        if outcome.status == OutcomeStatus.DONE:
-            image_labels[outcome.image_id], p_bad[outcome.image_id] = _labels(
-                settings, outcome, boxes[outcome.image_id], quality_of[outcome.image_id], crops)
+    quality_of = {i: for_region(quality, regions[i]) for i in boxes}
+    image_labels, p_bad = _derive_labels(LabelRules.of(settings), outcomes, boxes, quality_of, crops)
     with context.sessions.begin() as session:
-        store.save_classify_outcomes(
-            session, payload.batch_id, payload.model_version_id, outcomes, image_labels,
+        store.outcomes.save_classify_outcomes(
+            session, payload.batch_id, payload.detector_version_id, outcomes, image_labels,
             {i: (q.model_version_id if q else None) for i, q in quality_of.items()},
             crops.model_version_id if crops else None, p_bad,
         )
@@ -204,21 +202,20 @@ def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: s
     return {"batch_id": payload.batch_id, "images": len(outcomes), "seconds": round(elapsed, 2)}
 
 
-def _labels(settings: Settings, outcome: ClassifyOutcome, detections, quality_model, crops_model):  # noqa: ANN001, ANN202
-    """The paper's labels of one image from its raw outputs, and its P(Bad) (None without a model)."""
-    d = settings.detector
-    detection = rules.detection_label(detections, rules.Thresholds(d.animal_threshold, d.person_threshold,
-                                                                   d.vehicle_threshold))
-    p_bad = None
-    if outcome.quality is not None and quality_model is not None:
-        p_bad = outcome.quality[quality_model.classes.index("Bad")]
-    quality = rules.quality_label(p_bad, settings.quality.bad_threshold) if p_bad is not None else None
-    counts = None
-    if outcome.crops is not None and crops_model is not None:
-        junk = rules.JUNK_CLASSES & set(crops_model.classes)
-        counts = rules.crop_counts([c.label for c in outcome.crops], crops_model.classes, junk)
-    labels = rules.image_labels(detection, quality, counts, animal_human_as=settings.labels.animal_human_as,
-                                script_compat=settings.labels.script_compat)
+def _derive_labels(rules: LabelRules, outcomes: list, boxes: dict, quality_of: dict, crops: object
+                   ) -> tuple[dict[int, ImageLabels], dict[int, float | None]]:
+    """Each classified image's labels (``shared.labels.label_image``) and its P(Bad), by image id."""
+    crop_model = CropModel(crops.classes) if crops else CropModel()
+    labels, p_bad = {}, {}
+    for outcome in outcomes:
+        if outcome.status != OutcomeStatus.DONE:
+            continue
+        model = quality_of[outcome.image_id]
+        p = outcome.quality[model.classes.index("Bad")] if outcome.quality is not None and model else None
+        crop_labels = {c.detection_index: c.label for c in outcome.crops} if outcome.crops is not None and crops \
+            else None
+        labels[outcome.image_id] = label_image(boxes[outcome.image_id], p, crop_labels, rules, crop_model)
+        p_bad[outcome.image_id] = p
     return labels, p_bad
 
 
@@ -235,7 +232,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def send(payload: ProcessBatch) -> None:
         task_id = send_batch(app, payload)
         with context.sessions.begin() as session:
-            store.set_batch_task(session, payload.batch_id, task_id)
+            store.batches.set_batch_task(session, payload.batch_id, task_id)
 
     @app.task(name=TaskName.DETECT_BATCH.value, **policy)
     def detect_batch_task(self: Task, message: dict) -> dict:
@@ -256,7 +253,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         payload = TrainClassifier.model_validate(message)
         context.tensorflow_memory_growth()
 
-        def progress(report) -> None:  # noqa: ANN001 - worker.ml.training.Progress
+        def progress(report) -> None:  # worker.ml.training.Progress
             fields = {k: v for k, v in asdict(report).items() if k != "history"}
             self.update_state(state="PROGRESS", meta=fields)  # for a result backend, if one is configured
             # Flower shows state PROGRESS with these fields. The worker buffers its own task events while a

@@ -49,14 +49,14 @@ def run_training(
     """
     folder = (settings.training_root / f"run-{run_id}").resolve()
     with sessions.begin() as session:
-        if not store.claim_training_run(session, run_id, worker_name, task_id):
+        if not store.training_runs.claim_training_run(session, run_id, worker_name, task_id):
             log.info("training run %d is not queued; duplicate message ignored", run_id)
             return {"run_id": run_id, "skipped": True}
-        run = store.training_run(session, run_id)
+        run = store.training_runs.training_run(session, run_id)
         kind, region, classes, label_source = run.kind, run.region, list(run.classes), run.label_source
         config, counts = TrainConfig.model_validate(run.config), run.counts
-        items = store.training_items(session, run_id)
-        store.record_training_progress(session, run_id, run_dir=str(folder))
+        items = store.training_runs.training_items(session, run_id)
+        store.training_runs.record_training_progress(session, run_id, run_dir=str(folder))
     index = {name: i for i, name in enumerate(classes)}
     examples = {split: [Example(i.path, index[i.label], i.box) for i in items if i.split == split] for split in SPLITS}
     try:
@@ -66,7 +66,7 @@ def run_training(
         version_id = _register(sessions, settings, run_id, kind, region, folder, result, true_labels, manifest)
     except Exception as error:
         with sessions.begin() as session:
-            store.fail_training_run(session, run_id, f"{type(error).__name__}: {error}")
+            store.training_runs.fail_training_run(session, run_id, f"{type(error).__name__}: {error}")
         raise
     log.info("training run %d registered model version %d (best epoch %d, val_loss %.4f)", run_id, version_id,
              result.best_epoch + 1, result.best_val_loss)
@@ -84,13 +84,13 @@ class ProgressWriter:
     def __call__(self, progress: Progress) -> None:
         try:
             with self.sessions.begin() as session:
-                store.record_training_progress(session, self.run_id, **asdict(progress))
+                store.training_runs.record_training_progress(session, self.run_id, **asdict(progress))
         except sqlalchemy.exc.SQLAlchemyError as error:
             log.warning("run %d: progress not recorded (%s)", self.run_id, error)
         if self.then is not None:
             try:
                 self.then(progress)
-            except Exception as error:  # noqa: BLE001 - a monitoring hiccup must not end training
+            except Exception as error:  # a monitoring hiccup must not end training
                 log.warning("run %d: progress not sent (%s)", self.run_id, error)
 
 
@@ -130,7 +130,7 @@ def write_report(folder: Path, result: TrainResult, true_labels: list[str], clas
     return metrics, files
 
 
-def _register(sessions: sessionmaker[Session], settings: Settings, run_id: int, kind, region: str | None,  # noqa: ANN001
+def _register(sessions: sessionmaker[Session], settings: Settings, run_id: int, kind, region: str | None,
               folder: Path, result: TrainResult, true_labels: list[str], manifest: dict[str, Any]) -> int:
     """Store the best epoch's file and its report in the registry and record the version; retried."""
     metrics, files = write_report(folder / REPORT_FOLDER, result, true_labels, manifest["classes"],
@@ -144,7 +144,7 @@ def _register(sessions: sessionmaker[Session], settings: Settings, run_id: int, 
         try:
             with sessions.begin() as session:
                 version = register_model_file(session, kind, stored, manifest, region, promote=False)
-                store.finish_training_run(session, run_id, version.id)
+                store.training_runs.finish_training_run(session, run_id, version.id)
                 return version.id
         except sqlalchemy.exc.OperationalError as error:
             if attempt == REGISTER_ATTEMPTS:
@@ -153,29 +153,3 @@ def _register(sessions: sessionmaker[Session], settings: Settings, run_id: int, 
             time.sleep(2 ** attempt)
     raise AssertionError("unreachable")
 
-
-def main(argv: list[str]) -> int:
-    """``python -m worker.training RUN_ID``: train one queued run in this process, without a broker
-    (``trapline train --local``)."""
-    import os
-    import socket
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from shared.config import get_settings
-
-    settings = get_settings()
-    engine = store.make_engine(settings.database_url)
-    try:
-        result = run_training(store.make_sessionmaker(engine), settings, int(argv[0]), f"local@{socket.gethostname()}",
-                              None)
-    finally:
-        engine.dispose()
-    log.info("%s", result)
-    return 0 if not result.get("skipped") else 3
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main(sys.argv[1:]))

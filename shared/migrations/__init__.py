@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from shared.errors import TraplineError
+
 MIGRATIONS_DIR = Path(__file__).parent
 
 
@@ -27,7 +29,7 @@ def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-class SchemaOutOfDate(RuntimeError):
+class SchemaOutOfDate(TraplineError):
     """The database holds an older (or newer) schema than this version of trapline."""
 
 
@@ -39,7 +41,7 @@ def ensure_schema(database_url: str) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from shared.store import make_engine
+    from shared.store.engine import make_engine
 
     engine = make_engine(database_url)
     try:
@@ -51,4 +53,5 @@ def ensure_schema(database_url: str) -> None:
     if current is None:
         upgrade(database_url)
     elif current != head:
-        raise SchemaOutOfDate(f"database schema is at {current}, this trapline needs {head}: run `trapline db upgrade`")
+        raise SchemaOutOfDate(f"the database schema is at revision {current}, this trapline needs {head}",
+                              "back up the database, then run `trapline db upgrade`")

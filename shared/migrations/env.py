@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from shared.db import Base
-from shared.store import make_engine
+from shared.store.engine import make_engine
 
 
 def _database_url() -> str:

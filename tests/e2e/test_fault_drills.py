@@ -169,12 +169,12 @@ def assert_exactly_once(run: Run) -> dict[str, int]:
     """No image lost, none stored twice; returns what the batch rows say about redeliveries."""
     with run.sessions() as session:
         images = dict(session.execute(select(Image.id, Image.rel_path)).all())
-        outcomes = session.execute(select(Outcome.image_id, Outcome.model_version_id, Outcome.status)
+        outcomes = session.execute(select(Outcome.image_id, Outcome.detector_version_id, Outcome.status)
                                    .where(Outcome.stage == Stage.DETECT)).all()
         assert sorted(image for image, *_ in outcomes) == sorted(images)  # every image once
         assert {status for *_, status in outcomes} == {OutcomeStatus.DONE}
         # a second delivery's rows would repeat the first's exactly (the detector is deterministic)
-        box = (DetectionRow.image_id, DetectionRow.model_version_id, DetectionRow.category, DetectionRow.conf,
+        box = (DetectionRow.image_id, DetectionRow.detector_version_id, DetectionRow.category, DetectionRow.conf,
                DetectionRow.x, DetectionRow.y, DetectionRow.w, DetectionRow.h)
         repeated = session.execute(select(*box).group_by(*box).having(func.count() > 1)).all()
         assert repeated == []

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.repeats import search
+from shared.rde.search import search
 from producer.review import sample
 from shared import store
 from shared.db import DetectionRow, Image, RdeCluster, ReviewLabel
 from shared.migrations import upgrade
-from shared.rde import RdeOptions
+from shared.rde.clustering import RdeOptions
 from tests.conftest import IN_CI, REPO
 from tests.unit.records import add_detector, add_images, add_label
 
@@ -54,7 +54,7 @@ def reviewed_db(camera_traps: Path, tmp_path: Path) -> tuple[str, sessionmaker[S
             final, detection, box = PHOTOS[name]
             add_label(session, image_id, detector, final, detection=detection, present=final)
             for category, conf, bbox in [(1, 0.3, POLE), *([(1 if final == "Animal" else 2, 0.92, box)] if box else [])]:
-                session.add(DetectionRow(image_id=image_id, model_version_id=detector.id, category=category,
+                session.add(DetectionRow(image_id=image_id, detector_version_id=detector.id, category=category,
                                          conf=conf, x=bbox[0], y=bbox[1], w=bbox[2], h=bbox[3]))
         session.flush()
         sample(session, detector.id, 1.0, True, 0)

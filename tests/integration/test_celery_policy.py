@@ -24,7 +24,7 @@ class _Exploit:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (open, (self.path, "w"))
 
 
@@ -73,7 +73,7 @@ def test_pickled_message_is_refused(redis_url, sqlite_url, tmp_path):
 def test_database_outage_is_retried(redis_url, tmp_path):
     unreachable = "postgresql+psycopg://trapline@127.0.0.1:1/nowhere"
     app = create_celery(Settings(redis_url=redis_url))
-    payload = ProcessBatch(batch_id=1, stage=Stage.DETECT, model_version_id=1, image_ids=[1, 2])
+    payload = ProcessBatch(batch_id=1, stage=Stage.DETECT, detector_version_id=1, image_ids=[1, 2])
     app.send_task(TaskName.DETECT_BATCH.value, args=[payload.model_dump(mode="json")])
     workers = WorkerProcesses({"TRAPLINE_REDIS_URL": redis_url, "TRAPLINE_DATABASE_URL": unreachable},
                               tmp_path / "logs")

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.integration
 
 
 def _register(session, count: int) -> list[int]:
-    archive = store.get_or_create_archive(session, "/archives/a", "finnmark", "{site}/{camera}/...")
+    archive = store.images.get_or_create_archive(session, "/archives/a", "finnmark", "{site}/{camera}/...")
     rows = ({"rel_path": f"s1/c1/IMG_{i:04d}.JPG", "container": None, "member": None, "member_offset": None,
              "size": 100 + i, "mtime": 1.0, "region": "finnmark", "site": "s1", "camera": "c1"} for i in range(count))
-    store.register_images(session, archive.id, rows)
+    store.images.register_images(session, archive.id, rows)
     return list(session.scalars(select(Image.id).order_by(Image.id)))
 
 
@@ -38,10 +38,10 @@ def test_registration_is_idempotent(postgres_url):
     with sessions.begin() as session:
         assert len(_register(session, 5000)) == 5000
     with sessions.begin() as session:
-        archive = store.get_or_create_archive(session, "/archives/a", "finnmark", "{site}/{camera}/...")
+        archive = store.images.get_or_create_archive(session, "/archives/a", "finnmark", "{site}/{camera}/...")
         again = ({"rel_path": f"s1/c1/IMG_{i:04d}.JPG", "container": None, "member": None, "member_offset": None,
                   "size": 1, "mtime": 1.0, "region": None, "site": None, "camera": None} for i in range(5001))
-        assert store.register_images(session, archive.id, again) == 1
+        assert store.images.register_images(session, archive.id, again) == 1
     with sessions() as session:
         assert session.scalar(select(func.count(Image.id))) == 5001
 
@@ -52,8 +52,8 @@ def test_concurrent_redelivery_keeps_one_result_per_image(postgres_url):
     sessions = store.make_sessionmaker(store.make_engine(postgres_url))
     with sessions.begin() as session:
         ids = _register(session, 200)
-        version = store.ensure_model_version(session, ModelKind.DETECTOR, "md.pt", "/m/md.pt", "cd" * 32)
-        batch_id = store.create_batch(session, Stage.DETECT, version.id, ids)
+        version = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "md.pt", "/m/md.pt", "cd" * 32)
+        batch_id = store.batches.create_batch(session, Stage.DETECT, version.id, ids)
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
@@ -61,8 +61,8 @@ def test_concurrent_redelivery_keeps_one_result_per_image(postgres_url):
         try:
             barrier.wait()
             with sessions.begin() as session:
-                store.save_detect_outcomes(session, batch_id, version.id, _outcomes(ids, boxes))
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+                store.outcomes.save_detect_outcomes(session, batch_id, version.id, _outcomes(ids, boxes))
+        except BaseException as error:  # reported by the assertion below
             errors.append(error)
 
     threads = [threading.Thread(target=deliver, args=(n,)) for n in (3, 3, 2, 3)]
@@ -76,7 +76,7 @@ def test_concurrent_redelivery_keeps_one_result_per_image(postgres_url):
         per_image = set(session.execute(
             select(func.count(DetectionRow.id)).group_by(DetectionRow.image_id)).scalars())
         assert len(per_image) == 1 and per_image <= {2, 3}  # one delivery's boxes, never a mix or a sum
-        progress = store.stage_progress(session, Stage.DETECT, version.id)
+        progress = store.progress.stage_progress(session, Stage.DETECT, version.id)
         assert (progress.done, progress.pending, progress.queued, progress.running) == (200, 0, 0, 0)
 
 
@@ -97,18 +97,24 @@ def test_migrations_match_models_and_downgrade(postgres_url):
     upgrade(postgres_url)
 
 
+def test_detector_version_names_keep_the_data_and_link_each_crop_to_its_box(postgres_url):
+    from tests.support.migrations import check_renames_keep_data_and_link_crops
+
+    check_renames_keep_data_and_link_crops(postgres_url)
+
+
 def test_two_workers_completing_a_camera_at_once_search_it_once(postgres_url):
     """Automatic RDE: the workers storing a camera's last two batches at the same time each check, after
     committing, whether the camera is complete; the claim in rde_runs lets exactly one of them search it."""
     from shared.db import RdeCluster, RdeRun
-    from shared.rde import RdeOptions
-    from shared.repeats import after_detect
+    from shared.rde.clustering import RdeOptions
+    from shared.rde.search import after_detect
 
     sessions = store.make_sessionmaker(store.make_engine(postgres_url))
     with sessions.begin() as session:
         ids = _register(session, 300)
-        version = store.ensure_model_version(session, ModelKind.DETECTOR, "md.pt", "/m/md.pt", "cd" * 32)
-        store.save_detect_outcomes(session, None, version.id, _outcomes(ids[:100], 1))
+        version = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "md.pt", "/m/md.pt", "cd" * 32)
+        store.outcomes.save_detect_outcomes(session, None, version.id, _outcomes(ids[:100], 1))
     barrier = threading.Barrier(2)
     searched, errors = [], []
 
@@ -116,10 +122,10 @@ def test_two_workers_completing_a_camera_at_once_search_it_once(postgres_url):
         try:
             barrier.wait()
             with sessions.begin() as session:
-                store.save_detect_outcomes(session, None, version.id, _outcomes(part, 1))
+                store.outcomes.save_detect_outcomes(session, None, version.id, _outcomes(part, 1))
             with sessions.begin() as session:
                 searched.extend(after_detect(session, version.id, part, RdeOptions(occurrences=5, max_size=0.5)))
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as error:  # reported by the assertion below
             errors.append(error)
 
     threads = [threading.Thread(target=last_batch, args=(part,)) for part in (ids[100:200], ids[200:])]

@@ -42,7 +42,7 @@ class LocalCopies(BaseAdapter):
         self.served = documents()
         self.requested: list[str] = []
 
-    def send(self, request, **kwargs) -> requests.Response:  # noqa: ANN001, ANN003 - requests' own signature
+    def send(self, request, **kwargs) -> requests.Response:  # requests' own signature
         self.requested.append(request.url)
         body = self.served.get(request.url)
         response = requests.Response()

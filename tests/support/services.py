@@ -35,7 +35,7 @@ def _answers(port: int) -> bool:
         return False
 
 
-def _wait_for(condition, what: str, timeout_s: float = START_TIMEOUT_S) -> None:  # noqa: ANN001 - callable
+def _wait_for(condition, what: str, timeout_s: float = START_TIMEOUT_S) -> None:  # callable
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():

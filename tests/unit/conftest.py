@@ -1,4 +1,4 @@
-"""Fixtures of the unit layer: a fresh SQLite file per test, built by the real migrations.
+"""Fixtures of the unit layer: a fresh SQLite file per test, a copy of one built by the real migrations.
 
 Nothing here needs a server or the network; service fixtures (Redis, PostgreSQL) live in
 ``tests/conftest.py``. Synthetic images come from ``tests.unit.synthetic``.
@@ -16,14 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared import store
 from shared.config import get_settings
-from shared.migrations import upgrade
+from tests.support.databases import copy_sqlite
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'unit.sqlite3'}"
-    upgrade(url)
-    return url
+def db_url(migrated_sqlite: Path, tmp_path: Path) -> str:
+    """A fresh database for one test: a copy of the session's migrated template."""
+    return copy_sqlite(migrated_sqlite, tmp_path / "unit.sqlite3")
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 def add_archive(session: Session, rel_paths: list[str], root: str = "/data/archive") -> Archive:
     """An archive with one registered image per path (size 1000, mtime 0), flushed."""
-    archive = store.get_or_create_archive(session, root, None, "{site}/{camera}/...")
-    store.register_images(session, archive.id, [{"rel_path": p, "size": 1000, "mtime": 0.0} for p in rel_paths])
+    archive = store.images.get_or_create_archive(session, root, None, "{site}/{camera}/...")
+    store.images.register_images(session, archive.id, [{"rel_path": p, "size": 1000, "mtime": 0.0} for p in rel_paths])
     session.flush()
     return archive
 
@@ -30,15 +30,15 @@ def image_ids(session: Session, archive: Archive) -> dict[str, int]:
 
 
 def add_detector(session: Session, name: str = "md_v5a.0.0.pt", sha256: str = SHA_A) -> ModelVersion:
-    version = store.ensure_model_version(session, ModelKind.DETECTOR, name, f"/models/{name}", sha256)
+    version = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, name, f"/models/{name}", sha256)
     session.flush()
     return version
 
 
 def add_images(session: Session, root: str, region: str | None, rows: list[tuple[str, str | None]]) -> dict[str, int]:
     """(rel_path, site) images below ``root`` in ``region``; returns rel_path → id."""
-    archive = store.get_or_create_archive(session, root, region, "{site}/...")
-    store.register_images(session, archive.id, [
+    archive = store.images.get_or_create_archive(session, root, region, "{site}/...")
+    store.images.register_images(session, archive.id, [
         {"rel_path": p, "size": 1000, "mtime": 0.0, "region": region, "site": site} for p, site in rows])
     session.flush()
     found = session.execute(select(Image.rel_path, Image.id).where(Image.archive_id == archive.id))
@@ -55,5 +55,16 @@ def add_label(session: Session, image_id: int, detector: ModelVersion, final: st
 
 
 def add_box(session: Session, image_id: int, detector: ModelVersion, category: int, conf: float) -> None:
-    session.add(DetectionRow(image_id=image_id, model_version_id=detector.id, category=category, conf=conf,
+    session.add(DetectionRow(image_id=image_id, detector_version_id=detector.id, category=category, conf=conf,
                              x=0.1, y=0.1, w=0.2, h=0.2))
+
+
+def add_model_version(session: Session, kind: ModelKind, name: str, region: str | None = None, promote: bool = False,
+             sha256: str | None = None) -> ModelVersion:
+    version = store.model_versions.ensure_model_version(session, kind, name, f"/models/{kind.value}/{name}", sha256)
+    version.region = region
+    session.flush()
+    if promote:
+        store.model_versions.promote_model_version(session, version.id)
+        session.flush()
+    return version

@@ -42,7 +42,7 @@ def _package(detector: MegaDetector, images: list[PreparedImage], threshold: flo
     import torch
 
     with torch.inference_mode():
-        results = detector._detector.generate_detections_one_batch(  # noqa: SLF001 - the reference
+        results = detector._detector.generate_detections_one_batch(  # the reference
             [p.data for p in images], detection_threshold=threshold, image_size=detector.image_size)
     return [_detections(r) for r in results]
 

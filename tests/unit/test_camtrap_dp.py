@@ -20,7 +20,7 @@ from shared import store
 from shared.db import Archive, Classification, DetectionRow, Image, ImageLabel, Outcome, ReviewLabel
 from shared.labels import Thresholds
 from shared.schemas import Detection, DetectOutcome, ImageMetadata, ModelKind, OutcomeStatus, Stage
-from shared.store import ImageResult
+from shared.store.results import ImageResult
 from tests.unit.records import SHA_A, SHA_B, add_detector, image_ids
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def box(category: int, conf: float, suppressed: bool = False) -> DetectionRow:
 def result(detections: list[DetectionRow], *, status: OutcomeStatus | None = OutcomeStatus.DONE,
            quality: str | None = "Good", p_bad: float | None = 0.1, crops: dict | None = None,
            crops_version: int | None = None) -> ImageResult:
-    outcome = None if status is None else Outcome(status=status, model_version_id=1, finished_at=WHEN,
+    outcome = None if status is None else Outcome(status=status, detector_version_id=1, finished_at=WHEN,
                                                   failure="not an image" if status == OutcomeStatus.FAILED else None)
     labels = ImageLabel(quality_label=quality, p_bad=p_bad, quality_version_id=3, crops_version_id=crops_version,
                         updated_at=WHEN)
@@ -138,16 +138,16 @@ def build(session: Session, tmp_path: Path, registry: list[str]) -> tuple[list[A
     """Five processed images of two cameras: a fox crop and a Rock crop, a person, nothing, a Bad image."""
     from producer.deployments import import_deployments
 
-    archive = store.get_or_create_archive(session, "/data/varanger", "Varanger", "{site}/{camera}/...")
-    store.register_images(session, archive.id, [{"rel_path": p, "size": 1, "mtime": 0.0, "site": p.split("/")[0],
+    archive = store.images.get_or_create_archive(session, "/data/varanger", "Varanger", "{site}/{camera}/...")
+    store.images.register_images(session, archive.id, [{"rel_path": p, "size": 1, "mtime": 0.0, "site": p.split("/")[0],
                                                  "camera": p.split("/")[1]} for p in PATHS])
     ids = image_ids(session, archive)
     detector = add_detector(session)
-    crops = store.ensure_model_version(session, ModelKind.CROPS, "crops.keras", "/models/crops.keras", SHA_B)
-    quality = store.ensure_model_version(session, ModelKind.QUALITY, "quality.h5", "/models/quality.h5", SHA_A)
+    crops = store.model_versions.ensure_model_version(session, ModelKind.CROPS, "crops.keras", "/models/crops.keras", SHA_B)
+    quality = store.model_versions.ensure_model_version(session, ModelKind.QUALITY, "quality.h5", "/models/quality.h5", SHA_A)
     boxes = {PATHS[0]: (Detection(1, 0.9, (0.1, 0.2, 0.3, 0.4)), Detection(1, 0.5, (0.6, 0.6, 0.1, 0.1))),
              PATHS[1]: (Detection(2, 0.8, (0.4, 0.1, 0.2, 0.7)),)}
-    store.save_detect_outcomes(session, None, detector.id, [
+    store.outcomes.save_detect_outcomes(session, None, detector.id, [
         DetectOutcome(ids[p], OutcomeStatus.DONE, metadata=ImageMetadata(SHA_A, 64, 48, taken_at=t, make="RECONYX",
                                                                          content_type="image/jpeg"),
                       detections=boxes.get(p, ())) for p, t in zip(PATHS, TAKEN, strict=True)])
@@ -163,7 +163,7 @@ def build(session: Session, tmp_path: Path, registry: list[str]) -> tuple[list[A
         session.add(Classification(image_id=ids[PATHS[0]], model_version_id=crops.id, detection_index=index,
                                    bbox=list(boxes[PATHS[0]][index].bbox), crop=[0, 0, 1, 1, 1],
                                    probabilities=[0.0] * 16, label=label, conf=conf))
-    store.save_review_labels(session, [(ids[PATHS[0]], "Animal", "kim", "labels.csv:2"),
+    store.review.save_review_labels(session, [(ids[PATHS[0]], "Animal", "kim", "labels.csv:2"),
                                        (ids[PATHS[1]], "Human", "kim", "labels.csv:3")], WHEN)
     registry_file = tmp_path / "deployments.csv"
     registry_file.write_text("\n".join(registry) + "\n")

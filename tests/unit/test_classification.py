@@ -14,18 +14,18 @@ from sqlalchemy import func, select
 
 pytest.importorskip("tensorflow", reason="needs the classify environment (Keras + TensorFlow)")
 
-from shared import store  # noqa: E402
-from shared.config import Settings  # noqa: E402
-from shared.db import Batch, Classification, ImageLabel, ModelVersion, Outcome  # noqa: E402
-from shared.db import Image as ImageRow  # noqa: E402
-from shared.labels import CROP_CLASSES, YAMAL_CLASSES  # noqa: E402
-from shared.schemas import (  # noqa: E402
+from shared import store
+from shared.config import Settings
+from shared.db import Batch, Classification, ImageLabel, ModelVersion, Outcome
+from shared.db import Image as ImageRow
+from shared.labels import CROP_CLASSES, YAMAL_CLASSES
+from shared.schemas import (
     BatchStatus, Detection, DetectOutcome, Failure, ImageSource, ModelKind, OutcomeStatus, ProcessBatch, Stage,
 )
-from worker.ml.classification import ClassifyItem, LoadedClassifier, classify_images  # noqa: E402
-from worker.ml.classifier import build_resnet50  # noqa: E402
-from shared.checksums import ChecksumMismatch  # noqa: E402
-from worker.tasks import WorkerContext, classify_batch  # noqa: E402
+from worker.ml.classification import ClassifyItem, LoadedClassifier, classify_images
+from worker.ml.classifier import build_resnet50
+from shared.checksums import ChecksumMismatch
+from worker.tasks import WorkerContext, classify_batch
 
 pytestmark = pytest.mark.classify
 
@@ -102,22 +102,22 @@ def stored_batch(sessions, tmp_path, models):
     from shared.checksums import file_sha256
 
     with sessions.begin() as session:
-        archive = store.get_or_create_archive(session, str(root), "finnmark", "{site}/...")
-        store.register_images(session, archive.id, [{"rel_path": n, "size": 1, "mtime": 0.0, "region": "finnmark"}
+        archive = store.images.get_or_create_archive(session, str(root), "finnmark", "{site}/...")
+        store.images.register_images(session, archive.id, [{"rel_path": n, "size": 1, "mtime": 0.0, "region": "finnmark"}
                                                     for n in ("a.jpg", "b.jpg")])
         ids = sorted(session.scalars(select(ImageRow.id)))
-        detector = store.ensure_model_version(session, ModelKind.DETECTOR, "md.pt", "/m/md.pt", "0" * 64)
-        store.save_detect_outcomes(session, None, detector.id, [
+        detector = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "md.pt", "/m/md.pt", "0" * 64)
+        store.outcomes.save_detect_outcomes(session, None, detector.id, [
             DetectOutcome(ids[0], OutcomeStatus.DONE, detections=(ANIMAL_BOX, PERSON_BOX)),
             DetectOutcome(ids[1], OutcomeStatus.DONE, detections=()),
         ])
         for kind, classes, region in (("quality", ["Bad", "Good"], "finnmark"), ("crops", list(CROP_CLASSES), None)):
-            version = store.ensure_model_version(session, ModelKind(kind), paths[kind].name, str(paths[kind]),
+            version = store.model_versions.ensure_model_version(session, ModelKind(kind), paths[kind].name, str(paths[kind]),
                                                  file_sha256(paths[kind]))
             version.region, version.manifest = region, {"classes": classes}
-            store.promote_model_version(session, version.id)
-        batch_id = store.create_batch(session, Stage.CLASSIFY, detector.id, ids)
-    return ProcessBatch(batch_id=batch_id, stage=Stage.CLASSIFY, model_version_id=detector.id, image_ids=ids), paths
+            store.model_versions.promote_model_version(session, version.id)
+        batch_id = store.batches.create_batch(session, Stage.CLASSIFY, detector.id, ids)
+    return ProcessBatch(batch_id=batch_id, stage=Stage.CLASSIFY, detector_version_id=detector.id, image_ids=ids), paths
 
 
 def test_classify_task_stores_raw_outputs_and_labels_once(db_url, sessions, stored_batch, monkeypatch, tmp_path):

@@ -17,7 +17,7 @@ from PIL import Image
 
 pytest.importorskip("tensorflow", reason="needs the classify environment (Keras + TensorFlow)")
 
-from worker.ml.classifier import (  # noqa: E402 - after the environment check
+from worker.ml.classifier import (  # after the environment check
     IncompatibleModel, build_resnet50, check_classes, load_model, predict, preprocess,
 )
 

@@ -126,7 +126,7 @@ def test_import_is_idempotent_and_updates_by_id(session: Session, tmp_path: Path
     assert import_deployments(session, write(tmp_path, HEADER, "d1,71,29.5,2023-03-01,2023-04-30,Europe/Oslo,s1/c1,"))
     session.commit()
 
-    rows = {d.id: d for d in store.deployments(session)}
+    rows = {d.id: d for d in store.deployments.deployments(session)}
     assert sorted(rows) == ["d1", "d2"]
     assert (rows["d1"].latitude, rows["d1"].bait, rows["d1"].source) == (71.0, None, "deployments.csv:2")
 
@@ -142,22 +142,22 @@ def test_import_refuses_an_overlap_with_a_registered_deployment(session: Session
 
 
 def test_images_belong_by_camera_and_local_time_inclusive(session: Session, tmp_path: Path) -> None:
-    archive = store.get_or_create_archive(session, "/data/a", None, "{site}/{camera}/...")
+    archive = store.images.get_or_create_archive(session, "/data/a", None, "{site}/{camera}/...")
     paths = ["s1/c1/first.jpg", "s1/c1/last.jpg", "s1/c1/after.jpg", "s1/c2/other.jpg", "c1/nosite.jpg"]
-    store.register_images(session, archive.id, [
+    store.images.register_images(session, archive.id, [
         {"rel_path": p, "size": 1, "mtime": 0.0, "site": p.split("/")[0] if p.count("/") == 2 else None,
          "camera": p.split("/")[-2]} for p in paths])
     ids = image_ids(session, archive)
     times = [datetime(2023, 3, 1), datetime(2023, 4, 30, 23, 59, 59), datetime(2023, 5, 1), datetime(2023, 3, 2),
              datetime(2023, 3, 2)]
     version = add_detector(session)
-    store.save_detect_outcomes(session, None, version.id, [
+    store.outcomes.save_detect_outcomes(session, None, version.id, [
         DetectOutcome(ids[p], OutcomeStatus.DONE, metadata=ImageMetadata("a" * 64, 10, 10, taken_at=t))
         for p, t in zip(paths, times, strict=True)])
     import_deployments(session, write(tmp_path, HEADER, GOOD[1], "d3,1,1,2023-01-01,2023-12-31,UTC,-/c1,"))
 
-    owners = store.deployments_of(session, list(ids.values()))
-    count, undeployed = store.undeployed_images(session, [archive.id], 10)
+    owners = store.deployments.deployments_of(session, list(ids.values()))
+    count, undeployed = store.deployments.undeployed_images(session, [archive.id], 10)
 
     assert {p: owners.get(ids[p]) for p in paths} == {
         "s1/c1/first.jpg": "d1", "s1/c1/last.jpg": "d1", "s1/c1/after.jpg": None, "s1/c2/other.jpg": None,
@@ -195,32 +195,3 @@ def test_cli_imports_all_lines_or_none_and_lists(cli: str, tmp_path: Path) -> No
     assert [(r["id"], r["camera"], r["start"], r["timezone"]) for r in listed] == [
         ("d1", "s1/c1", "2023-03-01T00:00:00", "Europe/Oslo"), ("d2", "s1/c2", "2023-03-01T12:00:00", "+02:00")]
     assert "no coordinates" in runner.invoke(main, ["deployments", "list"]).stdout
-
-
-def test_db_upgrade_on_sqlite_matches_the_models_and_downgrades(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    from shared.db import Base
-    from shared.migrations import alembic_config, downgrade, upgrade
-
-    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TRAPLINE_DATABASE_URL", url)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, ["db", "upgrade"])
-    finally:
-        get_settings.cache_clear()
-    assert result.exit_code == 0, result.output
-    engine = store.make_engine(url)
-    with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert context.get_current_revision() == ScriptDirectory.from_config(alembic_config(url)).get_current_head()
-        assert compare_metadata(context, Base.metadata) == []
-    downgrade(url, "0005")  # below 0006, the deployments migration
-    with engine.connect() as connection:
-        assert "deployments" not in engine.dialect.get_table_names(connection)
-    upgrade(url)
-    engine.dispose()

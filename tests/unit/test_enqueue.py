@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from producer.enqueue import Enqueued, enqueue_pending, register_archive, resend_open_batches
-from shared import store
+from shared import aggregates, store
 from shared.celery_app import Queue, TaskName, create_celery
 from shared.config import Settings
 from shared.db import Batch, Image
@@ -61,7 +61,7 @@ def test_registering_again_adds_nothing(session: Session, archive_root: Path) ->
     again = register_archive(session, archive_root, "Varanger", PATTERN)
 
     assert (again.archive_id, again.seen, again.added) == (first.archive_id, 5, 1)
-    assert store.count_images(session) == 5
+    assert aggregates.image_count(session) == 5
 
 
 def test_a_region_level_in_the_pattern_wins_over_the_argument(session: Session, archive_root: Path) -> None:
@@ -78,7 +78,7 @@ def test_a_bad_pattern_registers_nothing(session: Session, archive_root: Path) -
     with pytest.raises(ValueError, match="'{cam}'"):
         register_archive(session, archive_root, None, "{site}/{cam}")
 
-    assert store.count_images(session) == 0
+    assert aggregates.image_count(session) == 0
 
 
 # --- sending ----------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_enqueue_sends_one_json_message_per_batch(sessions: sessionmaker[Session
     assert enqueue_pending(sessions, app, Stage.DETECT, version_id, batch_size=2) == Enqueued(3, 5)
 
     messages = drain(app)
-    assert [(name, p.image_ids, p.model_version_id, p.stage) for name, _, p in messages] == [
+    assert [(name, p.image_ids, p.detector_version_id, p.stage) for name, _, p in messages] == [
         (TaskName.DETECT_BATCH.value, ids[:2], version_id, Stage.DETECT),
         (TaskName.DETECT_BATCH.value, ids[2:4], version_id, Stage.DETECT),
         (TaskName.DETECT_BATCH.value, ids[4:], version_id, Stage.DETECT),
@@ -151,7 +151,7 @@ def test_resend_sends_the_open_batches_again(sessions: sessionmaker[Session], ap
     enqueue_pending(sessions, app, Stage.DETECT, version_id, batch_size=2)
     first_batch = drain(app)[0][2]
     with sessions.begin() as session:  # the first batch finishes; its message was consumed
-        store.save_detect_outcomes(session, first_batch.batch_id, version_id,
+        store.outcomes.save_detect_outcomes(session, first_batch.batch_id, version_id,
                                    [DetectOutcome(i, OutcomeStatus.DONE) for i in first_batch.image_ids])
 
     assert resend_open_batches(sessions, app, Stage.DETECT) == Enqueued(2, 3)

@@ -17,7 +17,7 @@ from shared import store
 from shared.db import Archive, ModelVersion
 from shared.labels import Thresholds
 from shared.schemas import Detection, DetectOutcome, Failure, ImageFlag, ImageMetadata, OutcomeStatus
-from shared.store import ImageResult
+from shared.store.results import ImageResult
 from tests.unit.records import SHA_A, add_detector, image_ids
 
 TAKEN = datetime(2023, 5, 17, 6, 42, 13)
@@ -28,8 +28,8 @@ MANIFEST = {"file_name": "md_v5a.0.0.pt", "megadetector_version": "v5a.0.0", "im
 @pytest.fixture
 def results(session: Session) -> tuple[Archive, ModelVersion]:
     """Five images: boxes, a failure, nothing found (truncated), not processed, a vehicle with a suppressed box."""
-    archive = store.get_or_create_archive(session, "/data/varanger", "Varanger", "{site}/{camera}/...")
-    store.register_images(session, archive.id, [
+    archive = store.images.get_or_create_archive(session, "/data/varanger", "Varanger", "{site}/{camera}/...")
+    store.images.register_images(session, archive.id, [
         {"rel_path": p, "size": 1000, "mtime": 0.0, "region": "Varanger", "site": p.split("/")[0],
          "camera": p.split("/")[1]} for p in FILES
     ])
@@ -37,7 +37,7 @@ def results(session: Session) -> tuple[Archive, ModelVersion]:
     version = add_detector(session)
     version.manifest = MANIFEST
     metadata = ImageMetadata(SHA_A, 2048, 1536, taken_at=TAKEN, make="RECONYX", content_type="image/jpeg")
-    store.save_detect_outcomes(session, None, version.id, [
+    store.outcomes.save_detect_outcomes(session, None, version.id, [
         DetectOutcome(ids[FILES[0]], OutcomeStatus.DONE, metadata=metadata, detections=(
             Detection(1, 0.12341, (0.123456, 0.2, 0.30004, 0.4)),
             Detection(2, 0.98761, (0.5, 0.5, 0.11119, 0.2)),
@@ -53,10 +53,10 @@ def results(session: Session) -> tuple[Archive, ModelVersion]:
 
 
 def all_results(session: Session, archive: Archive, version: ModelVersion, processed_only: bool = True) -> list[ImageResult]:
-    return list(store.image_results(session, archive.id, version.id, processed_only=processed_only))
+    return list(store.results.image_results(session, archive.id, version.id, processed_only=processed_only))
 
 
-def test_md_entry_of_a_success_rounds_and_sorts(session: Session, results) -> None:  # noqa: ANN001
+def test_md_entry_of_a_success_rounds_and_sorts(session: Session, results) -> None:
     entry = md_image_entry(all_results(session, *results)[0])
 
     assert entry == {
@@ -69,13 +69,13 @@ def test_md_entry_of_a_success_rounds_and_sorts(session: Session, results) -> No
     }
 
 
-def test_md_entry_of_a_failure_has_null_detections(session: Session, results) -> None:  # noqa: ANN001
+def test_md_entry_of_a_failure_has_null_detections(session: Session, results) -> None:
     assert md_image_entry(all_results(session, *results)[1]) == {
         "file": "s1/c1/IMG_0002.JPG", "failure": "not an image", "detections": None,
     }
 
 
-def test_md_entry_without_boxes_or_metadata(session: Session, results) -> None:  # noqa: ANN001
+def test_md_entry_without_boxes_or_metadata(session: Session, results) -> None:
     entries = [md_image_entry(r) for r in all_results(session, *results, processed_only=False)]
 
     assert entries[2] == {"file": "s1/c1/IMG_0003.JPG", "detections": [], "datetime": None}
@@ -86,7 +86,7 @@ def test_md_entry_without_boxes_or_metadata(session: Session, results) -> None: 
     ]
 
 
-def test_md_info_of_an_mdv5_model(session: Session, results) -> None:  # noqa: ANN001
+def test_md_info_of_an_mdv5_model(session: Session, results) -> None:
     _, version = results
 
     info = md_info(version, {"store_threshold": 0.005}, datetime(2026, 1, 2, 3, 4, 5))
@@ -111,7 +111,7 @@ def test_md_info_of_an_unknown_model_uses_megadetectors_fallback_thresholds(sess
                                          "conservative_detection_threshold": 0.1}
 
 
-def test_md_json_is_valid_batch_output(session: Session, results, tmp_path: Path,  # noqa: ANN001
+def test_md_json_is_valid_batch_output(session: Session, results, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # importing megadetector switches Pillow's LOAD_TRUNCATED_IMAGES on; monkeypatch restores it
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", ImageFile.LOAD_TRUNCATED_IMAGES)
@@ -132,7 +132,7 @@ def test_md_json_is_valid_batch_output(session: Session, results, tmp_path: Path
     assert (outcome["errors"], outcome["warnings"]) == ([], [])
 
 
-def test_md_json_of_no_images_is_valid_json(session: Session, results) -> None:  # noqa: ANN001
+def test_md_json_of_no_images_is_valid_json(session: Session, results) -> None:
     out = io.StringIO()
 
     assert write_md_json(out, [], md_info(results[1], {}, datetime(2026, 1, 2))) == 0
@@ -150,7 +150,7 @@ def read_csv(session: Session, archive: Archive, version: ModelVersion, threshol
     return list(reader)
 
 
-def test_csv_rows(session: Session, results) -> None:  # noqa: ANN001
+def test_csv_rows(session: Session, results) -> None:
     rows = read_csv(session, *results, Thresholds())
 
     expected = {
@@ -173,7 +173,7 @@ def test_csv_rows(session: Session, results) -> None:  # noqa: ANN001
     assert (rows[1]["width"], rows[1]["max_conf_animal"], rows[1]["n_animal"]) == ("", "", "")
 
 
-def test_csv_label_follows_the_thresholds(session: Session, results) -> None:  # noqa: ANN001
+def test_csv_label_follows_the_thresholds(session: Session, results) -> None:
     rows = read_csv(session, *results, Thresholds(animal=0.2, person=0.99, vehicle=0.6))
 
     assert [r["md_label"] for r in rows] == ["Empty", "", "Empty", "", "Empty"]

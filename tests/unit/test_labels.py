@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError
 
 import pytest
 
 from shared.labels import (
     ANIMAL, BAD_THRESHOLD, CROP_CLASSES, DEFAULT_REGION_PROFILES, JUNK_CLASSES, PERSON, VEHICLE, YAMAL_CLASSES,
-    AnimalHumanAs, AnimalPresence, DetectionLabel, FinalLabel, ImageLabels, MergedLabel, QualityLabel,
-    Thresholds, allowed_classes, animal_presence, counted, crop_counts, detection_label, final_label, has_human,
-    image_labels, max_conf_per_category, merged_label, quality_label, restricted_prediction, v_quality,
+    AnimalPresence, DetectionLabel, FinalLabel, QualityLabel,
+    Thresholds, allowed_classes, animal_presence, counted, crop_counts, detection_label, max_conf_per_category, quality_label, restricted_prediction,
 )
 from shared.schemas import Detection
 
@@ -292,161 +290,6 @@ def test_with_a_crop_model_the_crops_decide_even_against_megadetector() -> None:
     assert animal_presence(crop_counts([]), D.ANIMAL) is P.EMPTY
     assert animal_presence(crop_counts(["Rock"]), D.ANIMAL_HUMAN) is P.EMPTY
     assert animal_presence(crop_counts(["vul_vul"]), D.EMPTY) is P.ANIMAL
-
-
-# --- Merged (step 3) label, has_human, v_quality ----------------------------------------------------
-
-
-@pytest.mark.parametrize("detection", list(DetectionLabel))
-def test_merged_label_is_bad_for_every_bad_image(detection: DetectionLabel) -> None:
-    assert merged_label(detection, Q.BAD) is MergedLabel.BAD
-    assert merged_label(detection, Q.GOOD) == detection.value
-    assert merged_label(detection, None) == detection.value  # no quality model: Good
-
-
-def test_merged_labels_are_the_authors_strings() -> None:
-    assert [label.value for label in MergedLabel] == ["Empty", "Animal", "Human", "Animal_Human", "Bad"]
-    assert {label.value for label in FinalLabel} == {"Human", "Bad", "Animal", "Empty"}
-
-
-@pytest.mark.parametrize(("detection", "human"), [
-    (D.EMPTY, False), (D.ANIMAL, False), (D.HUMAN, True), (D.ANIMAL_HUMAN, True),
-])
-def test_has_human(detection: DetectionLabel, human: bool) -> None:
-    assert has_human(detection) is human
-
-
-@pytest.mark.parametrize(("detection", "quality", "expected"), [
-    (D.EMPTY, Q.BAD, 0),  # the only 0
-    (D.ANIMAL, Q.BAD, 1),
-    (D.HUMAN, Q.BAD, 1),
-    (D.ANIMAL_HUMAN, Q.BAD, 1),
-    (D.EMPTY, Q.GOOD, 1),
-    (D.EMPTY, None, 1),
-])
-def test_v_quality(detection: DetectionLabel, quality: QualityLabel | None, expected: int) -> None:
-    assert v_quality(detection, quality) == expected
-    assert v_quality(detection, quality, script_compat=True) == 1  # always 1 in the scripts
-
-
-# --- Final label --------------------------------------------------------------------------------
-
-CROPS, AS_HUMAN = AnimalHumanAs.CROPS, AnimalHumanAs.HUMAN
-
-
-@pytest.mark.parametrize(("detection", "quality", "present", "animal_human_as", "compat", "final"), [
-    # default: Human > Bad > Animal/Empty
-    (D.HUMAN, Q.BAD, P.EMPTY, CROPS, False, F.HUMAN),  # Human overrides Bad
-    (D.HUMAN, Q.GOOD, P.ANIMAL, CROPS, False, F.HUMAN),
-    (D.ANIMAL, Q.BAD, P.ANIMAL, CROPS, False, F.BAD),
-    (D.EMPTY, Q.BAD, P.EMPTY, CROPS, False, F.BAD),
-    (D.ANIMAL, Q.GOOD, P.ANIMAL, CROPS, False, F.ANIMAL),
-    (D.ANIMAL, Q.GOOD, P.EMPTY, CROPS, False, F.EMPTY),  # the crops removed a false positive
-    (D.EMPTY, Q.GOOD, P.EMPTY, CROPS, False, F.EMPTY),
-    (D.ANIMAL, None, P.ANIMAL, CROPS, False, F.ANIMAL),  # no quality model: Good
-    (D.HUMAN, None, P.EMPTY, CROPS, False, F.HUMAN),
-    # Animal_Human takes Animal/Empty from its crops by default, and can still be Bad
-    (D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, CROPS, False, F.EMPTY),
-    (D.ANIMAL_HUMAN, Q.GOOD, P.ANIMAL, CROPS, False, F.ANIMAL),
-    (D.ANIMAL_HUMAN, Q.BAD, P.ANIMAL, CROPS, False, F.BAD),
-    # ... or is Human
-    (D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, AS_HUMAN, False, F.HUMAN),
-    (D.ANIMAL_HUMAN, Q.BAD, P.ANIMAL, AS_HUMAN, False, F.HUMAN),
-    (D.HUMAN, Q.GOOD, P.EMPTY, AS_HUMAN, False, F.HUMAN),
-    (D.ANIMAL, Q.GOOD, P.ANIMAL, AS_HUMAN, False, F.ANIMAL),
-    # script_compat: Bad wins over Human
-    (D.HUMAN, Q.BAD, P.EMPTY, CROPS, True, F.BAD),
-    (D.HUMAN, Q.GOOD, P.EMPTY, CROPS, True, F.HUMAN),
-    (D.HUMAN, None, P.EMPTY, CROPS, True, F.HUMAN),
-    (D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, CROPS, True, F.EMPTY),
-    (D.ANIMAL_HUMAN, Q.BAD, P.ANIMAL, AS_HUMAN, True, F.BAD),
-    (D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, AS_HUMAN, True, F.HUMAN),
-    (D.ANIMAL, Q.GOOD, P.ANIMAL, CROPS, True, F.ANIMAL),
-])
-def test_final_label(
-    detection: DetectionLabel, quality: QualityLabel | None, present: AnimalPresence,
-    animal_human_as: AnimalHumanAs, compat: bool, final: FinalLabel,
-) -> None:
-    assert final_label(detection, quality, present, animal_human_as=animal_human_as, script_compat=compat) is final
-
-
-def test_final_label_defaults_are_crops_and_not_script_compat() -> None:
-    assert final_label(D.HUMAN, Q.BAD, P.EMPTY) is F.HUMAN
-    assert final_label(D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY) is F.EMPTY
-
-
-def test_final_label_settings_accept_their_strings_and_reject_others() -> None:
-    assert final_label(D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, animal_human_as="human") is F.HUMAN
-    assert final_label(D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, animal_human_as="crops") is F.EMPTY
-    with pytest.raises(ValueError):
-        final_label(D.ANIMAL_HUMAN, Q.GOOD, P.EMPTY, animal_human_as="person")
-
-
-# --- All labels of one image --------------------------------------------------------------------
-
-
-def test_image_labels_of_a_bad_animal_human_image() -> None:
-    labels = image_labels(D.ANIMAL_HUMAN, quality_label(0.95), crop_counts(["vul_lag", "Rock"]))
-
-    assert labels == ImageLabels(
-        final=F.BAD, merged=MergedLabel.BAD, detection=D.ANIMAL_HUMAN, quality=Q.BAD,
-        animal_present=P.ANIMAL, animal_total=1, counts=crop_counts(["vul_lag", "Rock"]).counts,
-        has_human=True, v_quality=1,
-    )
-    assert labels.counts["vul_lag"] == 1 and labels.counts["Rock"] == 1 and labels.counts["gul_gul"] == 0
-
-
-def test_image_labels_of_a_bad_empty_image() -> None:
-    labels = image_labels(D.EMPTY, quality_label(0.97), crop_counts([]))
-
-    assert (labels.final, labels.merged, labels.v_quality) == (F.BAD, MergedLabel.BAD, 0)
-    assert (labels.animal_present, labels.animal_total, labels.has_human) == (P.EMPTY, 0, False)
-    assert dict(labels.counts) == dict.fromkeys(CROP_CLASSES, 0)
-
-
-def test_image_labels_human_and_bad_default_against_script_compat() -> None:
-    default = image_labels(D.HUMAN, Q.BAD, crop_counts([]))
-    compat = image_labels(D.HUMAN, Q.BAD, crop_counts([]), script_compat=True)
-
-    assert (default.final, default.merged, default.has_human) == (F.HUMAN, MergedLabel.BAD, True)
-    assert (compat.final, compat.merged, compat.has_human) == (F.BAD, MergedLabel.BAD, True)
-
-
-def test_image_labels_passes_animal_human_as_on() -> None:
-    labels = image_labels(D.ANIMAL_HUMAN, Q.GOOD, crop_counts(["Empty"]), animal_human_as="human")
-
-    assert (labels.final, labels.animal_present, labels.merged) == (F.HUMAN, P.EMPTY, MergedLabel.ANIMAL_HUMAN)
-
-
-def test_image_labels_without_quality_or_crop_model() -> None:
-    labels = image_labels(D.ANIMAL, None, None)
-
-    assert labels.quality is None  # no quality model: treated as Good
-    assert labels.animal_total is None and dict(labels.counts) == {}  # no crop model: MegaDetector decides
-    assert (labels.final, labels.merged, labels.animal_present, labels.v_quality) == (
-        F.ANIMAL, MergedLabel.ANIMAL, P.ANIMAL, 1,
-    )
-    assert image_labels(D.EMPTY, None, None).final is F.EMPTY
-
-
-def test_image_labels_are_frozen() -> None:
-    labels = image_labels(D.EMPTY, Q.GOOD, crop_counts([]))
-
-    with pytest.raises(FrozenInstanceError):
-        labels.final = F.ANIMAL  # type: ignore[misc]
-
-
-def test_relabelling_from_stored_raw_outputs() -> None:
-    # MegaDetector: an animal box at 0.6 and a person box at 0.08 (below 0.1); P(Bad) 0.9499; two Yamal crops
-    detection = detection_label([det(ANIMAL, 0.6), det(PERSON, 0.08)], DEFAULT)
-    species = [restricted_prediction(p, CROP_CLASSES, allowed_classes("yamal"))[0]
-               for p in (MOOSE, softmax(Rock=0.9, Empty=0.1))]
-    labels = image_labels(detection, quality_label(0.9499), crop_counts(species))
-
-    assert (labels.detection, labels.quality, labels.final) == (D.ANIMAL, Q.GOOD, F.ANIMAL)
-    assert (labels.animal_total, labels.counts["vul_lag"], labels.counts["Rock"]) == (1, 1, 1)
-    # the same raw outputs with a 0.9 threshold make the image Bad
-    assert image_labels(detection, quality_label(0.9499, threshold=0.9), crop_counts(species)).final is F.BAD
 
 
 def test_for_region_prefers_the_regions_own_entry_then_the_shared_one():

@@ -30,7 +30,7 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = run_detector.load_detector
 
-    def recording(path: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def recording(path: str, *args, **kwargs):
         seen.append(path)
         return real(path, *args, **kwargs)
 
@@ -38,15 +38,15 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def detect_payload(sessions, tmp_path: Path, weights: Path) -> ProcessBatch:  # noqa: ANN001
+def detect_payload(sessions, tmp_path: Path, weights: Path) -> ProcessBatch:
     (tmp_path / "archive").mkdir()
     (tmp_path / "archive" / "IMG_0001.JPG").write_bytes(jpeg(320, 240))
     with sessions.begin() as session:
         ids = list(add_images(session, str(tmp_path / "archive"), None, [("IMG_0001.JPG", None)]).values())
-        version = store.ensure_model_version(session, ModelKind.DETECTOR, weights.name, str(weights),
+        version = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, weights.name, str(weights),
                                              file_sha256(weights))
-        batch_id = store.create_batch(session, Stage.DETECT, version.id, ids)
-    return ProcessBatch(batch_id=batch_id, stage=Stage.DETECT, model_version_id=version.id, image_ids=ids)
+        batch_id = store.batches.create_batch(session, Stage.DETECT, version.id, ids)
+    return ProcessBatch(batch_id=batch_id, stage=Stage.DETECT, detector_version_id=version.id, image_ids=ids)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from producer.model_versions import current_detector, is_weights_path
 from shared.config import DetectorSettings
+from shared.errors import ModelFileError
 from shared.schemas import ModelKind
 
 
@@ -53,7 +54,7 @@ def test_a_changed_weights_file_is_refused(session: Session, tmp_path: Path) -> 
 
 
 def test_missing_weights_file(session: Session, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="TRAPLINE_DETECTOR__WEIGHTS"):
+    with pytest.raises(ModelFileError, match="TRAPLINE_DETECTOR__WEIGHTS"):
         current_detector(session, DetectorSettings(weights=str(tmp_path / "gone.pt")))
 
 

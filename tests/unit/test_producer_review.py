@@ -157,14 +157,14 @@ def two_archives(sessions: sessionmaker[Session]) -> dict[str, int]:
 
 
 def test_find_image(session: Session, two_archives: dict[str, int]) -> None:
-    assert store.find_image(session, f"{FINNMARK}/s1/IMG_0002.JPG") == two_archives["f:s1/IMG_0002.JPG"]
-    assert store.find_image(session, f"{YAMAL}/s1/IMG_0001.JPG") == two_archives["y:s1/IMG_0001.JPG"]
-    assert store.find_image(session, "s1/IMG_0003.JPG") == two_archives["f:s1/IMG_0003.JPG"]
-    assert sorted(store.find_image(session, "s1/IMG_0001.JPG")) == sorted(
+    assert store.images.find_image(session, f"{FINNMARK}/s1/IMG_0002.JPG") == two_archives["f:s1/IMG_0002.JPG"]
+    assert store.images.find_image(session, f"{YAMAL}/s1/IMG_0001.JPG") == two_archives["y:s1/IMG_0001.JPG"]
+    assert store.images.find_image(session, "s1/IMG_0003.JPG") == two_archives["f:s1/IMG_0003.JPG"]
+    assert sorted(store.images.find_image(session, "s1/IMG_0001.JPG")) == sorted(
         [two_archives["f:s1/IMG_0001.JPG"], two_archives["y:s1/IMG_0001.JPG"]])
-    assert store.find_image(session, f"{FINNMARK}/s1/nope.JPG") is None
-    assert store.find_image(session, "/elsewhere/s1/IMG_0002.JPG") is None
-    assert store.find_image(session, "s1/nope.JPG") is None
+    assert store.images.find_image(session, f"{FINNMARK}/s1/nope.JPG") is None
+    assert store.images.find_image(session, "/elsewhere/s1/IMG_0002.JPG") is None
+    assert store.images.find_image(session, "s1/nope.JPG") is None
 
 
 def test_import_with_problems_lists_every_line_and_imports_nothing(
@@ -191,7 +191,7 @@ def test_import_with_problems_lists_every_line_and_imports_nothing(
         "labels.csv:6: 's1/IMG_0001.JPG' names images in 2 archives; give the full path",
         "labels.csv:7: labelled again by ann (first at labels.csv:2)",
     ]
-    assert "5 problem(s), nothing imported" in str(raised.value)
+    assert "5 problem(s) in labels.csv; nothing was imported" in str(raised.value)
     assert label_rows(sessions) == []
 
 
@@ -311,11 +311,11 @@ def reviewed(session: Session) -> ModelVersion:
     items = [Drawn(f["f1"], "s1/Animal", 2, RANDOM), Drawn(f["f2"], "s1/Animal", 2, ALL_ANIMALS),
              Drawn(f["f3"], "s1/Empty", 3, RANDOM), Drawn(f["f4"], "s1/Empty", 3, RANDOM),
              Drawn(f["f5"], "s1/Bad", 1, RANDOM), Drawn(f["f7"], "s1/Human", 1, RANDOM)]
-    store.save_review_set(session, detector.id, 0.5, True, 0, "site,final_label", 6, items)
-    store.save_review_set(session, other.id, 0.5, True, 0, "site,final_label", 1, [Drawn(f["f6"], "s1/Animal", 1, RANDOM)])
+    store.review.save_review_set(session, detector.id, 0.5, True, 0, "site,final_label", 6, items)
+    store.review.save_review_set(session, other.id, 0.5, True, 0, "site,final_label", 1, [Drawn(f["f6"], "s1/Animal", 1, RANDOM)])
 
-    store.save_review_labels(session, [(y["y1"], "Empty", "ann", "a.csv:2")], NOW - timedelta(days=1))
-    store.save_review_labels(session, [
+    store.review.save_review_labels(session, [(y["y1"], "Empty", "ann", "a.csv:2")], NOW - timedelta(days=1))
+    store.review.save_review_labels(session, [
         (f["f1"], "Animal", "ann", "b.csv:2"), (f["f2"], "Empty", "ann", "b.csv:3"), (f["f3"], "Animal", "ann", "b.csv:4"),
         (f["f4"], "Empty", "ann", "b.csv:5"), (f["f5"], "Bad", "ann", "b.csv:6"), (f["f7"], "Bad", "ann", "b.csv:7"),
         (f["f8"], "Animal", "ann", "b.csv:8"),  # not classified: not measured
@@ -335,7 +335,7 @@ def per_class(stage: dict) -> dict[str, tuple]:
 
 
 def test_reviewed_images_takes_the_latest_label(session: Session, reviewed: ModelVersion) -> None:
-    items = {item.path: item for item in store.reviewed_images(session, reviewed.id)}
+    items = {item.path: item for item in store.review.reviewed_images(session, reviewed.id)}
 
     assert sorted(items) == sorted(path(n) for n in ["f1", "f2", "f3", "f4", "f5", "f7", "y1", "y2", "y3"])
     assert items[path("y1")].human == "Animal"
@@ -431,7 +431,7 @@ def test_cli_review_sample_import_and_metrics(cli: CliRunner, sessions: sessionm
     from producer.cli import main
 
     with sessions.begin() as session:
-        detector = store.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
+        detector = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
         ids = add_images(session, FINNMARK, "finnmark", [(f"s1/e{i}.jpg", "s1") for i in range(4)]
                          + [("s1/a0.jpg", "s1"), ("s1/a1.jpg", "s1")])
         for rel_path, image_id in ids.items():

@@ -142,7 +142,7 @@ def test_label_problems_message_lists_every_problem() -> None:
     error = LabelProblems(["first thing", "second thing"])
 
     assert error.problems == ["first thing", "second thing"]
-    assert str(error) == "2 problem(s) with the labels:\nfirst thing\nsecond thing"
+    assert str(error) == "2 problem(s) with the labels; nothing was enqueued\nfirst thing\nsecond thing"
     assert isinstance(error, ValueError)
 
 
@@ -209,7 +209,7 @@ def test_crops_csv_stores_boxes_and_allows_two_boxes_of_one_file(session: Sessio
 
     fox0, fox1, fox2 = (str(root / f"Fox/{i}.jpg") for i in range(3))
     hares = [str(root / f"Hare/{i}.jpg") for i in range(3)]
-    items = store.training_items(session, run.id)
+    items = store.training_runs.training_items(session, run.id)
     assert sorted((i.path, i.label, i.box or ()) for i in items) == [
         (fox0, "Fox", (0.1, 0.2, 0.3, 0.4)),
         (fox0, "Fox", (0.5, 0.5, 0.5, 0.5)),
@@ -281,9 +281,9 @@ def test_read_labels_gives_absolute_paths_for_a_relative_folder(tmp_path: Path, 
 
 
 def _stored_run(session: Session, tmp_path: Path) -> TrainingRun:
-    items = [store.TrainingItem(f"/labels/{label}/{i}.jpg", label, split)
+    items = [store.training_runs.TrainingItem(f"/labels/{label}/{i}.jpg", label, split)
              for label in ("Fox", "Hare") for i, split in enumerate(("train", "validate", "test"))]
-    run = store.create_training_run(
+    run = store.training_runs.create_training_run(
         session, kind=ModelKind.CROPS, region=None, config=CONFIG.model_dump(mode="json"), classes=["Fox", "Hare"],
         label_source="/labels", counts={"train": {"Fox": 1, "Hare": 1}, "validate": {"Fox": 1, "Hare": 1},
                                         "test": {"Fox": 1, "Hare": 1}},
@@ -307,10 +307,10 @@ def test_a_queued_run_shows_the_configured_epochs(session: Session, tmp_path: Pa
 
 def test_format_runs_and_format_run_show_recorded_progress(session: Session, tmp_path: Path) -> None:
     run = _stored_run(session, tmp_path)
-    assert store.claim_training_run(session, run.id, "gpu-1", "task-1")
+    assert store.training_runs.claim_training_run(session, run.id, "gpu-1", "task-1")
     history = [{"epoch": 0, "loss": 0.9, "accuracy": 0.5, "val_loss": 0.8, "val_accuracy": 0.55},
                {"epoch": 1, "loss": 0.5, "accuracy": 0.75, "val_loss": 0.4567, "val_accuracy": 0.8}]
-    store.record_training_progress(
+    store.training_runs.record_training_progress(
         session, run.id, phase="train", epoch=3, total_epochs=55, batch=7, steps_per_epoch=20, loss=0.1234,
         val_loss=0.2345, best_val_loss=0.2001, best_epoch=2, learning_rate=1e-4, images_per_s=123.45, eta_s=600.0,
         history=history)
@@ -338,9 +338,9 @@ def test_format_runs_and_format_run_show_recorded_progress(session: Session, tmp
 
 def test_a_failed_run_shows_its_error_and_no_eta(session: Session, tmp_path: Path) -> None:
     run = _stored_run(session, tmp_path)
-    store.claim_training_run(session, run.id, "gpu-1", None)
-    store.record_training_progress(session, run.id, epoch=3, total_epochs=55, eta_s=600.0)
-    store.fail_training_run(session, run.id, "ResourceExhaustedError: out of GPU memory")
+    store.training_runs.claim_training_run(session, run.id, "gpu-1", None)
+    store.training_runs.record_training_progress(session, run.id, epoch=3, total_epochs=55, eta_s=600.0)
+    store.training_runs.fail_training_run(session, run.id, "ResourceExhaustedError: out of GPU memory")
     session.commit()
     session.refresh(run)
 
@@ -353,11 +353,11 @@ def test_a_failed_run_shows_its_error_and_no_eta(session: Session, tmp_path: Pat
 
 def test_a_done_run_shows_its_model_version(session: Session, tmp_path: Path) -> None:
     run = _stored_run(session, tmp_path)
-    version = store.ensure_model_version(session, ModelKind.CROPS, "crops.keras", "/models/crops.keras", "c" * 64)
+    version = store.model_versions.ensure_model_version(session, ModelKind.CROPS, "crops.keras", "/models/crops.keras", "c" * 64)
     session.flush()
-    store.claim_training_run(session, run.id, "gpu-1", None)
-    store.record_training_progress(session, run.id, epoch=55, total_epochs=55)
-    store.finish_training_run(session, run.id, version.id)
+    store.training_runs.claim_training_run(session, run.id, "gpu-1", None)
+    store.training_runs.record_training_progress(session, run.id, epoch=55, total_epochs=55)
+    store.training_runs.finish_training_run(session, run.id, version.id)
     session.commit()
     session.refresh(run)
 
@@ -372,15 +372,15 @@ def test_a_quality_model_trains_on_review_labels_bad_against_the_rest(session: S
     names = [f"s1/c1/{i}.jpg" for i in range(8)]
     for name in names:
         _image(root / name)
-    archive = store.get_or_create_archive(session, str(root), "finnmark", "{site}/{camera}/...")
-    store.register_images(session, archive.id, [{"rel_path": n, "size": 1, "mtime": 0.0, "region": "finnmark"}
+    archive = store.images.get_or_create_archive(session, str(root), "finnmark", "{site}/{camera}/...")
+    store.images.register_images(session, archive.id, [{"rel_path": n, "size": 1, "mtime": 0.0, "region": "finnmark"}
                                                 for n in names])
     ids = {rel: i for rel, i in session.execute(select(Image.rel_path, Image.id))}
     said = ["Bad", "Bad", "Bad", "Animal", "Empty", "Human", "Empty", "Bad"]
     when = datetime(2026, 1, 1, tzinfo=UTC)
-    store.save_review_labels(session, [(ids[n], label, "ann", f"l.csv:{i}") for i, (n, label) in
+    store.review.save_review_labels(session, [(ids[n], label, "ann", f"l.csv:{i}") for i, (n, label) in
                                        enumerate(zip(names, said, strict=True))], when)
-    store.save_review_labels(session, [(ids[names[7]], "Empty", "bob", "web")], datetime(2026, 1, 2, tzinfo=UTC))
+    store.review.save_review_labels(session, [(ids[names[7]], "Empty", "bob", "web")], datetime(2026, 1, 2, tzinfo=UTC))
 
     run = prepare_run(session, kind=ModelKind.QUALITY, region="Finnmark", labels=None, config=CONFIG,
                       run_root=tmp_path / "runs")

@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from producer import registry
 from producer.cli import main
-from producer.registry import ModelImportError, Signature, import_model, read_region_classes
+from producer.registry import ModelImportError, import_model, read_region_classes
 from shared import store
 from shared.config import get_settings
 from shared.labels import CROP_CLASSES
-from shared.schemas import CLASSIFIER_PREPROCESSING, ModelKind
+from shared.schemas import CLASSIFIER_PREPROCESSING, ModelKind, ModelSignature
 from tests.conftest import REPO
 
 QUALITY = ["Bad", "Good"]
@@ -49,7 +49,7 @@ for seed, name in ((1, "quality_b.h5"), (2, "quality_c.keras")):
 """
 
 _real_inspect_model = registry.inspect_model
-_signatures: dict[tuple[str, str, int, int], Signature] = {}
+_signatures: dict[tuple[str, str, int, int], ModelSignature] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +58,7 @@ def inspections(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     inspected once per module in the classify environment (failures are not remembered)."""
     asked: list[Path] = []
 
-    def inspect_once(python: str, path: Path) -> Signature:
+    def inspect_once(python: str, path: Path) -> ModelSignature:
         asked.append(path)
         stat = path.stat()
         key = (python, str(path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -95,7 +95,7 @@ def _sha256(path: Path) -> str:
 
 
 def _assert_nothing_stored(session: Session, model_root: Path) -> None:
-    assert store.model_versions(session) == []
+    assert store.model_versions.model_versions(session) == []
     assert not model_root.exists() or not any(model_root.rglob("*"))
 
 
@@ -104,8 +104,10 @@ def _assert_nothing_stored(session: Session, model_root: Path) -> None:
 
 def test_the_classify_environment_reads_input_size_and_outputs(classify_python: str,
                                                                 tiny_classifiers: dict[str, Path]) -> None:
-    assert registry.inspect_model(classify_python, tiny_classifiers["quality"]) == Signature((32, 32), 2)
-    assert registry.inspect_model(classify_python, tiny_classifiers["crops"]) == Signature((32, 32), 16)
+    assert registry.inspect_model(classify_python, tiny_classifiers["quality"]) == ModelSignature(
+        input_size=(32, 32), outputs=2)
+    assert registry.inspect_model(classify_python, tiny_classifiers["crops"]) == ModelSignature(
+        input_size=(32, 32), outputs=16)
 
 
 def test_a_quality_model_is_stored_by_sha256_with_its_manifest(
@@ -131,14 +133,14 @@ def test_a_quality_model_is_stored_by_sha256_with_its_manifest(
     assert manifest["file_name"] == "quality.h5"
     assert manifest["source"] == str(file.resolve())
     assert manifest["regions"] == {}
-    [row] = store.model_versions(session)
+    [row] = store.model_versions.model_versions(session)
     assert row.id == version.id
     assert (row.kind, row.name, row.region) == (ModelKind.QUALITY, "quality.h5", "finnmark")
     assert row.source == str(stored.resolve())
     assert row.sha256 == sha256
     assert row.manifest == manifest
     assert row.promoted is True
-    assert store.promoted_models(session, ModelKind.QUALITY) == [row]
+    assert store.model_versions.promoted_models(session, ModelKind.QUALITY) == [row]
 
 
 def test_a_new_quality_model_demotes_the_previous_one_of_its_region_only(
@@ -150,16 +152,16 @@ def test_a_new_quality_model_demotes_the_previous_one_of_its_region_only(
     yamal = _import(session, classify_python, model_root, ModelKind.QUALITY, extra_models["quality_c.keras"],
                     QUALITY, region="Yamal")
     session.commit()
-    assert store.promoted_models(session, ModelKind.QUALITY) == [first, yamal]
+    assert store.model_versions.promoted_models(session, ModelKind.QUALITY) == [first, yamal]
 
     second = _import(session, classify_python, model_root, ModelKind.QUALITY, extra_models["quality_b.h5"],
                      ["Good", "Bad"], region="FINNMARK")
     session.commit()
     session.expire_all()
 
-    promoted = store.promoted_models(session, ModelKind.QUALITY)
+    promoted = store.model_versions.promoted_models(session, ModelKind.QUALITY)
     assert [(v.id, v.region) for v in promoted] == [(yamal.id, "yamal"), (second.id, "finnmark")]
-    assert {v.id: v.promoted for v in store.model_versions(session)} == {first.id: False, yamal.id: True,
+    assert {v.id: v.promoted for v in store.model_versions.model_versions(session)} == {first.id: False, yamal.id: True,
                                                                          second.id: True}
     assert second.manifest["classes"] == ["Good", "Bad"]
 
@@ -181,8 +183,8 @@ def test_a_crop_model_imports_with_its_region_profiles(
     assert manifest["regions"] == {"yamal": ["Bait_yamal", "Empty", "Rock", "lag_mut", "lep_arc", "vul_lag"],
                                    "finnmark": ["Bait", "vul_vul"]}
     assert version.sha256 == _sha256(tiny_classifiers["crops"])
-    assert store.promoted_models(session, ModelKind.CROPS) == [version]
-    assert store.promoted_models(session, ModelKind.QUALITY) == []
+    assert store.model_versions.promoted_models(session, ModelKind.CROPS) == [version]
+    assert store.model_versions.promoted_models(session, ModelKind.QUALITY) == []
 
 
 def test_a_keras_resnet50_hdf5_with_three_classes(
@@ -212,7 +214,7 @@ def test_importing_the_same_file_twice_is_idempotent(
     session.commit()
 
     assert again.id == first_id
-    [row] = store.model_versions(session)
+    [row] = store.model_versions.model_versions(session)
     assert row.promoted is True and row.region == "finnmark"
     assert [p.name for p in model_root.iterdir()] == ["quality"]
     assert [p.name for p in (model_root / "quality").iterdir()] == [_sha256(file)]

@@ -119,8 +119,8 @@ def boxes_of(*pairs: tuple[int, float]) -> tuple[Detection, ...]:
 
 
 def _register(session: Session, root: str, region: str, rows: list[tuple[str, str | None, str | None, datetime | None]]) -> dict[str, int]:
-    archive = store.get_or_create_archive(session, root, region, "{site}/{camera}/...")
-    store.register_images(session, archive.id, [
+    archive = store.images.get_or_create_archive(session, root, region, "{site}/{camera}/...")
+    store.images.register_images(session, archive.id, [
         {"rel_path": p, "size": 1000, "mtime": 0.0, "region": region, "site": site, "camera": camera, "taken_at": t}
         for p, site, camera, t in rows])
     session.flush()
@@ -161,14 +161,14 @@ def seed(session: Session) -> dict[str, object]:
     other = _register(session, "/data/other", "yamal", [
         ("y1/c9/j.jpg", "y1", "c9", datetime(2024, 7, 1)), ("y1/c9/k.jpg", "y1", "c9", datetime(2024, 7, 1))])
     i = {path.split("/")[-1][0]: image_id for path, image_id in ids.items()}
-    detector = store.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
-    quality = store.ensure_model_version(session, ModelKind.QUALITY, "q<1>.keras", "/m/q1", "c" * 64)
-    crops = store.ensure_model_version(session, ModelKind.CROPS, "crops.keras", "/m/crops", "d" * 64)
-    old_crops = store.ensure_model_version(session, ModelKind.CROPS, "old.keras", "/m/old", "e" * 64)
-    store.promote_model_version(session, crops.id)
+    detector = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
+    quality = store.model_versions.ensure_model_version(session, ModelKind.QUALITY, "q<1>.keras", "/m/q1", "c" * 64)
+    crops = store.model_versions.ensure_model_version(session, ModelKind.CROPS, "crops.keras", "/m/crops", "d" * 64)
+    old_crops = store.model_versions.ensure_model_version(session, ModelKind.CROPS, "old.keras", "/m/old", "e" * 64)
+    store.model_versions.promote_model_version(session, crops.id)
     session.flush()
 
-    store.save_detect_outcomes(session, None, detector.id, [
+    store.outcomes.save_detect_outcomes(session, None, detector.id, [
         DetectOutcome(i["a"], OutcomeStatus.DONE, detections=boxes_of((1, 0.9), (1, 0.05))),  # the second never counts
         DetectOutcome(i["b"], OutcomeStatus.DONE, detections=boxes_of((1, 0.8), (2, 0.5))),
         DetectOutcome(i["c"], OutcomeStatus.DONE, detections=boxes_of((3, 0.3))),
@@ -190,10 +190,10 @@ def seed(session: Session) -> dict[str, object]:
     _crop(session, i["e"], crops, 0, "fox")
     _crop(session, i["e"], crops, 1, ROCK)
 
-    review_set, _ = store.save_review_set(session, detector.id, 0.5, True, 7, "site,final_label", 6, [
+    review_set, _ = store.review.save_review_set(session, detector.id, 0.5, True, 7, "site,final_label", 6, [
         Drawn(i["a"], "s1/Animal", 2, RANDOM), Drawn(i["c"], "s1/Empty", 1, RANDOM),
         Drawn(i["e"], f"{SITE2}/Animal", 1, ALL_ANIMALS), Drawn(i["f"], f"{SITE2}/Bad", 1, RANDOM)])
-    store.save_review_labels(session, [(i["a"], "Animal", "ann", "l.csv:2"), (i["c"], "Animal", "ann", "l.csv:3"),
+    store.review.save_review_labels(session, [(i["a"], "Animal", "ann", "l.csv:2"), (i["c"], "Animal", "ann", "l.csv:3"),
                                        (i["e"], "Animal", "<eve>", "web"), (i["b"], "Human", "<eve>", "web")], NOW)
 
     rock = session.scalar(select(DetectionRow.id).where(DetectionRow.image_id == i["e"], DetectionRow.conf == 0.6))
@@ -203,7 +203,7 @@ def seed(session: Session) -> dict[str, object]:
     session.add_all(clusters)
     session.flush()
     session.add(RdeMember(cluster_id=clusters[1].id, detection_id=rock))
-    store.decide_cluster(session, clusters[1].id, True, "ann")
+    store.rde.decide_cluster(session, clusters[1].id, True, "ann")
     clusters[2].status = "rejected"
 
     session.add(TrainingRun(kind=ModelKind.QUALITY, region="finnmark", status=RunStatus.DONE, config={},
@@ -329,7 +329,7 @@ def test_one_archive_of_two(session: Session, seeded: dict[str, object]) -> None
 
 
 def test_the_empty_database_still_renders(session: Session) -> None:
-    detector = store.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
+    detector = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
 
     page = Page(render(gather(session, detector.id, THRESHOLDS, STAGES, NOW)))
 
@@ -341,10 +341,10 @@ def test_the_empty_database_still_renders(session: Session) -> None:
 
 
 def test_images_without_site_or_date_and_failures_without_reason(session: Session) -> None:
-    detector = store.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
+    detector = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
     ids = _register(session, "/data/bare", "finnmark", [("a.jpg", None, None, None), ("b.jpg", None, None, None),
                                                          ("s/c.jpg", "-", "c", None)])
-    store.save_detect_outcomes(session, None, detector.id, [
+    store.outcomes.save_detect_outcomes(session, None, detector.id, [
         DetectOutcome(ids["a.jpg"], OutcomeStatus.DONE, detections=boxes_of((1, 0.5))),
         DetectOutcome(ids["b.jpg"], OutcomeStatus.FAILED)])
     _label(session, ids["a.jpg"], detector, "Animal", "Animal")

@@ -16,13 +16,13 @@ from PIL import Image as PILImage
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.repeats import search
+from shared.rde.search import search
 from producer.review import sample
 from producer.review_server import ReviewApp, ReviewServer, open_review
 from shared import store
 from shared.db import DetectionRow, Image, RdeCluster, ReviewLabel
-from shared.labels import Thresholds
-from shared.rde import RdeOptions
+from shared.labels import LabelRules
+from shared.rde.clustering import RdeOptions
 from tests.unit.records import NOW, add_detector, add_images, add_label
 
 ROCK = (0.40, 0.55, 0.10, 0.08)
@@ -52,10 +52,10 @@ def review(sessions: sessionmaker[Session], tmp_path: Path) -> tuple[ReviewApp, 
             animal = name.endswith(("0001.JPG", "0002.JPG"))
             add_label(session, image_id, detector, "Animal" if animal else "Empty",
                       detection="Animal" if animal else "Empty", present="Animal" if animal else "Empty")
-            session.add(DetectionRow(image_id=image_id, model_version_id=detector.id, category=1, conf=0.5,
+            session.add(DetectionRow(image_id=image_id, detector_version_id=detector.id, category=1, conf=0.5,
                                      x=ROCK[0], y=ROCK[1], w=ROCK[2], h=ROCK[3]))
             if animal:
-                session.add(DetectionRow(image_id=image_id, model_version_id=detector.id, category=1, conf=0.9,
+                session.add(DetectionRow(image_id=image_id, detector_version_id=detector.id, category=1, conf=0.9,
                                          x=0.1, y=0.1, w=0.2, h=0.2))
         session.execute(update(Image).values(camera="c1"))  # RDE groups images by site/camera
         result = sample(session, detector.id, 1.0, True, 0)
@@ -63,7 +63,7 @@ def review(sessions: sessionmaker[Session], tmp_path: Path) -> tuple[ReviewApp, 
     with sessions() as session:
         review_set = open_review(session, None)
         assert review_set.id == result.set_id
-    return ReviewApp(sessions, result.set_id, detector.id, Thresholds(), "default name"), ids
+    return ReviewApp(sessions, result.set_id, detector.id, LabelRules(), 0.1, "default name"), ids
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def server(review: tuple[ReviewApp, dict[str, int]]) -> Iterator[ReviewServer]:
 def get(server: ReviewServer, path: str, **headers: str) -> tuple[int, str, bytes]:
     request = urllib.request.Request(server.url.rstrip("/") + path, headers=headers)
     try:
-        with urllib.request.urlopen(request) as response:  # noqa: S310 - the test's own server
+        with urllib.request.urlopen(request) as response:  # the test's own server
             return response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.headers["Content-Type"], error.read()
@@ -91,7 +91,7 @@ def post(server: ReviewServer, path: str, body: object, content_type: str = "app
     request = urllib.request.Request(server.url.rstrip("/") + path, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": content_type, **headers})
     try:
-        with urllib.request.urlopen(request) as response:  # noqa: S310
+        with urllib.request.urlopen(request) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -200,9 +200,9 @@ def test_a_large_set_is_paged_and_the_first_unlabelled_found(sessions: sessionma
             add_label(session, image_id, detector, "Empty")
         session.flush()
         set_id = sample(session, detector.id, 1.0, False, 0).set_id
-        ordered = [item.image_id for item in store.review_page(session, set_id, "ann", 0, 3000)]
-        store.save_review_labels(session, [(i, "Empty", "ann", "web") for i in ordered[:1234]], NOW)
-    app = ReviewApp(sessions, set_id, detector.id, Thresholds())
+        ordered = [item.image_id for item in store.review_page.review_page(session, set_id, "ann", 0, 3000)]
+        store.review.save_review_labels(session, [(i, "Empty", "ann", "web") for i in ordered[:1234]], NOW)
+    app = ReviewApp(sessions, set_id, detector.id, LabelRules(), 0.1)
     assert len(app.items(0, 10_000, "ann")["items"]) == 200  # never more than a page
     state = app.state("ann")
     assert state["progress"]["first_unlabelled"] == 1234 and state["progress"]["mine"] == 1234

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from producer.scan import PathPattern, ScannedFile, ScanReport, scan_archive
-from shared.archives import read_member
+from shared.containers import read_member
 from tests.unit.synthetic import jpeg
 
 MTIME = 1_650_000_000.0

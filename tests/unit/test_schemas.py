@@ -9,11 +9,11 @@ from pydantic import ValidationError
 
 from shared.schemas import ProcessBatch, Stage
 
-PAYLOAD = {"version": 1, "batch_id": 7, "stage": "detect", "model_version_id": 3, "image_ids": [11, 12, 13]}
+PAYLOAD = {"version": 1, "batch_id": 7, "stage": "detect", "detector_version_id": 3, "image_ids": [11, 12, 13]}
 
 
 def test_process_batch_round_trips_through_json() -> None:
-    payload = ProcessBatch(batch_id=7, stage=Stage.DETECT, model_version_id=3, image_ids=[11, 12, 13])
+    payload = ProcessBatch(batch_id=7, stage=Stage.DETECT, detector_version_id=3, image_ids=[11, 12, 13])
 
     wire = json.dumps(payload.model_dump(mode="json"))  # what Celery's JSON serializer sends
 
@@ -42,8 +42,17 @@ def test_invalid_messages_are_rejected(change: dict) -> None:
 
 
 def test_a_missing_field_is_rejected() -> None:
-    with pytest.raises(ValidationError, match="model_version_id"):
-        ProcessBatch.model_validate({k: v for k, v in PAYLOAD.items() if k != "model_version_id"})
+    with pytest.raises(ValidationError, match="detector_version_id"):
+        ProcessBatch.model_validate({k: v for k, v in PAYLOAD.items() if k != "detector_version_id"})
+
+
+def test_a_message_of_trapline_0_1_with_the_old_key_is_still_read() -> None:
+    """Batches queued before an upgrade named the detector's id model_version_id."""
+    old = {k: v for k, v in PAYLOAD.items() if k != "detector_version_id"} | {"model_version_id": 3}
+
+    assert ProcessBatch.model_validate(old) == ProcessBatch.model_validate(PAYLOAD)
+    with pytest.raises(ValidationError):  # both keys at once: the old one is an unknown field
+        ProcessBatch.model_validate(PAYLOAD | {"model_version_id": 3})
 
 
 def test_payloads_are_frozen() -> None:

@@ -14,6 +14,7 @@ from producer.status import gather, render
 from shared import store
 from shared.celery_app import create_celery, queue_lengths, send_batch
 from shared.config import Settings
+from shared.db import ModelVersion
 from shared.db import Batch
 from shared.schemas import BatchStatus, ProcessBatch, Stage
 from tests.unit.records import add_archive, add_detector, image_ids
@@ -23,7 +24,7 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 def _batch(session: Session, detector_id: int, ids: list[int], stage: Stage, worker: str | None, status: BatchStatus,
            start_s: float | None = None, end_s: float | None = None) -> int:
-    batch_id = store.create_batch(session, stage, detector_id, ids)
+    batch_id = store.batches.create_batch(session, stage, detector_id, ids)
     session.execute(update(Batch).where(Batch.id == batch_id).values(
         worker=worker, status=status, started_at=T0 + timedelta(seconds=start_s) if start_s is not None else None,
         finished_at=T0 + timedelta(seconds=end_s) if end_s is not None else None))
@@ -50,7 +51,7 @@ def batches(session: Session) -> int:
 
 
 def test_worker_rates_over_the_window_before_the_latest_batch(session: Session, batches: int) -> None:
-    rates = {(r.worker, r.stage): r for r in store.worker_rates(session)}
+    rates = {(r.worker, r.stage): r for r in store.progress.worker_rates(session)}
     a, b, c = rates["detect0@a", Stage.DETECT], rates["detect1@b", Stage.DETECT], rates["classify0@c", Stage.CLASSIFY]
     assert (a.batches, a.images, a.images_per_s, a.running) == (3, 30, 0.5, 0)  # the old batch is outside
     assert (b.batches, b.images, b.images_per_s, b.running) == (1, 10, 10 / 30, 1)
@@ -60,7 +61,7 @@ def test_worker_rates_over_the_window_before_the_latest_batch(session: Session, 
 
 
 def test_worker_rates_of_a_fresh_database(session: Session) -> None:
-    assert store.worker_rates(session) == []
+    assert store.progress.worker_rates(session) == []
 
 
 def test_queue_lengths_of_the_embedded_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,8 +69,8 @@ def test_queue_lengths_of_the_embedded_broker(tmp_path: Path, monkeypatch: pytes
     app = create_celery(Settings(), broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}")
     assert queue_lengths(app) == {"detect": 0, "classify": 0, "train": 0}
     for batch_id in (1, 2, 3):
-        send_batch(app, ProcessBatch(batch_id=batch_id, stage=Stage.DETECT, model_version_id=1, image_ids=[1, 2]))
-    send_batch(app, ProcessBatch(batch_id=4, stage=Stage.CLASSIFY, model_version_id=1, image_ids=[1]))
+        send_batch(app, ProcessBatch(batch_id=batch_id, stage=Stage.DETECT, detector_version_id=1, image_ids=[1, 2]))
+    send_batch(app, ProcessBatch(batch_id=4, stage=Stage.CLASSIFY, detector_version_id=1, image_ids=[1]))
     assert queue_lengths(app) == {"detect": 3, "classify": 1, "train": 0}
 
 
@@ -77,7 +78,7 @@ def test_status_report_with_a_broker_that_is_down(session: Session, batches: int
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     app = create_celery(Settings(), broker_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
-    report = gather(session, session.get(store.ModelVersion, batches), app)
+    report = gather(session, session.get(ModelVersion, batches), app)
     assert report.queues is None and "Error" in report.broker_error
     text = render(report)
     assert "queues: broker unreachable" in text

@@ -17,7 +17,7 @@ def test_summarize_counts_outcomes_failures_and_labels(session: Session) -> None
     archive = add_archive(session, [f"IMG_000{i}.JPG" for i in range(1, 7)])
     version = add_detector(session)
     ids = sorted(image_ids(session, archive).values())
-    store.save_detect_outcomes(session, None, version.id, [
+    store.outcomes.save_detect_outcomes(session, None, version.id, [
         DetectOutcome(ids[0], OutcomeStatus.DONE, detections=(Detection(1, 0.8, BOX),)),
         DetectOutcome(ids[1], OutcomeStatus.DONE, detections=(Detection(1, 0.05, BOX),), flags=(ImageFlag.TRUNCATED,)),
         DetectOutcome(ids[2], OutcomeStatus.DONE, detections=(Detection(3, 0.4, BOX), Detection(1, 0.2, BOX))),
@@ -28,7 +28,7 @@ def test_summarize_counts_outcomes_failures_and_labels(session: Session) -> None
     detection = {ids[0]: rules.DetectionLabel.ANIMAL, ids[1]: rules.DetectionLabel.EMPTY,
                  ids[2]: rules.DetectionLabel.ANIMAL_HUMAN}
     labels = {i: rules.image_labels(d, None, None) for i, d in detection.items()}
-    store.save_classify_outcomes(session, None, version.id, [ClassifyOutcome(i, OutcomeStatus.DONE) for i in detection],
+    store.outcomes.save_classify_outcomes(session, None, version.id, [ClassifyOutcome(i, OutcomeStatus.DONE) for i in detection],
                                  labels, dict.fromkeys(detection), None, {})
 
     summary = summarize(session, archive.id, version.id)

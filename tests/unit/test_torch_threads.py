@@ -27,9 +27,9 @@ def torch_threads() -> Iterator[int]:
     torch.set_num_threads(before)
 
 
-def load(db_url: str, sessions, weights: Path, threads: int) -> None:  # noqa: ANN001 - sessionmaker
+def load(db_url: str, sessions, weights: Path, threads: int) -> None:  # sessionmaker
     with sessions.begin() as session:
-        version = store.ensure_model_version(session, ModelKind.DETECTOR, weights.name, str(weights),
+        version = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, weights.name, str(weights),
                                              file_sha256(weights))
         session.expunge(version)
     settings = Settings(database_url=db_url, detector={"weights": str(weights), "torch_threads": threads})

@@ -14,12 +14,12 @@ from PIL import Image
 
 pytest.importorskip("tensorflow", reason="needs the classify environment (Keras + TensorFlow)")
 
-from shared.schemas import DRAFT_PREPROCESSING, Augmentation, TrainConfig  # noqa: E402
-from worker.ml.classifier import whole_image_input  # noqa: E402
-from worker.ml.crops import classifier_input, square_crop  # noqa: E402
-from worker.ml.images import decode  # noqa: E402
-from worker.ml.schedule import triangular_lr  # noqa: E402
-from worker.ml.training import (  # noqa: E402
+from shared.schemas import DRAFT_PREPROCESSING, Augmentation, TrainConfig
+from worker.ml.classifier import whole_image_input
+from worker.ml.crops import classifier_input, square_crop
+from worker.ml.images import decode
+from worker.ml.schedule import triangular_lr
+from worker.ml.training import (
     BEST, LAST, STATE, Example, Phase, TrainingError, balanced_class_weights, load_input, phases, train,
 )
 
@@ -91,7 +91,7 @@ def test_a_run_follows_the_schedule_resumes_after_a_crash_and_keeps_the_best_epo
     class Crash(Exception):
         pass
 
-    def crash_after_epoch_two(progress) -> None:  # noqa: ANN001
+    def crash_after_epoch_two(progress) -> None:
         reports.append(progress)
         if progress.epoch == 2 and progress.batch == 0:
             raise Crash

@@ -115,7 +115,7 @@ def classify_images(
     return outcomes
 
 
-def _quality_outputs(prepared: list[_Prepared], model_for, batch_size: int) -> dict[int, tuple[float, ...]]:  # noqa: ANN001
+def _quality_outputs(prepared: list[_Prepared], model_for, batch_size: int) -> dict[int, tuple[float, ...]]:
     by_model: dict[int, tuple[LoadedClassifier, list[int]]] = {}
     for index, p in enumerate(prepared):
         loaded = model_for(p.item.region)

@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from shared.archives import read_image_bytes
+from shared.containers import read_image_bytes
 from shared.schemas import Failure, ImageFlag, ImageMetadata, ImageSource
 
 EXIF_IFD = 0x8769
@@ -138,7 +138,7 @@ def _draft(image: Image.Image, long_side: int | None, min_side: int | None = Non
 def _oriented(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - writing corrupt EXIF onto the rotated copy fails in many ways
+    except Exception:  # writing corrupt EXIF onto the rotated copy fails in many ways
         return _transposed_by_tag(image)
 
 
@@ -146,7 +146,7 @@ def _transposed_by_tag(image: Image.Image) -> Image.Image:
     """Rotated by the orientation tag alone, as _metadata read it; unreadable EXIF keeps the pixels."""
     try:
         method = ORIENTATION_TRANSPOSE.get(image.getexif().get(TAG_ORIENTATION))
-    except Exception:  # noqa: BLE001 - corrupt EXIF of any shape must not fail the image
+    except Exception:  # corrupt EXIF of any shape must not fail the image
         return image
     return image.transpose(method) if method is not None else image
 
@@ -178,7 +178,7 @@ def _metadata(image: Image.Image, data: bytes) -> ImageMetadata:
         make, model = _text(exif.get(TAG_MAKE)), _text(exif.get(TAG_MODEL))
         serial = _text(sub.get(TAG_BODY_SERIAL))
         taken_at = _exif_datetime(sub.get(TAG_DATETIME_ORIGINAL) or exif.get(TAG_DATETIME))
-    except Exception:  # noqa: BLE001 - corrupt EXIF of any shape must not fail the image
+    except Exception:  # corrupt EXIF of any shape must not fail the image
         pass
     return ImageMetadata(
         sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, taken_at=taken_at,

@@ -38,7 +38,7 @@ def _decode_one(detector: MegaDetector, source: ImageSource) -> _Decoded:
         return _Decoded(source, prepared, decoded.metadata, decoded.flags, None, time.perf_counter() - start)
     except ImageError as error:
         return _Decoded(source, None, None, (), error, time.perf_counter() - start)
-    except Exception as error:  # noqa: BLE001 - any other decode bug is still this image's failure
+    except Exception as error:  # any other decode bug is still this image's failure
         log.exception("unexpected error decoding %s", source.path)
         failure = ImageError(Failure.DECODE_ERROR, f"{type(error).__name__}: {error}")
         return _Decoded(source, None, None, (), failure, time.perf_counter() - start)
@@ -62,7 +62,7 @@ def _infer_group(detector: MegaDetector, group: list[_Decoded], threshold: float
     start = time.perf_counter()
     try:
         results = detector.detect([item.prepared for item in ready], threshold)
-    except Exception as error:  # noqa: BLE001 - MegaDetector marks the whole batch failed, as we do
+    except Exception as error:  # MegaDetector marks the whole batch failed, as we do
         log.exception("inference failed for %d images", len(ready))
         results = [None] * len(ready)
         detail = f"{type(error).__name__}: {error}"

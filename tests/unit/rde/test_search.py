@@ -1,4 +1,4 @@
-"""shared/repeats.py on SQLite: a camera is searched automatically once all its images are detected, once,
+"""shared/rde/search.py on SQLite: a camera is searched automatically once all its images are detected, once,
 and again when more of its images are detected; the detect task does it after storing a batch."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared import store
 from shared.config import Settings
 from shared.db import Image, RdeCluster, RdeRun
-from shared.rde import RdeOptions
-from shared.repeats import after_detect, search
+from shared.rde.clustering import RdeOptions
+from shared.rde.search import after_detect, search
 from shared.schemas import Detection, DetectOutcome, Failure, ImageMetadata, OutcomeStatus, ProcessBatch, Stage
 from tests.unit.records import add_detector
 from tests.unit.stand_ins import FakeDetector
@@ -25,8 +25,8 @@ OPTIONS = RdeOptions(occurrences=5)
 
 
 def _register(session: Session, camera: str, frames: range) -> list[int]:
-    archive = store.get_or_create_archive(session, "/data/archive", None, "{site}/{camera}/...")
-    store.register_images(session, archive.id, [
+    archive = store.images.get_or_create_archive(session, "/data/archive", None, "{site}/{camera}/...")
+    store.images.register_images(session, archive.id, [
         {"rel_path": f"s1/{camera}/IMG_{i:04}.JPG", "size": 1, "mtime": 0.0, "site": "s1", "camera": camera}
         for i in frames])
     return list(session.scalars(select(Image.id).where(Image.camera == camera).order_by(Image.rel_path)))
@@ -37,7 +37,7 @@ def _detected(session: Session, detector_id: int, ids: list[int], failed: int = 
     outcomes = [DetectOutcome(image_id=i, status=OutcomeStatus.FAILED, failure=Failure.DECODE_ERROR) for i in ids[:failed]]
     outcomes += [DetectOutcome(image_id=i, status=OutcomeStatus.DONE, metadata=ImageMetadata("ab" * 32, 640, 480),
                                detections=(Detection(1, 0.6, ROCK),)) for i in ids[failed:]]
-    store.save_detect_outcomes(session, None, detector_id, outcomes)
+    store.outcomes.save_detect_outcomes(session, None, detector_id, outcomes)
 
 
 def test_a_camera_is_searched_once_all_its_images_are_detected(session: Session) -> None:
@@ -68,14 +68,14 @@ def test_a_manual_search_always_runs_and_is_recorded(session: Session) -> None:
     _detected(session, detector.id, ids)
     assert [len(r.clusters) for r in after_detect(session, detector.id, ids, OPTIONS)] == [1]
     assert [len(r.clusters) for r in search(session, detector.id, OPTIONS)] == [1]
-    assert [(r.camera, r.trigger, r.images) for r in store.rde_runs(session, detector.id)] == [("s1/c1", "manual", 6)]
+    assert [(r.camera, r.trigger, r.images) for r in store.rde.rde_runs(session, detector.id)] == [("s1/c1", "manual", 6)]
     assert len(list(session.scalars(select(RdeCluster)))) == 1
 
 
 def test_images_without_a_camera_are_one_camera(session: Session) -> None:
     detector = add_detector(session)
-    archive = store.get_or_create_archive(session, "/data/flat", None, "...")
-    store.register_images(session, archive.id, [{"rel_path": f"IMG_{i}.JPG", "size": 1, "mtime": 0.0}
+    archive = store.images.get_or_create_archive(session, "/data/flat", None, "...")
+    store.images.register_images(session, archive.id, [{"rel_path": f"IMG_{i}.JPG", "size": 1, "mtime": 0.0}
                                                 for i in range(5)])
     ids = list(session.scalars(select(Image.id)))
     _detected(session, detector.id, ids)
@@ -91,20 +91,20 @@ def test_the_detect_task_searches_a_completed_camera(db_url: str, sessions: sess
     for i in range(5):
         (root / f"s1/c1/IMG_{i}.JPG").write_bytes(jpeg(320, 240))
     with sessions.begin() as session:
-        archive = store.get_or_create_archive(session, str(root), None, "{site}/{camera}/...")
-        store.register_images(session, archive.id, [
+        archive = store.images.get_or_create_archive(session, str(root), None, "{site}/{camera}/...")
+        store.images.register_images(session, archive.id, [
             {"rel_path": f"s1/c1/IMG_{i}.JPG", "size": 1, "mtime": 0.0, "site": "s1", "camera": "c1"} for i in range(5)])
         ids = list(session.scalars(select(Image.id).order_by(Image.id)))
         version = add_detector(session)
-        first, second = (store.create_batch(session, Stage.DETECT, version.id, part) for part in (ids[:3], ids[3:]))
+        first, second = (store.batches.create_batch(session, Stage.DETECT, version.id, part) for part in (ids[:3], ids[3:]))
     context = WorkerContext(Settings(database_url=db_url, detector={"store_threshold": 0.01},
                                      rde={"occurrences": 5, "max_size": 0.5, "auto": auto}))
     context.models[version.id] = FakeDetector(image_size=320)  # the same box in every image
-    detect_batch(context, ProcessBatch(batch_id=first, stage=Stage.DETECT, model_version_id=version.id,
+    detect_batch(context, ProcessBatch(batch_id=first, stage=Stage.DETECT, detector_version_id=version.id,
                                        image_ids=ids[:3]), "detect@h", lambda _: None)
     with sessions() as session:
         assert session.scalar(select(RdeRun)) is None
-    detect_batch(context, ProcessBatch(batch_id=second, stage=Stage.DETECT, model_version_id=version.id,
+    detect_batch(context, ProcessBatch(batch_id=second, stage=Stage.DETECT, detector_version_id=version.id,
                                        image_ids=ids[3:]), "detect@h", lambda _: None)
     with sessions() as session:
         clusters = list(session.scalars(select(RdeCluster)))

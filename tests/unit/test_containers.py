@@ -1,4 +1,4 @@
-"""shared/archives.py: image members of zip and tar files, listed and read in place."""
+"""shared/containers.py: image members of zip and tar files, listed and read in place."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.archives import (
+from shared.containers import (
     Member, UnsafeMember, is_archive_name, is_image_name, is_safe_member, list_members, read_member,
 )
 from tests.unit.synthetic import jpeg

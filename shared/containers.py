@@ -1,4 +1,4 @@
-"""Images inside zip and tar files, read in place.
+"""Images inside zip and tar files (containers, as the ``images`` table calls them), read in place.
 
 The producer lists members (names, sizes, tar data offsets) without reading image bytes; the
 worker reads one member's bytes at a time. Nothing is ever extracted to disk, and member names

@@ -1,4 +1,4 @@
-"""shared/rde.py: finding repeated detections on a synthetic time-lapse sequence."""
+"""shared/rde/clustering.py: finding boxes that recur at one place in a camera's images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from shared.rde import CELIS2024, Box, RdeOptions, candidates, find_repeats, iou
+from shared.rde.clustering import CELIS2024, Box, RdeOptions, candidates, find_repeats, iou
 
 ROCK = (0.40, 0.55, 0.10, 0.08)
 

@@ -1,0 +1,101 @@
+"""What trapline writes for people and other tools: `export`, `report`, and the `deployments` registry that
+Camtrap DP needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from producer.cli import context
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["md-json", "csv", "camtrap-dp"]), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The file to write; for camtrap-dp, the package's folder.")
+@click.option("--archive", type=click.Path(path_type=Path), help="Archive root (required with several archives for md-json).")
+@click.option("--title", help="camtrap-dp: the project's title.")
+@click.option("--contributor", "contributors", multiple=True,
+              help="camtrap-dp: 'NAME [<EMAIL>][:ROLE]' (role: contact, principalInvestigator, rightsHolder, "
+              "publisher, contributor; default contact); repeatable, at least one.")
+@click.option("--sampling-design", type=click.Choice(["simpleRandom", "systematicRandom", "clusteredRandom",
+                                                      "experimental", "targeted", "opportunistic"]),
+              help="camtrap-dp: the project's sampling design (baited stations: targeted).")
+@click.option("--license", "license_name", help="camtrap-dp: licence of the data and the media, e.g. CC-BY-4.0.")
+@click.option("--scientific-name", "scientific_names", multiple=True,
+              help="camtrap-dp: CODE=NAME for a crop class, e.g. lag_mut='Lagopus lagopus' (repeatable).")
+@click.option("--skip-undeployed", is_flag=True,
+              help="camtrap-dp: leave out images of no deployment and deployments without coordinates.")
+@click.pass_context
+def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None, title: str | None,
+           contributors: tuple[str, ...], sampling_design: str | None, license_name: str | None,
+           scientific_names: tuple[str, ...], skip_undeployed: bool) -> None:
+    """Write results: MegaDetector batch format 1.6 (md-json), a per-image CSV, or a Camtrap DP 1.0.2 package
+    (camtrap-dp: needs registered deployments, see `trapline deployments import`)."""
+    from producer.outputs import CamtrapOptions
+    from producer.outputs import export as write
+
+    settings = context.settings(ctx)
+    options = CamtrapOptions(title, contributors, sampling_design, license_name, scientific_names, skip_undeployed)
+    with context.sessions(settings).begin() as session:
+        click.echo(write(session, settings, fmt, output, archive, options))
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The HTML file to write.")
+@click.option("--archive", type=click.Path(path_type=Path), help="Archive root: report on this archive only "
+              "(default: every registered archive).")
+@click.pass_context
+def report(ctx: click.Context, output: Path, archive: Path | None) -> None:
+    """Write one self-contained HTML file (plots embedded as PNG; no external files) on the current detector's
+    results: archives, image totals and model versions; images and counted detections per site and day; final
+    labels and crop classes per site; failures per reason; review progress per set and reviewer; each stage's
+    metrics and confusion matrix per region against people's labels (as `trapline metrics`); RDE clusters.
+    Everything is counted in the database, so it suits archives of millions of images."""
+    from producer.outputs import write_report
+
+    settings = context.settings(ctx)
+    with context.sessions(settings).begin() as session:
+        click.echo(write_report(session, settings, output, archive))
+
+
+@click.group()
+def deployments() -> None:
+    """The deployments registry: which camera stood where, when (Camtrap DP deployments)."""
+
+
+@deployments.command("import")
+@click.argument("registry", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def deployments_import(ctx: click.Context, registry: Path) -> None:
+    """Import a CSV (id,lat,lon,start,end,timezone,camera[,bait]): every line, or none when one is wrong.
+
+    camera is site/camera as `trapline rde list` names cameras; timezone an IANA name (Europe/Oslo) or an
+    offset (+01:00, for clocks that ignore summer time); start/end local times, YYYY-MM-DD[THH:MM[:SS]].
+    Re-importing an id updates it.
+    """
+    from producer.deployments import import_deployments
+
+    with context.sessions(context.settings(ctx)).begin() as session:
+        count = import_deployments(session, registry)
+    click.echo(f"imported {count} deployments from {registry.name}")
+
+
+@deployments.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def deployments_list(ctx: click.Context, as_json: bool) -> None:
+    """Registered deployments: id, camera, coordinates, local start and end, time zone."""
+    from producer.deployments import listing
+    from shared.store.deployments import deployments as registered
+
+    with context.sessions(context.settings(ctx)).begin() as session:
+        rows = listing(registered(session))
+    if as_json:
+        context.echo_json(rows)
+        return
+    for r in rows:
+        where = "no coordinates" if r["latitude"] is None else f"{r['latitude']:.5f}, {r['longitude']:.5f}"
+        click.echo(f"{r['id']:<20} {r['camera']:<24} {r['start']} → {r['end']} {r['timezone']:<14} {where}")

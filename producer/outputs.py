@@ -1,0 +1,82 @@
+"""`trapline export` and `trapline report`: which archives and detector, then the chosen format's writer
+(``producer.export`` for MegaDetector JSON and the per-image CSV, ``producer.camtrap_dp``, ``producer.report``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from producer import camtrap_dp, report
+from producer import export as exporter
+from producer.model_versions import current_detector
+from shared.config import Settings
+from shared.errors import UsageProblem
+from shared.labels import CROP_CLASSES, Thresholds
+from shared.review import STAGES
+from shared.schemas import ModelKind
+from shared.store import images, model_versions, results
+
+FORMATS = ("md-json", "csv", "camtrap-dp")
+
+
+@dataclass(frozen=True, slots=True)
+class CamtrapOptions:
+    """What a Camtrap DP package needs beyond the database (command-line text, checked by ``package_info``)."""
+
+    title: str | None = None
+    contributors: tuple[str, ...] = ()
+    sampling_design: str | None = None
+    license: str | None = None
+    scientific_names: tuple[str, ...] = ()
+    skip_undeployed: bool = False
+
+
+def export(session: Session, settings: Settings, fmt: str, output: Path, archive_root: Path | None,
+           camtrap: CamtrapOptions = CamtrapOptions()) -> str:
+    """Write the current detector's results in ``fmt`` to ``output``; returns what was written, in words."""
+    detector = current_detector(session, settings.detector)
+    archives = images.archives_at(session, archive_root)
+    thresholds = Thresholds.of(settings)
+    if fmt == "camtrap-dp":
+        try:
+            info = camtrap_dp.package_info(camtrap.title, camtrap.contributors, camtrap.sampling_design,
+                                           camtrap.license, camtrap.scientific_names)
+        except ValueError as error:
+            raise UsageProblem(str(error), "see `trapline export --help`") from error
+        written = camtrap_dp.write_package(session, output, archives, detector.id, thresholds, info,
+                                           camtrap.skip_undeployed)
+        return (f"wrote a Camtrap DP package to {output}: {written.deployments} deployments, {written.media} media, "
+                f"{written.observations} observations")
+    if fmt not in FORMATS:
+        raise UsageProblem(f"unknown format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    if output.is_dir():
+        raise UsageProblem(f"{output} is a folder; --format {fmt} writes a file", "give a file name with -o")
+    if fmt == "md-json" and len(archives) > 1:
+        raise UsageProblem("several archives are registered", "choose one with --archive")
+    crop_model = next(iter(model_versions.promoted_models(session, ModelKind.CROPS)), None)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="", encoding="utf-8") as out:
+        if fmt == "md-json":
+            info = exporter.md_info(detector, {"detector": settings.detector.model_dump()}, datetime.now())
+            count = exporter.write_md_json(out, results.image_results(session, archives[0].id, detector.id), info,
+                                           crop_model)
+        else:
+            rows = ((a, r) for a in archives for r in results.image_results(session, a.id, detector.id))
+            names = {v.id: v.name for v in model_versions.model_versions(session)}
+            classes = (crop_model.manifest or {}).get("classes") if crop_model else None
+            count = exporter.write_csv(out, rows, thresholds, names, classes or CROP_CLASSES)
+    return f"wrote {count} images to {output}"
+
+
+def write_report(session: Session, settings: Settings, output: Path, archive_root: Path | None) -> str:
+    """The HTML report of the current detector's results (every archive, or the one at ``archive_root``)."""
+    detector = current_detector(session, settings.detector)
+    archive_id = images.archives_at(session, archive_root)[0].id if archive_root is not None else None
+    data = report.gather(session, detector.id, Thresholds.of(settings), STAGES, datetime.now(UTC), archive_id)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(report.render(data), encoding="utf-8")
+    return f"wrote the report of {sum(a.images for a in data.archives)} images to {output}"

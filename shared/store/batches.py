@@ -1,0 +1,104 @@
+"""Batches: one task message each, committed (with its image ids) before the message is sent, so the
+database, not the broker, knows what is pending, queued, running and done."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, and_, exists, select, update
+from sqlalchemy.orm import Session
+
+from shared.db import Batch, BatchItem, Image, Outcome
+from shared.schemas import BatchStatus, OutcomeStatus, Stage
+from shared.store.engine import insert, insert_many
+
+OPEN = (BatchStatus.QUEUED, BatchStatus.RUNNING)
+
+
+def stage_images(stage: Stage, detector_version_id: int) -> list[ColumnElement[bool]]:
+    """The images a stage works on: every image for detect, the ones the detector processed for classify."""
+    if stage != Stage.CLASSIFY:
+        return []
+    return [exists().where(Outcome.image_id == Image.id, Outcome.stage == Stage.DETECT,
+                           Outcome.detector_version_id == detector_version_id, Outcome.status == OutcomeStatus.DONE)]
+
+
+def _without_result(stage: Stage, detector_version_id: int) -> ColumnElement[bool]:
+    has_outcome = exists().where(
+        Outcome.image_id == Image.id, Outcome.stage == stage, Outcome.detector_version_id == detector_version_id
+    )
+    in_open_batch = exists().where(
+        BatchItem.image_id == Image.id, BatchItem.batch_id == Batch.id, Batch.stage == stage,
+        Batch.detector_version_id == detector_version_id, Batch.status.in_(OPEN),
+    )
+    return and_(~has_outcome, ~in_open_batch, *stage_images(stage, detector_version_id))
+
+
+def pending_image_ids(
+    session: Session, stage: Stage, detector_version_id: int, chunk: int, archive_id: int | None = None
+) -> Iterator[list[int]]:
+    """Ids of images with neither a result nor an open batch, in chunks, by keyset pagination."""
+    last = 0
+    while True:
+        query = select(Image.id).where(Image.id > last, _without_result(stage, detector_version_id))
+        if archive_id is not None:
+            query = query.where(Image.archive_id == archive_id)
+        ids = list(session.scalars(query.order_by(Image.id).limit(chunk)))
+        if not ids:
+            return
+        yield ids
+        last = ids[-1]
+
+
+def create_batch(session: Session, stage: Stage, detector_version_id: int, image_ids: Sequence[int]) -> int:
+    batch = Batch(stage=stage, detector_version_id=detector_version_id, status=BatchStatus.QUEUED, size=len(image_ids))
+    session.add(batch)
+    session.flush()
+    insert_many(session, insert(session, BatchItem.__table__),
+                [{"batch_id": batch.id, "image_id": i} for i in image_ids])
+    return batch.id
+
+
+def set_batch_task(session: Session, batch_id: int, task_id: str) -> None:
+    session.execute(update(Batch).where(Batch.id == batch_id).values(task_id=task_id))
+
+
+def open_batches(session: Session, stage: Stage) -> list[tuple[int, int, list[int]]]:
+    """(batch id, detector version id, image ids) of every queued or running batch of a stage."""
+    batches = session.execute(
+        select(Batch.id, Batch.detector_version_id).where(Batch.stage == stage, Batch.status.in_(OPEN)).order_by(Batch.id)
+    ).all()
+    result = []
+    for batch_id, detector_version_id in batches:
+        ids = list(session.scalars(select(BatchItem.image_id).where(BatchItem.batch_id == batch_id)
+                                   .order_by(BatchItem.image_id)))
+        result.append((batch_id, detector_version_id, ids))
+    return result
+
+
+def abandon_open_batches(session: Session, stage: Stage) -> int:
+    """Mark queued/running batches abandoned, so their images count as pending again."""
+    result = session.execute(
+        update(Batch).where(Batch.stage == stage, Batch.status.in_(OPEN)).values(status=BatchStatus.ABANDONED)
+    )
+    return result.rowcount or 0
+
+
+def start_batch(session: Session, batch_id: int, worker: str) -> bool:
+    """Mark a batch running; False if it is already done (a duplicate delivery)."""
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        raise LookupError(f"batch {batch_id} does not exist")
+    if batch.status == BatchStatus.DONE:
+        return False
+    batch.status = BatchStatus.RUNNING
+    batch.attempts += 1
+    batch.worker = worker
+    batch.started_at = datetime.now(UTC)
+    return True
+
+
+def finish_batch(session: Session, batch_id: int | None, now: datetime) -> None:
+    if batch_id is not None:
+        session.execute(update(Batch).where(Batch.id == batch_id).values(status=BatchStatus.DONE, finished_at=now))

@@ -1,0 +1,72 @@
+"""Model versions: the detector, quality and crop model files that produced results, and which of them
+the pipeline uses (promoted)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shared.db import ModelVersion
+from shared.errors import NotFound, Refused
+from shared.schemas import ModelKind
+from shared.store.engine import insert
+
+
+def ensure_model_version(session: Session, kind: ModelKind, name: str, source: str, sha256: str | None) -> ModelVersion:
+    """The model version row for (kind, name, source), created on first use."""
+    def find() -> ModelVersion | None:
+        return session.scalar(select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.name == name,
+                                                         ModelVersion.source == source))
+
+    version = find()
+    if version is None:
+        session.execute(insert(session, ModelVersion).values(
+            kind=kind, name=name, source=source, sha256=sha256, manifest={}, promoted=False,
+        ).on_conflict_do_nothing(index_elements=["kind", "name", "source"]))
+        version = find()
+    elif sha256 and version.sha256 and version.sha256 != sha256:
+        raise Refused(f"{source}: SHA-256 {sha256} differs from the recorded {version.sha256}",
+                      "a changed model file needs a new name (model files are code: use only trusted ones)")
+    elif sha256 and not version.sha256:
+        version.sha256 = sha256
+    return version
+
+
+def record_model_checksum(session: Session, model_version_id: int, sha256: str, manifest: dict) -> None:
+    """Set the checksum and manifest a worker measured, where none is recorded yet."""
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.id == model_version_id, ModelVersion.sha256.is_(None))
+        .values(sha256=sha256)
+    )
+    session.execute(update(ModelVersion).where(ModelVersion.id == model_version_id).values(manifest=manifest))
+
+
+def model_version(session: Session, model_version_id: int) -> ModelVersion:
+    version = session.get(ModelVersion, model_version_id)
+    if version is None:
+        raise NotFound(f"model version {model_version_id} does not exist", "`trapline models list` lists them")
+    return version
+
+
+def promote_model_version(session: Session, model_version_id: int) -> ModelVersion:
+    """Make this version the one used for its kind and region; demote the others."""
+    version = model_version(session, model_version_id)
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.kind == version.kind, ModelVersion.id != version.id,
+               ModelVersion.region.is_(None) if version.region is None else ModelVersion.region == version.region)
+        .values(promoted=False)
+    )
+    version.promoted = True
+    return version
+
+
+def promoted_models(session: Session, kind: ModelKind) -> list[ModelVersion]:
+    return list(session.scalars(
+        select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.promoted.is_(True)).order_by(ModelVersion.id)
+    ))
+
+
+def model_versions(session: Session) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.kind, ModelVersion.id)))

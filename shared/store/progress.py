@@ -1,0 +1,131 @@
+"""Progress of a run as `trapline status` and `trapline run` show it: per stage, images pending, queued,
+running, done and failed with the recent rate; per worker, what it finished lately and runs now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from shared.db import Batch, BatchItem, Image, Outcome
+from shared.schemas import BatchStatus, OutcomeStatus, Stage
+from shared.store.batches import OPEN, stage_images
+
+RATE_WINDOW = timedelta(minutes=5)  # throughput is measured over the most recent outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class StageProgress:
+    stage: Stage
+    total: int
+    pending: int
+    queued: int
+    running: int
+    done: int
+    failed: int
+    images_per_s: float | None
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def eta_s(self) -> float | None:
+        remaining = self.total - self.finished
+        if remaining == 0:
+            return 0.0
+        return remaining / self.images_per_s if self.images_per_s else None
+
+
+def stage_progress(session: Session, stage: Stage, detector_version_id: int,
+                   archive_id: int | None = None) -> StageProgress:
+    image_filter = [] if archive_id is None else [Image.archive_id == archive_id]
+    total = session.scalar(select(func.count(Image.id))
+                           .where(*image_filter, *stage_images(stage, detector_version_id))) or 0
+    by_status = dict(session.execute(
+        select(Outcome.status, func.count(Outcome.id))
+        .join(Image, Image.id == Outcome.image_id)
+        .where(Outcome.stage == stage, Outcome.detector_version_id == detector_version_id, *image_filter)
+        .group_by(Outcome.status)
+    ).all())
+    no_outcome = ~exists().where(Outcome.image_id == BatchItem.image_id, Outcome.stage == stage,
+                                 Outcome.detector_version_id == detector_version_id)
+    in_batches = dict(session.execute(
+        select(Batch.status, func.count(func.distinct(BatchItem.image_id)))
+        .join(BatchItem, BatchItem.batch_id == Batch.id)
+        .join(Image, Image.id == BatchItem.image_id)
+        .where(Batch.stage == stage, Batch.detector_version_id == detector_version_id, Batch.status.in_(OPEN),
+               no_outcome, *image_filter)
+        .group_by(Batch.status)
+    ).all())
+    done = by_status.get(OutcomeStatus.DONE, 0)
+    failed = by_status.get(OutcomeStatus.FAILED, 0)
+    queued = in_batches.get(BatchStatus.QUEUED, 0)
+    running = in_batches.get(BatchStatus.RUNNING, 0)
+    return StageProgress(
+        stage=stage, total=total, pending=max(total - done - failed - queued - running, 0), queued=queued,
+        running=running, done=done, failed=failed,
+        images_per_s=_recent_rate(session, stage, detector_version_id, image_filter),
+    )
+
+
+def _recent_rate(session: Session, stage: Stage, detector_version_id: int, image_filter: list) -> float | None:
+    latest = session.scalar(
+        select(func.max(Outcome.finished_at)).join(Image, Image.id == Outcome.image_id)
+        .where(Outcome.stage == stage, Outcome.detector_version_id == detector_version_id, *image_filter)
+    )
+    if latest is None:
+        return None
+    window_start = latest - RATE_WINDOW
+    first_batch_start, count = session.execute(
+        select(func.min(Batch.started_at), func.count(Outcome.id))
+        .join(Batch, Batch.id == Outcome.batch_id)
+        .join(Image, Image.id == Outcome.image_id)
+        .where(Outcome.stage == stage, Outcome.detector_version_id == detector_version_id,
+               Outcome.finished_at >= window_start, *image_filter)
+    ).one()
+    if not count or first_batch_start is None:
+        return None
+    elapsed = (latest - max(first_batch_start, window_start)).total_seconds()
+    return count / elapsed if elapsed > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRate:
+    """What one worker did in one stage over the recent window, and what it holds now."""
+
+    worker: str
+    stage: Stage
+    batches: int  # finished in the window
+    images: int
+    images_per_s: float | None
+    running: int  # batches it is working on now
+    last_finished: datetime | None
+
+
+def worker_rates(session: Session, window: timedelta = RATE_WINDOW) -> list[WorkerRate]:
+    """Per worker and stage: batches and images finished in the ``window`` before the latest finished batch
+    (so a run that just ended still shows its rates), the images/s that makes, and the batches it runs now."""
+    latest = session.scalar(select(func.max(Batch.finished_at)).where(Batch.status == BatchStatus.DONE))
+    rates: dict[tuple[str, Stage], WorkerRate] = {}
+    if latest is not None:
+        window_start = latest - window
+        rows = session.execute(
+            select(Batch.worker, Batch.stage, func.count(Batch.id), func.sum(Batch.size), func.min(Batch.started_at),
+                   func.max(Batch.finished_at))
+            .where(Batch.status == BatchStatus.DONE, Batch.worker.is_not(None), Batch.finished_at >= window_start)
+            .group_by(Batch.worker, Batch.stage))
+        for worker, stage, batches, images, first_start, last in rows:
+            start = max(first_start, window_start) if first_start else window_start
+            elapsed = (last - start).total_seconds()
+            rates[worker, stage] = WorkerRate(worker, stage, batches, images or 0,
+                                              (images or 0) / elapsed if elapsed > 0 else None, 0, last)
+    for worker, stage, running in session.execute(
+            select(Batch.worker, Batch.stage, func.count(Batch.id))
+            .where(Batch.status == BatchStatus.RUNNING, Batch.worker.is_not(None)).group_by(Batch.worker, Batch.stage)):
+        known = rates.get((worker, stage)) or WorkerRate(worker, stage, 0, 0, None, 0, None)
+        rates[worker, stage] = WorkerRate(known.worker, known.stage, known.batches, known.images, known.images_per_s,
+                                          running, known.last_finished)
+    return sorted(rates.values(), key=lambda r: (r.stage, r.worker))
