@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from shared.schemas import Augmentation, TrainConfig
-from worker.ml.training import Example, load_input, train
+from worker.ml.inputs import Example, load_input
+from worker.ml.training import train
 
 log = logging.getLogger("bench.train")
 TUNNEL = Path(__file__).resolve().parents[2] / "shared/data/camera-traps/hannaboe-camera_trap_workflow"

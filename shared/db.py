@@ -8,75 +8,14 @@ batch, replaces or skips rows instead of duplicating them.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    DateTime,
-    Enum,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    TypeDecorator,
-    UniqueConstraint,
-    false,
-    func,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, String, UniqueConstraint, false
+from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.columns import Base, UTCDateTime, bigid, created_at, enum_column, intpk
 from shared.schemas import BatchStatus, Detection, ModelKind, OutcomeStatus, RunStatus, Stage
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-
-class UTCDateTime(TypeDecorator):
-    """A moment in time, always handed back timezone-aware in UTC.
-
-    PostgreSQL stores ``timestamptz``; SQLite has no time zones and hands back naive values, which
-    trapline always wrote in UTC. Aware values are converted to UTC before they are written, so a moment
-    never shifts between the two databases.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
-        if value is not None and value.tzinfo is not None:
-            return value.astimezone(UTC)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-
-intpk = Annotated[int, mapped_column(Integer, primary_key=True)]
-bigid = Annotated[int, mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)]
-created_at = Annotated[datetime, mapped_column(UTCDateTime(), server_default=func.now())]
-
-
-def _enum(enum_class: type) -> Enum:
-    return Enum(enum_class, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON}
-
 
 class Archive(Base):
     """A directory tree of images registered with `trapline scan`."""
@@ -129,7 +68,7 @@ class ModelVersion(Base):
     __table_args__ = (UniqueConstraint("kind", "name", "source"),)
 
     id: Mapped[intpk]
-    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind))
+    kind: Mapped[ModelKind] = mapped_column(enum_column(ModelKind))
     region: Mapped[str | None] = mapped_column(String(128))  # quality models: the region they serve
     name: Mapped[str] = mapped_column(String(256))  # weights file name, e.g. md_v5a.0.1.pt
     source: Mapped[str] = mapped_column(String(4096))  # known model name or file path
@@ -147,9 +86,9 @@ class Batch(Base):
     __table_args__ = (Index("ix_batches_stage_status", "stage", "status"),)
 
     id: Mapped[intpk]
-    stage: Mapped[Stage] = mapped_column(_enum(Stage))
+    stage: Mapped[Stage] = mapped_column(enum_column(Stage))
     detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    status: Mapped[BatchStatus] = mapped_column(_enum(BatchStatus), default=BatchStatus.QUEUED)
+    status: Mapped[BatchStatus] = mapped_column(enum_column(BatchStatus), default=BatchStatus.QUEUED)
     size: Mapped[int]
     attempts: Mapped[int] = mapped_column(default=0)
     task_id: Mapped[str | None] = mapped_column(String(64))
@@ -178,9 +117,9 @@ class Outcome(Base):
 
     id: Mapped[bigid]
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    stage: Mapped[Stage] = mapped_column(_enum(Stage))
+    stage: Mapped[Stage] = mapped_column(enum_column(Stage))
     detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    status: Mapped[OutcomeStatus] = mapped_column(_enum(OutcomeStatus))
+    status: Mapped[OutcomeStatus] = mapped_column(enum_column(OutcomeStatus))
     failure: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(String(1024))
     flags: Mapped[str | None] = mapped_column(String(256))  # comma-separated ImageFlag values
@@ -264,9 +203,9 @@ class TrainingRun(Base):
     __tablename__ = "training_runs"
 
     id: Mapped[intpk]
-    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind))
+    kind: Mapped[ModelKind] = mapped_column(enum_column(ModelKind))
     region: Mapped[str | None] = mapped_column(String(128))  # quality models: the region they serve
-    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus), default=RunStatus.QUEUED, index=True)
+    status: Mapped[RunStatus] = mapped_column(enum_column(RunStatus), default=RunStatus.QUEUED, index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)  # shared.schemas.TrainConfig
     classes: Mapped[list[str]] = mapped_column(JSON)  # output order: sorted class names
     label_source: Mapped[str] = mapped_column(String(4096))  # the folder or CSV the labels came from

@@ -35,7 +35,7 @@ def predict_images(request: PredictImages) -> Predictions:
     from shared.checksums import verified_sha256
     from shared.schemas import CLASSIFIER_PREPROCESSING
     from worker.ml.classifier import load_model, signature
-    from worker.ml.training import Example, predict_examples
+    from worker.ml.inputs import Example, predict_examples
 
     path = Path(request.model)
     verified_sha256(path, request.sha256)

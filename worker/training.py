@@ -27,9 +27,9 @@ from shared.config import Settings
 from shared.model_files import register_model_file, store_model_file
 from shared.schemas import TrainConfig
 from shared.training_data import SPLITS, TEST
-from worker.ml.training import (
-    AUGMENTATION_IMPLEMENTATION, Example, Progress, TrainResult, export_inference_model, train,
-)
+from worker.ml.checkpoints import export_inference_model
+from worker.ml.inputs import AUGMENTATION_IMPLEMENTATION, Example
+from worker.ml.training import Progress, TrainResult, train
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from producer.cli import context
+from shared.errors import EXIT_INTERRUPTED
 
 FLOWER_ADDRESS = "127.0.0.1"  # `trapline flower` listens on loopback unless --address is given
 STAGES = click.Choice(["detect", "classify"])
@@ -155,13 +156,15 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
     try:
         result = run_pipeline(settings, archive, region, workers or settings.embedded_workers, on_progress)
     except KeyboardInterrupt:
-        for bar in bars.values():
-            bar.close()
-        click.echo("\ninterrupted: workers stopped; run the same command again to resume", err=True)
-        sys.exit(130)
+        interrupted = True
+    else:
+        interrupted = False
     finally:
         for bar in bars.values():
             bar.close()
+    if interrupted:
+        click.echo("\ninterrupted: workers stopped; run the same command again to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     with context.sessions(settings).begin() as session:
         summary = summarize(session, result.archive_id, result.detector_version_id)
     click.echo(f"\n{archive}: {result.registered} newly registered in {result.elapsed_s:.1f} s")

@@ -14,8 +14,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.orm import Session, sessionmaker
 
+from producer import registry
 from shared import store
 from shared.config import get_settings
+from shared.schemas import ModelSignature
 from tests.support.databases import copy_sqlite
 
 
@@ -51,3 +53,25 @@ def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     get_settings.cache_clear()
     yield CliRunner()
     get_settings.cache_clear()
+
+
+_real_inspect_model = registry.inspect_model
+_signatures: dict[tuple[str, str, int, int], ModelSignature] = {}
+
+
+@pytest.fixture
+def inspections(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The files ``producer.registry.inspect_model`` was asked about in this test; each distinct file is
+    inspected once per test session in the classify environment (failures are not remembered)."""
+    asked: list[Path] = []
+
+    def inspect_once(python: str, path: Path) -> ModelSignature:
+        asked.append(path)
+        stat = path.stat()
+        key = (python, str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _signatures:
+            _signatures[key] = _real_inspect_model(python, path)
+        return _signatures[key]
+
+    monkeypatch.setattr(registry, "inspect_model", inspect_once)
+    return asked

@@ -42,3 +42,27 @@ def raw_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:
     for tag, kind, count, value in entries:
         ifd += struct.pack(">HHI4s", tag, kind, count, value)
     return b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd + struct.pack(">I", 0)
+
+
+def exif_jpeg(orientation: int | None = None, size: tuple[int, int] = (40, 20), **tags: str) -> bytes:
+    """A marked JPEG with EXIF: orientation, make, model, datetime, and (in the EXIF IFD) original time, serial."""
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    for tag, value in (("make", 0x010F), ("model", 0x0110), ("datetime", 0x0132)):
+        if tag in tags:
+            exif[value] = tags[tag]
+    sub = exif.get_ifd(0x8769)
+    if "original" in tags:
+        sub[0x9003] = tags["original"]
+    if "serial" in tags:
+        sub[0xA431] = tags["serial"]
+    return encode(marked(*size), "JPEG", quality=95, exif=exif)
+
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def close(pixel: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 8) -> bool:
+    """JPEG is lossy: a flat colour comes back within a few levels."""
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected, strict=True))

@@ -14,7 +14,13 @@ from sqlalchemy.orm import Session
 
 from producer import camtrap_dp
 from producer.camtrap_dp import (
-    ExportError, PackageInfo, contributor, human_observations, machine_observations, package_info, write_package,
+    ExportError,
+    PackageInfo,
+    contributor,
+    human_observations,
+    machine_observations,
+    package_info,
+    write_package,
 )
 from shared import store
 from shared.db import Archive, Classification, DetectionRow, Image, ImageLabel, Outcome, ReviewLabel

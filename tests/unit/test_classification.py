@@ -15,16 +15,24 @@ from sqlalchemy import func, select
 pytest.importorskip("tensorflow", reason="needs the classify environment (Keras + TensorFlow)")
 
 from shared import store
+from shared.checksums import ChecksumMismatch
 from shared.config import Settings
 from shared.db import Batch, Classification, ImageLabel, ModelVersion, Outcome
 from shared.db import Image as ImageRow
 from shared.labels import CROP_CLASSES, YAMAL_CLASSES
 from shared.schemas import (
-    BatchStatus, Detection, DetectOutcome, Failure, ImageSource, ModelKind, OutcomeStatus, ProcessBatch, Stage,
+    BatchStatus,
+    Detection,
+    DetectOutcome,
+    Failure,
+    ImageSource,
+    ModelKind,
+    OutcomeStatus,
+    ProcessBatch,
+    Stage,
 )
 from worker.ml.classification import ClassifyItem, LoadedClassifier, classify_images
 from worker.ml.classifier import build_resnet50
-from shared.checksums import ChecksumMismatch
 from worker.tasks import WorkerContext, classify_batch
 
 pytestmark = pytest.mark.classify

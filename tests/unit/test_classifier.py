@@ -18,7 +18,12 @@ from PIL import Image
 pytest.importorskip("tensorflow", reason="needs the classify environment (Keras + TensorFlow)")
 
 from worker.ml.classifier import (  # after the environment check
-    IncompatibleModel, build_resnet50, check_classes, load_model, predict, preprocess,
+    IncompatibleModel,
+    build_resnet50,
+    check_classes,
+    load_model,
+    predict,
+    preprocess,
 )
 
 pytestmark = pytest.mark.classify

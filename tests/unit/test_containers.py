@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from shared.containers import (
-    Member, UnsafeMember, is_archive_name, is_image_name, is_safe_member, list_members, read_member,
+    Member,
+    UnsafeMember,
+    is_archive_name,
+    is_image_name,
+    is_safe_member,
+    list_members,
+    read_member,
 )
 from tests.unit.synthetic import jpeg
 

@@ -12,8 +12,18 @@ from pathlib import Path
 import pytest
 
 from shared.evaluation import (
-    DECILES, ClassMetrics, DecileAccuracy, Evaluation, decile_index, evaluate, evaluate_labels, plot_confusion,
-    plot_training_curves, write_artifacts, write_confusion_csv, write_deciles_csv,
+    DECILES,
+    ClassMetrics,
+    DecileAccuracy,
+    Evaluation,
+    decile_index,
+    evaluate,
+    evaluate_labels,
+    plot_confusion,
+    plot_training_curves,
+    write_artifacts,
+    write_confusion_csv,
+    write_deciles_csv,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
 import tarfile
 import warnings
 import zipfile
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +14,10 @@ import pytest
 from PIL import Image, ImageFile
 
 from shared.schemas import Failure, ImageFlag, ImageSource
-from tests.unit.synthetic import encode, jpeg, marked, noise, raw_exif
+from tests.unit.synthetic import RED, close, encode, exif_jpeg, jpeg, noise
 from worker.ml.images import ImageError, decode, read_source
 
-RED, BLUE = (255, 0, 0), (0, 0, 255)
 ASCII, SHORT = 2, 3  # TIFF value types
-
-
-def close(pixel: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 8) -> bool:
-    """JPEG is lossy: a flat colour comes back within a few levels."""
-    return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected, strict=True))
 
 
 def failure_of(data: bytes) -> Failure:
@@ -223,97 +215,6 @@ def test_cmyk_tiff_becomes_rgb() -> None:
 
     assert decoded.image.mode == "RGB"
     assert decoded.image.getpixel((0, 0)) == (255, 255, 255)
-
-
-# --- EXIF -------------------------------------------------------------------------------------
-
-
-def exif_jpeg(orientation: int | None = None, size: tuple[int, int] = (40, 20), **tags: str) -> bytes:
-    exif = Image.Exif()
-    if orientation is not None:
-        exif[0x0112] = orientation
-    for tag, value in (("make", 0x010F), ("model", 0x0110), ("datetime", 0x0132)):
-        if tag in tags:
-            exif[value] = tags[tag]
-    sub = exif.get_ifd(0x8769)
-    if "original" in tags:
-        sub[0x9003] = tags["original"]
-    if "serial" in tags:
-        sub[0xA431] = tags["serial"]
-    return encode(marked(*size), "JPEG", quality=95, exif=exif)
-
-
-def test_orientation_6_rotates_and_reports_the_oriented_size() -> None:
-    decoded = decode(exif_jpeg(orientation=6))  # stored 40 × 20, displayed rotated 90° clockwise
-
-    assert decoded.image.size == (20, 40)
-    assert (decoded.metadata.width, decoded.metadata.height) == (20, 40)
-    assert close(decoded.image.getpixel((15, 5)), RED)  # the stored top-left corner is now top-right
-    assert close(decoded.image.getpixel((5, 5)), BLUE)
-
-
-def test_orientation_3_turns_the_image_upside_down_without_swapping_sides() -> None:
-    decoded = decode(exif_jpeg(orientation=3))
-
-    assert decoded.image.size == (40, 20)
-    assert (decoded.metadata.width, decoded.metadata.height) == (40, 20)
-    assert close(decoded.image.getpixel((35, 15)), RED)
-
-
-def test_exif_date_and_camera_are_read() -> None:
-    decoded = decode(exif_jpeg(make="RECONYX\x00", model=" HC600 HYPERFIRE ", original="2023:05:17 06:42:13",
-                               datetime="2023:06:01 00:00:00", serial="H600ABC123"))
-
-    assert decoded.metadata.taken_at == datetime(2023, 5, 17, 6, 42, 13)  # DateTimeOriginal wins
-    assert (decoded.metadata.make, decoded.metadata.model) == ("RECONYX", "HC600 HYPERFIRE")
-    assert decoded.metadata.serial == "H600ABC123"
-
-
-def test_exif_datetime_is_the_fallback_for_a_missing_original() -> None:
-    assert decode(exif_jpeg(datetime="2022:12:31 23:59:58")).metadata.taken_at == datetime(2022, 12, 31, 23, 59, 58)
-
-
-@pytest.mark.parametrize("value", ["0000:00:00 00:00:00", "    :  :     :  :  ", "yesterday"])
-def test_an_impossible_exif_date_is_none(value: str) -> None:
-    decoded = decode(exif_jpeg(original=value, make="Bushnell"))
-
-    assert decoded.metadata.taken_at is None
-    assert decoded.metadata.make == "Bushnell"
-
-
-@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
-@pytest.mark.parametrize("exif", [
-    b"Exif\x00\x00II*\x00\xff\xff\xff\xff",  # IFD0 offset past the end
-    b"Exif\x00\x00not a tiff header at all",
-    b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03",  # five entries announced, none there
-])
-def test_corrupt_exif_does_not_fail_the_image(exif: bytes) -> None:
-    decoded = decode(encode(marked(), "JPEG", exif=exif))
-
-    assert decoded.image.size == (40, 20)
-    assert (decoded.metadata.width, decoded.metadata.height) == (40, 20)
-    assert decoded.metadata.make is None and decoded.metadata.taken_at is None
-
-
-def test_a_mistyped_exif_tag_does_not_stop_the_rotation() -> None:
-    # Orientation 6, and SampleFormat stored as text: Pillow reads the block but cannot write it
-    # back onto the rotated copy (ImageOps.exif_transpose raises struct.error)
-    exif = raw_exif([(0x0112, SHORT, 1, struct.pack(">H", 6) + b"\x00\x00"), (0x0153, ASCII, 4, b"abc\x00")])
-
-    decoded = decode(encode(marked(), "JPEG", quality=95, exif=exif))
-
-    assert decoded.image.size == (20, 40)
-    assert (decoded.metadata.width, decoded.metadata.height) == (20, 40)
-    assert close(decoded.image.getpixel((15, 5)), RED)
-
-
-def test_an_out_of_range_orientation_keeps_the_pixels_as_stored() -> None:
-    exif = raw_exif([(0x0112, SHORT, 1, struct.pack(">H", 9) + b"\x00\x00")])
-
-    decoded = decode(encode(marked(), "JPEG", quality=95, exif=exif))
-
-    assert decoded.image.size == (40, 20)
-    assert close(decoded.image.getpixel((5, 5)), RED)
 
 
 # --- draft mode -------------------------------------------------------------------------------

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from shared.labels import (
-    ANIMAL, BAD_THRESHOLD, CROP_CLASSES, DEFAULT_REGION_PROFILES, JUNK_CLASSES, PERSON, VEHICLE, YAMAL_CLASSES,
-    AnimalPresence, DetectionLabel, FinalLabel, QualityLabel,
-    Thresholds, allowed_classes, animal_presence, counted, crop_counts, detection_label, max_conf_per_category, quality_label, restricted_prediction,
+    ANIMAL,
+    BAD_THRESHOLD,
+    CROP_CLASSES,
+    DEFAULT_REGION_PROFILES,
+    JUNK_CLASSES,
+    PERSON,
+    VEHICLE,
+    YAMAL_CLASSES,
+    AnimalPresence,
+    DetectionLabel,
+    FinalLabel,
+    QualityLabel,
+    Thresholds,
+    allowed_classes,
+    animal_presence,
+    counted,
+    crop_counts,
+    detection_label,
+    max_conf_per_category,
+    quality_label,
+    restricted_prediction,
 )
 from shared.schemas import Detection
 

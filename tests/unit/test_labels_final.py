@@ -9,28 +9,35 @@ from pathlib import Path
 import pytest
 
 from shared.labels import (
-    CropModel, LabelRules, label_image,
-    ANIMAL, CROP_CLASSES, PERSON, AnimalHumanAs, AnimalPresence, DetectionLabel, FinalLabel, ImageLabels, MergedLabel, QualityLabel,
-    Thresholds, allowed_classes, crop_counts, detection_label, final_label, has_human,
-    image_labels, merged_label, quality_label, restricted_prediction, v_quality,
+    ANIMAL,
+    CROP_CLASSES,
+    PERSON,
+    AnimalHumanAs,
+    AnimalPresence,
+    CropModel,
+    DetectionLabel,
+    FinalLabel,
+    ImageLabels,
+    LabelRules,
+    MergedLabel,
+    QualityLabel,
+    Thresholds,
+    allowed_classes,
+    crop_counts,
+    detection_label,
+    final_label,
+    has_human,
+    image_labels,
+    label_image,
+    merged_label,
+    quality_label,
+    restricted_prediction,
+    v_quality,
 )
 from shared.schemas import Detection
+from tests.unit.test_labels import BOX, DEFAULT, MOOSE, det, softmax
 
-BOX = (0.1, 0.2, 0.3, 0.4)
-DEFAULT = Thresholds()  # 0.1 for every category (Celis 2024)
 D, Q, P, F = DetectionLabel, QualityLabel, AnimalPresence, FinalLabel
-
-
-def det(category: int, conf: float) -> Detection:
-    return Detection(category, conf, BOX)
-
-
-def softmax(**values: float) -> list[float]:
-    """A crop model output over CROP_CLASSES with the given values, zero elsewhere."""
-    return [values.get(name, 0.0) for name in CROP_CLASSES]
-
-
-MOOSE = softmax(alc_alc=0.40, vul_lag=0.25, ran_tar=0.20, Bait=0.10, Empty=0.05)
 
 
 # --- Merged (step 3) label, has_human, v_quality ----------------------------------------------------

@@ -8,8 +8,24 @@ from collections import Counter
 import pytest
 
 from shared.review import (
-    ALL_ANIMALS, ANIMAL, BAD, EMPTY, GOOD, HUMAN, RANDOM, STAGE_CLASSES, STAGES, Candidate, Reviewed, draw_sample,
-    errors, manual_share, stage_confidence, stage_pair, stratum_of, weighted_accuracy,
+    ALL_ANIMALS,
+    ANIMAL,
+    BAD,
+    EMPTY,
+    GOOD,
+    HUMAN,
+    RANDOM,
+    STAGE_CLASSES,
+    STAGES,
+    Candidate,
+    Reviewed,
+    draw_sample,
+    errors,
+    manual_share,
+    stage_confidence,
+    stage_pair,
+    stratum_of,
+    weighted_accuracy,
 )
 
 

@@ -16,13 +16,13 @@ from PIL import Image as PILImage
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.rde.search import search
 from producer.review import sample
 from producer.review_server import ReviewApp, ReviewServer, open_review
 from shared import store
 from shared.db import DetectionRow, Image, RdeCluster, ReviewLabel
 from shared.labels import LabelRules
 from shared.rde.clustering import RdeOptions
+from shared.rde.search import search
 from tests.unit.records import NOW, add_detector, add_images, add_label
 
 ROCK = (0.40, 0.55, 0.10, 0.08)

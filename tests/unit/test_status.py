@@ -14,8 +14,7 @@ from producer.status import gather, render
 from shared import store
 from shared.celery_app import create_celery, queue_lengths, send_batch
 from shared.config import Settings
-from shared.db import ModelVersion
-from shared.db import Batch
+from shared.db import Batch, ModelVersion
 from shared.schemas import BatchStatus, ProcessBatch, Stage
 from tests.unit.records import add_archive, add_detector, image_ids
 

@@ -9,9 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import store
-from shared.rde import search as repeats
 from shared.config import Settings
 from shared.db import Batch, DetectionRow, Image, Outcome
+from shared.rde import search as repeats
 from shared.schemas import BatchStatus, ProcessBatch, Stage
 from tests.unit.records import add_detector, image_ids
 from tests.unit.stand_ins import FakeDetector

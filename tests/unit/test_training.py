@@ -1,4 +1,4 @@
-"""worker/ml/training.py: the input pipeline, the one-cycle fit, checkpoints and resuming, transfer phases.
+"""worker/ml/training.py: phases, class weights, the one-cycle fit, checkpoints and resuming, transfer phases.
 
 Real Keras ResNet-50s at 32 px on synthetic JPEGs (dark vs bright), in the classify environment.
 """
@@ -14,14 +14,11 @@ from PIL import Image
 
 pytest.importorskip("tensorflow", reason="needs the classify environment (Keras + TensorFlow)")
 
-from shared.schemas import DRAFT_PREPROCESSING, Augmentation, TrainConfig
-from worker.ml.classifier import whole_image_input
-from worker.ml.crops import classifier_input, square_crop
-from worker.ml.images import decode
+from shared.schemas import Augmentation, TrainConfig
+from worker.ml.checkpoints import BEST, LAST, STATE
+from worker.ml.inputs import Example, TrainingError
 from worker.ml.schedule import triangular_lr
-from worker.ml.training import (
-    BEST, LAST, STATE, Example, Phase, TrainingError, balanced_class_weights, load_input, phases, train,
-)
+from worker.ml.training import Phase, balanced_class_weights, phases, train
 
 pytestmark = pytest.mark.classify
 
@@ -60,25 +57,6 @@ def test_phases_plain_and_transfer() -> None:
 def test_balanced_class_weights() -> None:
     # 6 images of class 0, 2 of class 1: 8 / (2 × 6) and 8 / (2 × 2); class 2 has none and weighs 1
     assert balanced_class_weights([0, 0, 0, 0, 0, 0, 1, 1], 3) == {0: pytest.approx(8 / 12), 1: 2.0, 2: 1.0}
-
-
-def test_inputs_are_cut_as_the_classify_stage_cuts_them(examples: dict[str, list[Example]]) -> None:
-    path = examples["train"][0].path
-    data = Path(path).read_bytes()
-    whole = load_input(Example(path, 0), 32, DRAFT_PREPROCESSING)
-    assert whole.shape == (32, 32, 3) and whole.dtype == np.uint8
-    assert np.array_equal(whole, np.asarray(whole_image_input(data, 32, DRAFT_PREPROCESSING)))
-    box = (0.25, 0.1, 0.5, 0.3)
-    crop = load_input(Example(path, 0, box), 32, DRAFT_PREPROCESSING)
-    expected = classifier_input(square_crop(decode(data).image, box), 32)
-    assert np.array_equal(crop, np.asarray(expected))
-
-
-def test_an_unreadable_image_names_the_file(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"not a jpeg")
-    with pytest.raises(TrainingError, match="broken.jpg"):
-        load_input(Example(str(broken), 0), 32, DRAFT_PREPROCESSING)
 
 
 def test_a_run_follows_the_schedule_resumes_after_a_crash_and_keeps_the_best_epoch(

@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from shared.training_data import (
-    MIN_PER_CLASS, LabelFileError, LabelledImage, class_counts, minimum_per_class, read_label_csv,
-    read_label_folders, split_counts, stratified_split, validate,
+    MIN_PER_CLASS,
+    LabelFileError,
+    LabelledImage,
+    class_counts,
+    minimum_per_class,
+    read_label_csv,
+    read_label_folders,
+    split_counts,
+    stratified_split,
+    validate,
 )
 from tests.unit import synthetic
 

@@ -1,18 +1,10 @@
-"""Training a classifier (WORKFLOW.md, "Training"): input pipeline, the one-cycle fit, checkpoints, resume.
+"""Training a classifier (WORKFLOW.md, "Training"): the one-cycle fit, its phases, progress and resuming.
 
 Plain functions over Keras: no Celery, no database. The caller hands in labelled examples per split and a
 ``TrainConfig`` and gets the best model file and the test split's predictions back; progress goes to a
-callback. Everything a crashed run needs to continue lives in its run folder:
-
-* ``last.keras``: the model after the latest finished epoch, optimizer state included;
-* ``best.keras``: the epoch with the lowest validation loss so far (what is registered at the end);
-* ``state.json``: epochs finished, best epoch, per-epoch logs and every batch's learning rate, written after
-  the model files, so it never points past them.
-
-Input pipeline: a ``keras.utils.PyDataset`` whose worker threads read, decode (Pillow ``draft`` for whole
-images, full resolution for crops, cut by ``worker.ml.crops`` as in the classify stage) and augment the next
-batches while the model trains on the current one. Decoded inputs (uint8, ``size × size × 3``) are cached in
-memory up to ``cache_mb``, so later epochs only augment.
+callback. Batches come from the input pipeline (``worker.ml.inputs``); after every epoch the run folder's
+checkpoints and ``state.json`` are written (``worker.ml.checkpoints``), so a crashed run continues after its
+last finished epoch with the same learning-rate schedule.
 
 Transfer (Böhner 2023): with ``freeze_epochs`` the run has two phases, each with its own learning-rate cycle:
 ``frozen`` trains only the new head over a frozen base (batch-norm in inference mode), ``fine-tune`` then
@@ -22,47 +14,30 @@ trains everything but the stem (blocks conv2–conv5 and the head) with a peak r
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
-import os
 import platform
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared.schemas import Augmentation, TrainConfig
-from worker.ml.classifier import build_resnet50, load_model, whole_image_input
-from worker.ml.crops import classifier_input, square_crop
-from worker.ml.images import ImageError, decode
+from shared.schemas import TrainConfig
+from worker.ml.checkpoints import BEST, LAST, STATE, RunState, copy_file, save_model
+from worker.ml.classifier import build_resnet50, load_model
+from worker.ml.inputs import Example, TrainingError, datasets, predict
 from worker.ml.schedule import steps_per_epoch
 
 log = logging.getLogger(__name__)
 
-LAST, BEST, STATE = "last.keras", "best.keras", "state.json"
 PROGRESS_INTERVAL_S = 5.0  # at most one batch-level progress report this often (epochs always report)
 STEM_PREFIXES = ("conv1", "pool1", "input")  # ResNet-50 layers that stay frozen in the fine-tune phase
 WEIGHTS_HELP = ("ImageNet weights are downloaded by Keras on first use into ~/.keras/models/ "
                 "(resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5). Offline, copy that file there, or pass "
                 "its path as --init.")
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on: an unreadable training image, missing weights, an inconsistent checkpoint."""
-
-
-@dataclass(frozen=True, slots=True)
-class Example:
-    """One labelled input: an image file, its class index and, for crops, the normalised box to cut."""
-
-    path: str
-    label: int
-    box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,129 +103,6 @@ def balanced_class_weights(labels: Sequence[int], classes: int) -> dict[int, flo
     return {c: (len(labels) / (present * int(n)) if n else 1.0) for c, n in enumerate(counts)}
 
 
-def load_input(example: Example, size: int, preprocessing: str) -> np.ndarray:
-    """The uint8 ``size × size × 3`` input of one example, exactly as the classify stage prepares it."""
-    try:
-        data = Path(example.path).read_bytes()
-        if example.box is None:
-            image = whole_image_input(data, size, preprocessing)
-        else:
-            crop = square_crop(decode(data).image, example.box)
-            if crop is None:
-                raise TrainingError(f"{example.path}: box {list(example.box)} has no pixels")
-            image = classifier_input(crop, size)
-    except ImageError as error:
-        raise TrainingError(f"{example.path}: {error}") from error
-    except OSError as error:
-        raise TrainingError(f"{example.path}: {error}") from error
-    return np.asarray(image, dtype=np.uint8)
-
-
-def augmenter(augmentation: Augmentation, seed: int) -> Any:
-    """The authors' ImageDataGenerator settings as Keras 3 layers (None when disabled or all zero)."""
-    import keras
-
-    a = augmentation
-    if not a.enabled:
-        return None
-    layers = []
-    if a.rotation_deg:
-        layers.append(keras.layers.RandomRotation(a.rotation_deg / 360, fill_mode=a.fill_mode, seed=seed))
-    if a.width_shift or a.height_shift:
-        layers.append(keras.layers.RandomTranslation(a.height_shift, a.width_shift, fill_mode=a.fill_mode,
-                                                     seed=seed + 1))
-    if a.shear_deg:
-        factor = math.tan(math.radians(a.shear_deg))
-        layers.append(keras.layers.RandomShear(factor, factor, fill_mode=a.fill_mode, seed=seed + 2))
-    if a.zoom:  # independent factors for x and y, as ImageDataGenerator draws them
-        layers.append(keras.layers.RandomZoom((-a.zoom, a.zoom), (-a.zoom, a.zoom), fill_mode=a.fill_mode,
-                                              seed=seed + 3))
-    if a.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 4))
-    return keras.Sequential(layers, name="augmentation") if layers else None
-
-
-AUGMENTATION_IMPLEMENTATION = "keras3 layers: RandomRotation, RandomTranslation, RandomShear, RandomZoom, RandomFlip"
-
-
-class InputCache:
-    """Decoded inputs by example index, up to a byte budget; shared by the loader threads."""
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget = budget_bytes
-        self.used = 0
-        self.items: dict[int, np.ndarray] = {}
-
-    def get(self, index: int, load: Callable[[], np.ndarray]) -> np.ndarray:
-        cached = self.items.get(index)
-        if cached is not None:
-            return cached
-        value = load()
-        if self.used + value.nbytes <= self.budget:
-            self.items[index] = value
-            self.used += value.nbytes
-        return value
-
-
-@functools.cache
-def _dataset_class() -> type:
-    import keras
-
-    class ImageBatches(keras.utils.PyDataset):
-        """Batches of (inputs scaled by 1/255, one-hot labels[, sample weights]), built in worker threads."""
-
-        def __init__(self, examples: Sequence[Example], classes: int, config: TrainConfig, *, train: bool,
-                     seed: int, class_weights: dict[int, float] | None = None) -> None:
-            super().__init__(workers=config.loader_workers or 1, use_multiprocessing=False,
-                             max_queue_size=max(2 * config.loader_workers, 4))
-            self.examples = list(examples)
-            self.classes = classes
-            self.size = config.image_size
-            self.preprocessing = config.preprocessing
-            self.batch_size = config.batch_size
-            self.train = train
-            self.rng = np.random.default_rng(seed)
-            self.order = np.arange(len(self.examples))
-            self.augment = augmenter(config.augmentation, seed) if train else None
-            self.weights = class_weights
-            self.cache = InputCache(config.cache_mb * 2**20)
-            if train:
-                self.rng.shuffle(self.order)
-
-        def __len__(self) -> int:
-            return math.ceil(len(self.examples) / self.batch_size)
-
-        def __getitem__(self, index: int) -> tuple:
-            chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-            pixels = np.stack([self.cache.get(int(i), functools.partial(
-                load_input, self.examples[i], self.size, self.preprocessing)) for i in chosen])
-            x = pixels.astype(np.float32) / 255.0
-            if self.augment is not None:
-                x = keras.ops.convert_to_numpy(self.augment(x, training=True))
-            labels = np.array([self.examples[i].label for i in chosen], dtype=np.int64)
-            y = np.eye(self.classes, dtype=np.float32)[labels]
-            if self.weights is None:
-                return x, y
-            return x, y, np.array([self.weights[int(c)] for c in labels], dtype=np.float32)
-
-        def on_epoch_end(self) -> None:
-            if self.train:
-                self.rng.shuffle(self.order)
-
-    return ImageBatches
-
-
-def datasets(examples: dict[str, Sequence[Example]], classes: int, config: TrainConfig) -> dict[str, Any]:
-    """Train (shuffled, augmented, optionally weighted), validate and test datasets."""
-    ImageBatches = _dataset_class()
-    weights = balanced_class_weights([e.label for e in examples["train"]], classes) if config.class_weights else None
-    return {
-        "train": ImageBatches(examples["train"], classes, config, train=True, seed=config.seed, class_weights=weights),
-        "validate": ImageBatches(examples["validate"], classes, config, train=False, seed=config.seed),
-        "test": ImageBatches(examples["test"], classes, config, train=False, seed=config.seed),
-    }
-
-
 # --- model -------------------------------------------------------------------------------------
 
 
@@ -286,55 +138,7 @@ def compile_model(model: Any, lr: float) -> None:
                   metrics=["accuracy"])
 
 
-# --- checkpoints -------------------------------------------------------------------------------
-
-
-@dataclass
-class RunState:
-    """``state.json``: how far a run got; rewritten after every epoch's model files."""
-
-    epoch: int = 0  # epochs finished
-    best_epoch: int = -1
-    best_val_loss: float = math.inf
-    history: list[dict[str, float]] = field(default_factory=list)
-    learning_rates: list[float] = field(default_factory=list)
-
-    @classmethod
-    def read(cls, folder: Path) -> RunState:
-        path = folder / STATE
-        if not path.exists():
-            return cls()
-        data = json.loads(path.read_text())
-        data["best_val_loss"] = math.inf if data.get("best_val_loss") is None else data["best_val_loss"]
-        return cls(**data)
-
-    def write(self, folder: Path) -> None:
-        data = asdict(self)
-        data["best_val_loss"] = None if math.isinf(self.best_val_loss) else self.best_val_loss
-        _atomic_write(folder / STATE, json.dumps(data).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-
-
-def _save_model(model: Any, path: Path) -> None:
-    partial = path.with_name("partial-" + path.name)  # Keras wants the .keras suffix
-    model.save(partial)
-    os.replace(partial, path)
-
-
-def _copy_file(source: Path, target: Path) -> None:
-    partial = target.with_name("partial-" + target.name)
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
-
-
-def export_inference_model(checkpoint: Path, target: Path) -> None:
-    """The model of a checkpoint without its optimizer state (a third of the size): what is registered."""
-    _save_model(load_model(checkpoint), target)
+# --- callbacks ---------------------------------------------------------------------------------
 
 
 @functools.cache
@@ -352,9 +156,9 @@ def _callback_classes() -> tuple[type, type]:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = {k: float(v) for k, v in (logs or {}).items()}
             val_loss = logs.get("val_loss", logs.get("loss", math.inf))
-            _save_model(self.model, self.folder / LAST)
+            save_model(self.model, self.folder / LAST)
             if val_loss < self.state.best_val_loss:
-                _copy_file(self.folder / LAST, self.folder / BEST)  # a copy is ~10× faster than a second save
+                copy_file(self.folder / LAST, self.folder / BEST)  # a copy is ~10× faster than a second save
                 self.state.best_val_loss, self.state.best_epoch = val_loss, epoch
             self.state.epoch = epoch + 1
             self.state.history.append({"epoch": epoch, **logs})
@@ -432,7 +236,9 @@ def train(
     folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     state = RunState.read(folder)
-    data = datasets(examples, len(classes), config)
+    labels = [e.label for e in examples["train"]]
+    weights = balanced_class_weights(labels, len(classes)) if config.class_weights else None
+    data = datasets(examples, len(classes), config, weights)
     steps = steps_per_epoch(len(examples["train"]), config.batch_size)
     run_phases = phases(config)
     total_epochs = run_phases[-1].end
@@ -464,29 +270,13 @@ def train(
         trained_batches += (state.epoch - epochs_before) * steps
     seconds = time.monotonic() - started
     best = load_model(folder / BEST)
-    test_probabilities = _predict(best, data["test"])
+    test_probabilities = predict(best, data["test"])
     return TrainResult(
         best_model=folder / BEST, best_epoch=state.best_epoch, best_val_loss=state.best_val_loss,
         history=state.history, learning_rates=state.learning_rates, test_probabilities=test_probabilities,
         seconds=seconds, images_per_s=trained_batches * config.batch_size / seconds if seconds else 0.0,
         environment=library_versions(),
     )
-
-
-def _predict(model: Any, dataset: Any) -> np.ndarray:
-    if not dataset.examples:
-        return np.zeros((0, int(model.outputs[0].shape[-1])), dtype=np.float32)
-    return np.asarray(model.predict(dataset, verbose=0), dtype=np.float32)
-
-
-def predict_examples(model: Any, examples: Sequence[Example], size: int, preprocessing: str,
-                     batch_size: int = 32, workers: int = 4) -> np.ndarray:
-    """Class probabilities (n, classes) of ``model`` for ``examples``, with the training input pipeline
-    (no augmentation): what ``trapline models evaluate`` measures."""
-    config = TrainConfig(image_size=size, batch_size=batch_size, preprocessing=preprocessing, loader_workers=workers,
-                         augmentation=Augmentation(enabled=False), cache_mb=0)
-    outputs = int(model.outputs[0].shape[-1])
-    return _predict(model, _dataset_class()(examples, outputs, config, train=False, seed=0))
 
 
 def library_versions() -> dict[str, str]:
