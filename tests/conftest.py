@@ -11,8 +11,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 CAMERA_TRAPS = REPO.parent / "shared" / "data" / "camera-traps"
@@ -80,9 +84,27 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _drop(admin, name)
     admin.dispose()
+
+
+def _drop(admin: Engine, name: str, attempts: int = 5) -> None:
+    """Drop a test database. The test servers run without autovacuum (a worker of it, which the test role
+    may not terminate, would make DROP … WITH (FORCE) fail); a server started otherwise gets a few tries."""
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except ProgrammingError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
 
 
 @pytest.fixture(scope="session")

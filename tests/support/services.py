@@ -121,7 +121,8 @@ class PostgresServer:
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "server.log"), "-w", "start",
-                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off")
+                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off "
+                        "-c autovacuum=off")  # an autovacuum worker would block DROP DATABASE … WITH (FORCE)
 
     def stop(self, mode: str = "fast") -> None:
         """``fast``: roll back and disconnect every session, as a server restart does."""
