@@ -5,10 +5,10 @@ UTC offset at that moment (``shared.deployments.localize``). Observations are me
 eventEnd = timestamp``:
 
 * machine rows (``classificationMethod = machine``, ``classifiedBy`` = the model files): one ``animal`` per
-  crop of a non-junk class (``scientificName`` from :data:`SCIENTIFIC_NAMES`, box and crop probability),
-  or per counted animal box where no crop model ran (box and detector confidence); one ``human`` per counted
-  person box and one ``vehicle`` per counted vehicle box; otherwise one ``blank`` row, or one ``unknown``
-  row (probability P(Bad)) for a Bad image; ``unclassified`` for images not processed or failed;
+  crop of a class that its crop model does not call junk (``scientificName`` from :data:`SCIENTIFIC_NAMES`, box
+  and crop probability), or per counted animal box where no crop model ran (box and detector confidence); one
+  ``human`` per counted person box and one ``vehicle`` per counted vehicle box; otherwise one ``blank`` row, or
+  one ``unknown`` row (probability P(Bad)) for a Bad image; ``unclassified`` for images not processed or failed;
 * human rows from review labels: Animal → ``animal``, Empty → ``blank``, Human → ``human``, Bad → ``unknown``,
   ``classifiedBy`` = the reviewer.
 
@@ -24,7 +24,7 @@ import json
 import logging
 import mimetypes
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -36,7 +36,8 @@ from shared.chunking import chunked
 from shared.db import Archive, Deployment, ReviewLabel
 from shared.deployments import iso, localize
 from shared.errors import TraplineError
-from shared.labels import ANIMAL, JUNK_CLASSES, PERSON, VEHICLE, Thresholds, counted
+from shared.crop_model import PAPER_CROP_MODEL, CropModel
+from shared.labels import ANIMAL, PERSON, VEHICLE, Thresholds, counted
 from shared.schemas import OutcomeStatus
 from shared.store import deployments as deployment_rows
 from shared.store import model_versions, results, review
@@ -141,9 +142,10 @@ def _bbox(box: Sequence[float] | None) -> tuple[float, ...] | None:
     return (x, y, w, h) if w >= MIN_BBOX_SIZE and h >= MIN_BBOX_SIZE else None
 
 
-def machine_observations(result: ImageResult, thresholds: Thresholds, models: dict[int, str],
-                         names: dict[str, str]) -> list[Observation]:
-    """What the models say of one image (see the module docstring); ``models``: model version id → name."""
+def machine_observations(result: ImageResult, thresholds: Thresholds, models: dict[int, str], names: dict[str, str],
+                         crop_models: Mapping[int, CropModel] | None = None) -> list[Observation]:
+    """What the models say of one image (see the module docstring); ``models``: model version id → name;
+    ``crop_models``: crop model version id → its classes and junk classes (absent: the paper's model)."""
     outcome, labels = result.outcome, result.labels
     if outcome is None or outcome.status == OutcomeStatus.FAILED:
         return [Observation("unclassified", method=None,
@@ -151,6 +153,7 @@ def machine_observations(result: ImageResult, thresholds: Thresholds, models: di
     detector = models.get(outcome.detector_version_id, "detector")
     when = labels.updated_at if labels is not None else outcome.finished_at
     crop_model = models.get(labels.crops_version_id) if labels is not None and labels.crops_version_id else None
+    junk = (crop_models or {}).get(labels.crops_version_id, PAPER_CROP_MODEL).junk if crop_model else frozenset()
     observations = []
     for row in result.detections:
         detection = row.to_detection()
@@ -161,7 +164,7 @@ def machine_observations(result: ImageResult, thresholds: Thresholds, models: di
                                         probability=round(detection.conf, PROBABILITY_DIGITS), bbox=detection.bbox))
     for index, crop in sorted((result.crops or {}).items()) if crop_model else ():
         suppressed = index < len(result.detections) and result.detections[index].suppressed
-        if crop.label in JUNK_CLASSES or suppressed:
+        if crop.label in junk or suppressed:
             continue
         name = names.get(crop.label)
         observations.append(Observation(
@@ -241,7 +244,8 @@ class Written:
 
 
 def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterable[MediaItem],
-                 thresholds: Thresholds, models: dict[int, str], info: PackageInfo, prefix_archive: bool) -> Written:
+                 thresholds: Thresholds, models: dict[int, str], info: PackageInfo, prefix_archive: bool,
+                 crop_models: Mapping[int, CropModel] | None = None) -> Written:
     """deployments.csv, media.csv and observations.csv, one image at a time."""
     written = Written()
     out, writer = _writer(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS)
@@ -253,7 +257,7 @@ def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterab
     observations_out, observations = _writer(out_dir / "observations.csv", OBSERVATION_COLUMNS)
     with media_out, observations_out:
         for item in items:
-            machine = machine_observations(item.result, thresholds, models, info.scientific_names)
+            machine = machine_observations(item.result, thresholds, models, info.scientific_names, crop_models)
             people = human_observations(item.reviews)
             rel_path = item.result.image.rel_path
             file_path = f"{Path(item.archive.root).name}/{rel_path}" if prefix_archive else rel_path
@@ -349,7 +353,8 @@ def write_package(session: Session, out_dir: Path, archives: Sequence[Archive], 
     out_dir.mkdir(parents=True, exist_ok=True)
     models = {v.id: v.name for v in model_versions.model_versions(session)}
     items = media_items(session, archives, detector_version_id, deployments)
-    written = write_tables(out_dir, deployments, items, thresholds, models, info, prefix_archive=len(archives) > 1)
+    written = write_tables(out_dir, deployments, items, thresholds, models, info, prefix_archive=len(archives) > 1,
+                           crop_models=model_versions.crop_models(session))
     package = descriptor(info, deployments, written.scientific_names, datetime.now(UTC))
     (out_dir / "datapackage.json").write_text(json.dumps(package, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
+from shared.crop_model import CROP_CLASSES, DEFAULT_REGION_PROFILES, CropModel, allowed_classes
 from shared.db import Archive, DetectionRow, ModelVersion
 from shared.labels import (
-    ANIMAL, CROP_CLASSES, DEFAULT_REGION_PROFILES, DETECTION_CATEGORIES, PERSON, VEHICLE, Thresholds, allowed_classes,
-    counted, detection_label, max_conf_per_category,
+    ANIMAL, DETECTION_CATEGORIES, PERSON, VEHICLE, Thresholds, counted, detection_label, max_conf_per_category,
 )
-from shared.schemas import Detection, OutcomeStatus
+from shared.schemas import Detection, DetectionOptions, OutcomeStatus
 from shared.store.results import ImageResult
 
 FORMAT_VERSION = "1.6"
@@ -50,9 +51,36 @@ def _detections(rows: Iterable[DetectionRow]) -> list[Detection]:
     return [row.to_detection() for row in rows]
 
 
-def md_image_entry(result: ImageResult, crop_model: ModelVersion | None = None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class CropCategories:
+    """The crop models whose classifications an export carries (by version id), and one category id per class.
+
+    MegaDetector's format has one ``classification_categories`` map per file, while each region may have its own
+    crop model: classes are numbered by name over every model, the first model's classes in its output order
+    (so one model keeps its own indices), then each further model's new names. A class two models share is one
+    category; the file's ``info.classifier`` names every model.
+    """
+
+    models: Mapping[int, ModelVersion]
+    ids: Mapping[str, int]
+
+    @classmethod
+    def of(cls, models: Sequence[ModelVersion]) -> CropCategories:
+        ids: dict[str, int] = {}
+        for model in models:
+            for name in CropModel.of(model.manifest).classes:
+                ids.setdefault(name, len(ids))
+        return cls({m.id: m for m in models}, ids)
+
+
+def crop_columns(models: Sequence[ModelVersion]) -> tuple[str, ...]:
+    """The CSV's count columns: every class of ``models`` (``CropCategories`` order), or the paper's 16."""
+    return tuple(CropCategories.of(models).ids) or CROP_CLASSES
+
+
+def md_image_entry(result: ImageResult, crops: CropCategories | None = None) -> dict[str, Any]:
     """One ``images[]`` entry: failures get ``detections: null``; boxes sorted by conf; cropped
-    animal boxes carry their top region-restricted crop classes."""
+    animal boxes carry their top region-restricted crop classes, from the crop model of the image's labels."""
     image, outcome = result.image, result.outcome
     entry: dict[str, Any] = {"file": image.rel_path}
     if outcome is None or outcome.status == OutcomeStatus.FAILED:
@@ -64,23 +92,26 @@ def md_image_entry(result: ImageResult, crop_model: ModelVersion | None = None) 
          "bbox": [round(v, COORD_DIGITS) for v in d.bbox]}
         for d in _detections(result.detections)  # stored order: conf descending, as classified
     ]
-    if crop_model is not None and result.crops:
-        manifest = crop_model.manifest or {}
-        classes = manifest.get("classes") or []
+    model = crops.models.get(result.labels.crops_version_id) if crops and result.labels else None
+    if model is not None and result.crops:
+        manifest = model.manifest or {}
+        classes = CropModel.of(manifest).classes
         allowed = allowed_classes(image.region, manifest.get("regions") or DEFAULT_REGION_PROFILES)
         for index, crop in result.crops.items():
             if index < len(entry["detections"]):
-                entry["detections"][index]["classifications"] = _top_classes(crop.probabilities, classes, allowed)
+                entry["detections"][index]["classifications"] = _top_classes(crop.probabilities, classes, allowed,
+                                                                             crops.ids)
     if image.width and image.height:
         entry["width"], entry["height"] = image.width, image.height
     entry["datetime"] = image.taken_at.strftime(MD_DATETIME_FORMAT) if image.taken_at else None
     return entry
 
 
-def _top_classes(probabilities: Sequence[float], classes: Sequence[str], allowed: Collection[str] | None) -> list:
+def _top_classes(probabilities: Sequence[float], classes: Sequence[str], allowed: Collection[str] | None,
+                 ids: Mapping[str, int]) -> list:
     ranked = sorted(((p, i) for i, p in enumerate(probabilities) if allowed is None or classes[i] in allowed),
                     reverse=True)
-    return [[str(i), round(p, CONF_DIGITS)] for p, i in ranked[:TOP_CLASSIFICATIONS]]
+    return [[str(ids[classes[i]]), round(p, CONF_DIGITS)] for p, i in ranked[:TOP_CLASSIFICATIONS]]
 
 
 def md_info(detector: ModelVersion, settings: dict[str, Any], completed: datetime) -> dict[str, Any]:
@@ -89,31 +120,36 @@ def md_info(detector: ModelVersion, settings: dict[str, Any], completed: datetim
     typical, conservative = MDV5_THRESHOLDS if version and str(version).startswith("v5") else UNKNOWN_THRESHOLDS
     metadata: dict[str, Any] = {"megadetector_version": version or "unknown", "typical_detection_threshold": typical,
                                 "conservative_detection_threshold": conservative}
-    if manifest.get("image_size"):
-        metadata["image_size"] = manifest["image_size"]
+    options = DetectionOptions.of_manifest(manifest)
+    size = options.augment_image_size if options.augment and options.whole_image else options.image_size
+    if size or manifest.get("image_size"):
+        metadata["image_size"] = size or manifest["image_size"]
     return {
         "format_version": FORMAT_VERSION,
         "detector": manifest.get("file_name") or detector.name,
         "detection_completion_time": completed.strftime("%Y-%m-%d %H:%M:%S"),
         "detector_metadata": metadata,
-        "custom_metadata": {"trapline": {"detector_sha256": detector.sha256, "settings": settings}},
+        "custom_metadata": {"trapline": {"detector_version": detector.name, "detector_sha256": detector.sha256,
+                                         "detection": options.model_dump(mode="json"), "settings": settings}},
     }
 
 
 def write_md_json(out: IO[str], results: Iterable[ImageResult], info: dict[str, Any],
-                  crop_model: ModelVersion | None = None) -> int:
-    """Write a batch output file, one image entry at a time; returns the number of images."""
-    if crop_model is not None:
-        info = {**info, "classifier": f"{crop_model.name} (sha256 {crop_model.sha256})"}
+                  crop_models: Sequence[ModelVersion] = ()) -> int:
+    """Write a batch output file, one image entry at a time; returns the number of images. ``crop_models``: the
+    crop models the images' labels were derived with (their classes share one category map, ``CropCategories``)."""
+    crops = CropCategories.of(crop_models) if crop_models else None
+    if crops is not None:
+        info = {**info, "classifier": "; ".join(
+            f"{m.name}{f' (region {m.region})' if m.region else ''} (sha256 {m.sha256})" for m in crop_models)}
     out.write('{"info": ' + json.dumps(info) + ',\n "detection_categories": ')
     out.write(json.dumps({str(k): v for k, v in DETECTION_CATEGORIES.items()}))
-    if crop_model is not None:
-        classes = (crop_model.manifest or {}).get("classes") or []
-        out.write(',\n "classification_categories": ' + json.dumps({str(i): c for i, c in enumerate(classes)}))
+    if crops is not None:
+        out.write(',\n "classification_categories": ' + json.dumps({str(i): c for c, i in crops.ids.items()}))
     out.write(',\n "images": [')
     count = 0
     for result in results:
-        out.write(("\n  " if count == 0 else ",\n  ") + json.dumps(md_image_entry(result, crop_model)))
+        out.write(("\n  " if count == 0 else ",\n  ") + json.dumps(md_image_entry(result, crops)))
         count += 1
     out.write("\n ]\n}\n")
     return count

@@ -15,7 +15,7 @@ from producer import export as exporter
 from producer.model_versions import current_detector
 from shared.config import Settings
 from shared.errors import UsageProblem
-from shared.labels import CROP_CLASSES, Thresholds
+from shared.labels import Thresholds
 from shared.review import STAGES
 from shared.schemas import ModelKind
 from shared.store import images, model_versions, results
@@ -57,18 +57,20 @@ def export(session: Session, settings: Settings, fmt: str, output: Path, archive
         raise UsageProblem(f"{output} is a folder; --format {fmt} writes a file", "give a file name with -o")
     if fmt == "md-json" and len(archives) > 1:
         raise UsageProblem("several archives are registered", "choose one with --archive")
-    crop_model = next(iter(model_versions.promoted_models(session, ModelKind.CROPS)), None)
+    # Each region may have its own crop model: the crop models the exported labels came from (MD JSON maps their
+    # classes by name onto its one category map; the CSV has a count column per class of any of them).
+    crop_models = results.crop_models_used(session, [a.id for a in archives], detector.id)
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="", encoding="utf-8") as out:
         if fmt == "md-json":
             info = exporter.md_info(detector, {"detector": settings.detector.model_dump()}, datetime.now())
             count = exporter.write_md_json(out, results.image_results(session, archives[0].id, detector.id), info,
-                                           crop_model)
+                                           crop_models)
         else:
             rows = ((a, r) for a in archives for r in results.image_results(session, a.id, detector.id))
             names = {v.id: v.name for v in model_versions.model_versions(session)}
-            classes = (crop_model.manifest or {}).get("classes") if crop_model else None
-            count = exporter.write_csv(out, rows, thresholds, names, classes or CROP_CLASSES)
+            columns = exporter.crop_columns(crop_models or model_versions.promoted_models(session, ModelKind.CROPS))
+            count = exporter.write_csv(out, rows, thresholds, names, columns)
     return f"wrote {count} images to {output}"
 
 
@@ -76,7 +78,8 @@ def write_report(session: Session, settings: Settings, output: Path, archive_roo
     """The HTML report of the current detector's results (every archive, or the one at ``archive_root``)."""
     detector = current_detector(session, settings.detector)
     archive_id = images.archives_at(session, archive_root)[0].id if archive_root is not None else None
-    data = report.gather(session, detector.id, Thresholds.of(settings), STAGES, datetime.now(UTC), archive_id)
+    data = report.gather(session, detector.id, Thresholds.of(settings), STAGES, datetime.now(UTC), archive_id,
+                         settings.quality.bad_threshold)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report.render(data), encoding="utf-8")
     return f"wrote the report of {sum(a.images for a in data.archives)} images to {output}"

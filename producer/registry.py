@@ -2,7 +2,8 @@
 
 A file is checked against its declared classes in the classify environment (the producer imports
 no framework), copied under ``model_root/<kind>/<sha256>/`` beside a ``manifest.json``
-(``shared.model_files``), and registered as a model version, promoted for its kind and region.
+(``shared.model_files``), and registered as a model version, promoted for its kind and region (a model
+without a region serves every region without its own). A crop model's manifest records its junk classes.
 Workers load it only if its SHA-256 still matches the registered one.
 """
 
@@ -14,8 +15,9 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from producer.environments import call
+from shared import crop_model
 from shared.db import ModelVersion
-from shared.errors import ModelFileError, TraplineError
+from shared.errors import ModelFileError, TraplineError, UsageProblem
 from shared.model_files import register_model_file, store_model_file
 from shared.schemas import CLASSIFIER_PREPROCESSING, InspectModel, ModelKind, ModelSignature
 
@@ -47,13 +49,17 @@ def validate_classes(kind: ModelKind, classes: Sequence[str], found: ModelSignat
 def import_model(
     session: Session, *, python: str, model_root: Path, kind: ModelKind, file: Path, classes: Sequence[str],
     region: str | None = None, regions: Mapping[str, Sequence[str]] | None = None,
+    junk_classes: Sequence[str] | None = None,
 ) -> ModelVersion:
-    """Check, store and register ``file``; the new version is promoted for (kind, region)."""
+    """Check, store and register ``file``; the new version is promoted for (kind, region).
+
+    A crop model records ``junk_classes`` (None: the paper's among ``classes``; ``shared.crop_model.junk_classes``
+    refuses unknown names, and a default that finds none)."""
     if file.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelImportError(f"{file.name}: expected a Keras model ({', '.join(MODEL_SUFFIXES)})")
-    if kind == ModelKind.CROPS and region:
-        raise ModelImportError("the crop classifier serves every region: restrict its classes per region "
-                               "with --region-classes instead of --region")
+    if kind != ModelKind.CROPS and junk_classes is not None:
+        raise UsageProblem("--junk-classes is for crop models", "drop it for a quality model")
+    junk = crop_model.junk_classes(classes, junk_classes) if kind == ModelKind.CROPS else None
     found = inspect_model(python, file)
     validate_classes(kind, classes, found)
     for region_name, allowed in (regions or {}).items():
@@ -65,6 +71,7 @@ def import_model(
         "kind": kind.value, "region": region, "classes": list(classes), "input_size": list(found.input_size),
         "preprocessing": CLASSIFIER_PREPROCESSING, "source": str(file.resolve()),
         "regions": {k.lower(): list(v) for k, v in (regions or {}).items()},
+        **({"junk_classes": list(junk)} if junk is not None else {}),
     }
     stored, manifest = store_model_file(model_root, kind, file, manifest)
     version = register_model_file(session, kind, stored, manifest, region, promote=True)

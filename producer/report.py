@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session
 from producer import charts
 from producer.review import metrics
 from shared import aggregates, evaluation
-from shared.labels import Thresholds
+from shared.crop_model import CropModel
+from shared.labels import BAD_THRESHOLD, DETECTION_CATEGORIES, Thresholds
+from shared.schemas import ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class ModelUse:
     sha256: str | None
     promoted: bool
     images: int
+    junk: tuple[str, ...] = ()  # a crop model's classes that never count as an animal (its manifest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,8 @@ class ClusterView:
     id: int
     camera: str
     bbox: tuple[float, ...]
+    category: str  # the detector category's name
+    instances: int  # its boxes (two in one image count two)
     images: int
     status: str
     decided_by: str | None
@@ -101,9 +106,11 @@ class ReportData:
 
 
 def gather(session: Session, detector_version_id: int, thresholds: Thresholds, stages: Sequence[str],
-           generated_at: datetime, archive_id: int | None = None) -> ReportData:
-    """Read what the report shows (one archive, or every one when ``archive_id`` is None)."""
-    models = [ModelUse(v.id, v.kind.value, v.region, v.name, v.sha256, v.promoted, n)
+           generated_at: datetime, archive_id: int | None = None, bad_threshold: float = BAD_THRESHOLD) -> ReportData:
+    """Read what the report shows (one archive, or every one when ``archive_id`` is None); ``bad_threshold``
+    is the configured Bad threshold, for the quality stage's confidence deciles."""
+    models = [ModelUse(v.id, v.kind.value, v.region, v.name, v.sha256, v.promoted, n,
+                       CropModel.of(v.manifest).junk_in_order if v.kind == ModelKind.CROPS else ())
               for v, n in aggregates.models_used(session, detector_version_id, archive_id)]
     runs = aggregates.training_runs_of(session, [m.id for m in models])
     clusters = aggregates.rde_clusters(session, detector_version_id, archive_id)
@@ -118,11 +125,12 @@ def gather(session: Session, detector_version_id: int, thresholds: Thresholds, s
         review=aggregates.review_progress(session, detector_version_id, archive_id),
         reviewers=aggregates.reviewer_progress(session, detector_version_id, archive_id),
         reviewer_totals=aggregates.reviewer_totals(session, archive_id),
-        metrics=metrics(session, detector_version_id, stages, archive_id),
+        metrics=metrics(session, detector_version_id, stages, archive_id, bad_threshold),
         training=[TrainingView(r.model_version_id, r.id, len(r.history or []), r.best_epoch, r.best_val_loss,
                                list(r.history or [])) for r in runs],
         rde_counts=aggregates.rde_status_by_camera(session, detector_version_id, archive_id),
-        rde_clusters=[ClusterView(c.id, c.camera, tuple(c.bbox), c.images, c.status, c.decided_by) for c in clusters],
+        rde_clusters=[ClusterView(c.id, c.camera, tuple(c.bbox), DETECTION_CATEGORIES.get(c.category, str(c.category)),
+                                  c.instances, c.images, c.status, c.decided_by) for c in clusters],
     )
 
 
@@ -197,9 +205,9 @@ def _header(data: ReportData) -> Iterator[str]:
     yield _table(("archive", "region", "images", "detected", "classified", "first taken", "last taken"),
                  [(a.root, a.region or "-", a.images, a.detected, a.classified, a.first_taken or "-",
                    a.last_taken or "-") for a in data.archives], "archives")
-    yield _table(("model version", "kind", "region", "name", "sha256", "promoted", "images"),
+    yield _table(("model version", "kind", "region", "name", "sha256", "promoted", "images", "junk classes"),
                  [(m.id, m.kind, m.region or "-", m.name, (m.sha256 or "-")[:12], "yes" if m.promoted else "no",
-                   m.images) for m in data.models], "models")
+                   m.images, ", ".join(m.junk) or "-") for m in data.models], "models")
     t = data.thresholds
     yield (f"<p>Detections count at confidence ≥ {_e(t.animal)} (animal), {_e(t.person)} (person), "
            f"{_e(t.vehicle)} (vehicle), except boxes suppressed by a confirmed RDE cluster.</p>")
@@ -350,8 +358,9 @@ def _rde(data: ReportData) -> Iterator[str]:
     cameras = list(data.rde_counts)
     yield _img(charts.bars(cameras, {s: [data.rde_counts[c].get(s, 0) for c in cameras] for s in statuses},
                            "RDE clusters per camera", "clusters", stacked=True), "RDE clusters per camera")
-    yield _table(("cluster", "camera", "x", "y", "w", "h", "images", "status", "decided by"),
-                 [(c.id, c.camera, *c.bbox, c.images, c.status, c.decided_by or "-") for c in data.rde_clusters],
+    yield _table(("cluster", "camera", "x", "y", "w", "h", "category", "instances", "images", "status", "decided by"),
+                 [(c.id, c.camera, *c.bbox, c.category, c.instances, c.images, c.status, c.decided_by or "-")
+                  for c in data.rde_clusters],
                  "rde-clusters")
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from shared import aggregates, evaluation
 from shared.errors import ProblemsFound, UsageProblem
+from shared.labels import BAD_THRESHOLD
 from shared.store import images, review
 from shared.review import (
     REVIEW_LABELS, STAGE_CLASSES, STRATA, Reviewed, draw_sample, errors, manual_share, stage_confidence, stage_pair,
@@ -116,9 +117,10 @@ def import_labels(session: Session, path: Path, reviewer: str | None) -> int:
     return review.save_review_labels(session, read_labels(session, path, reviewer), datetime.now(UTC))
 
 
-def stage_metrics(items: Sequence[Reviewed], stage: str) -> dict[str, Any]:
-    """Metrics of one stage on the reviewed images: the evaluation, FN and FP lists, weighted accuracy."""
-    compared = [(pair, stage_confidence(stage, item)) for item in items
+def stage_metrics(items: Sequence[Reviewed], stage: str, bad_threshold: float = BAD_THRESHOLD) -> dict[str, Any]:
+    """Metrics of one stage on the reviewed images: the evaluation, FN and FP lists, weighted accuracy; the
+    quality stage's confidence deciles read P(Bad) against ``bad_threshold`` (``stage_confidence``)."""
+    compared = [(pair, stage_confidence(stage, item, bad_threshold)) for item in items
                 if (pair := stage_pair(stage, item)) is not None]
     confidences = [c for _, c in compared]
     scores = evaluation.evaluate_labels(
@@ -129,9 +131,10 @@ def stage_metrics(items: Sequence[Reviewed], stage: str) -> dict[str, Any]:
 
 
 def metrics(session: Session, detector_version_id: int, stages: Sequence[str],
-            archive_id: int | None = None) -> dict[str, Any]:
+            archive_id: int | None = None, bad_threshold: float = BAD_THRESHOLD) -> dict[str, Any]:
     """Per region: each stage's metrics against people's labels, and the manual-inspection share (counted in
-    SQL, so an archive of millions of images is never loaded); optionally one archive."""
+    SQL, so an archive of millions of images is never loaded); optionally one archive. ``bad_threshold`` is
+    the configured Bad threshold (``settings.quality.bad_threshold``), for the quality stage's confidences."""
     reviewed = review.reviewed_images(session, detector_version_id)
     if archive_id is not None:
         keep = aggregates.images_in_archive(session, [r.image_id for r in reviewed], archive_id)
@@ -145,7 +148,7 @@ def metrics(session: Session, detector_version_id: int, stages: Sequence[str],
         report[region or "-"] = {
             "images": images, "reviewed": len(items),
             "manual_share": manual_share(images, animals, sampled.get(region, 0)),
-            "stages": {stage: stage_metrics(items, stage) for stage in stages},
+            "stages": {stage: stage_metrics(items, stage, bad_threshold) for stage in stages},
         }
     return report
 

@@ -189,8 +189,12 @@ def _box(row: DetectionRow, crop: Any) -> dict[str, Any]:  # Classification | No
 
 
 def _cluster(cluster: RdeCluster) -> dict[str, Any]:
-    return {"id": cluster.id, "camera": cluster.camera, "bbox": cluster.bbox, "images": cluster.images,
-            "status": cluster.status, "decided_by": cluster.decided_by,
+    """A cluster as the page reads it; ``instance_count`` is its boxes (the listing's ``instances`` is a strip
+    of some of them)."""
+    return {"id": cluster.id, "camera": cluster.camera, "bbox": cluster.bbox,
+            "category": DETECTION_CATEGORIES.get(cluster.category, str(cluster.category)),
+            "instance_count": cluster.instances, "images": cluster.images, "status": cluster.status,
+            "decided_by": cluster.decided_by,
             "decided_at": cluster.decided_at.isoformat() if cluster.decided_at else None}
 
 

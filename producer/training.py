@@ -19,11 +19,11 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from producer import environments
-from shared import evaluation
+from shared import crop_model, evaluation
 from shared.celery_app import TaskName
 from shared.config import Settings
 from shared.db import ModelVersion, TrainingRun
-from shared.errors import NotFound, TraplineError
+from shared.errors import NotFound, TraplineError, UsageProblem
 from shared.schemas import (
     ImageRef, ModelKind, PredictImages, Predictions, TrainClassifier, TrainConfig, TrainingDone, TrainRun,
 )
@@ -72,7 +72,7 @@ def review_labels(session: Session, region: str | None) -> list[LabelledImage]:
     return images
 
 
-def kind_problems(kind: ModelKind, region: str | None, images: Sequence[LabelledImage]) -> list[str]:
+def kind_problems(kind: ModelKind, images: Sequence[LabelledImage]) -> list[str]:
     """What the model kind itself requires of its labels."""
     classes = sorted({image.label for image in images if image.label})
     problems = []
@@ -84,27 +84,31 @@ def kind_problems(kind: ModelKind, region: str | None, images: Sequence[Labelled
         boxed = [image for image in images if image.box is not None]
         if boxed:
             problems.append(f"a quality model sees whole images, but {len(boxed)} label(s) carry a box")
-    if kind == ModelKind.CROPS and region:
-        problems.append("the crop classifier serves every region (restricted per region at inference): drop --region")
     return problems
 
 
 def prepare_run(
     session: Session, *, kind: ModelKind, region: str | None, labels: Path | None, config: TrainConfig,
-    run_root: Path,
+    run_root: Path, junk_classes: Sequence[str] | None = None,
 ) -> TrainingRun:
     """Check ``labels`` completely, split them and store a queued run. Raises ``LabelProblems``.
 
-    ``labels=None`` trains a quality model on people's review labels (``trapline review import``)."""
+    ``labels=None`` trains a quality model on people's review labels (``trapline review import``). A crop model's
+    ``junk_classes`` (None: the paper's among the labels' classes) travel in the run's config to its manifest;
+    ``shared.crop_model.junk_classes`` refuses unknown names and a default that finds none (UsageProblem)."""
     if labels is None and kind != ModelKind.QUALITY:
         raise LabelProblems(["review labels are per image: they can train a quality model, not the crop model"])
+    if kind != ModelKind.CROPS and junk_classes is not None:
+        raise UsageProblem("--junk-classes is for crop models", "drop it for a quality model")
     images = read_labels(labels) if labels is not None else review_labels(session, region)
-    problems = kind_problems(kind, region, images)
+    problems = kind_problems(kind, images)
     problems += validate(images, min_per_class=minimum_per_class(config.split), fractions=config.split)
     if problems:
         raise LabelProblems(problems)
-    splits = stratified_split(images, config.split, seed=config.seed)
     classes = sorted({image.label for image in images})  # output order, as the Keras directory iterator sorts
+    if kind == ModelKind.CROPS:
+        config = config.model_copy(update={"junk_classes": crop_model.junk_classes(classes, junk_classes)})
+    splits = stratified_split(images, config.split, seed=config.seed)
     items = [training_runs.TrainingItem(i.path, i.label, split, i.box) for split, members in splits.items() for i in members]
     return training_runs.create_training_run(
         session, kind=kind, region=region.lower() if region else None, config=config.model_dump(mode="json"),

@@ -321,7 +321,8 @@ def rde_status_by_camera(session: Session, detector_version_id: int,
 
 def rde_clusters(session: Session, detector_version_id: int, archive_id: int | None = None,
                  camera: str | None = None) -> list[RdeCluster]:
-    """The detector's RDE clusters (one row per cluster, not per member), by camera; optionally one camera's."""
+    """The detector's RDE clusters (one row per cluster, not per member: its category, instances and images),
+    by camera; optionally one camera's."""
     return list(session.scalars(
         select(RdeCluster).where(RdeCluster.detector_version_id == detector_version_id, *_rde_in_archive(archive_id),
                                  *([] if camera is None else [RdeCluster.camera == camera]))

@@ -1,7 +1,9 @@
 """The one typed settings object.
 
 Every knob of trapline is a field here, read from ``TRAPLINE_*`` environment variables (nested
-groups joined with ``__``, e.g. ``TRAPLINE_DETECTOR__ANIMAL_THRESHOLD``) or a ``.env`` file.
+groups joined with ``__``, e.g. ``TRAPLINE_DETECTOR__ANIMAL_THRESHOLD``) or a ``.env`` file. The detection
+options of a detector version are defined once, in ``shared.schemas.DetectionOptions``, and appear here as
+the detector's settings.
 Only entry points call :func:`get_settings`; library code receives a ``Settings`` argument.
 """
 
@@ -15,15 +17,19 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.schemas import DetectionOptions
+
 ENV_PREFIX = "TRAPLINE_"
 DEFAULT_DATABASE_URL = "sqlite:///./trapline-data/trapline.sqlite3"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-class DetectorSettings(BaseModel):
-    """MegaDetector and the thresholds applied to its boxes (WORKFLOW.md, step 1b)."""
+class DetectorSettings(DetectionOptions):
+    """MegaDetector, the thresholds applied to its boxes (WORKFLOW.md, step 1b), how a worker runs it, and the
+    detection options of ``shared.schemas.DetectionOptions`` (test-time augmentation, tiling, merging, decoding:
+    TRAPLINE_DETECTOR__AUGMENT …), defined there once: they are part of a detector version, not of a process."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     weights: str = Field(
         "MDV5A",
@@ -34,7 +40,8 @@ class DetectorSettings(BaseModel):
     animal_threshold: float = Field(0.1, ge=0, le=1, description="Animal boxes at or above this count (Celis 2024).")
     person_threshold: float = Field(0.1, ge=0, le=1, description="Person boxes at or above this count.")
     vehicle_threshold: float = Field(0.1, ge=0, le=1, description="Vehicle boxes at or above this count (merged into Human).")
-    image_size: int | None = Field(None, gt=0, description="Inference size (long side, px); None uses the model's own.")
+    preset: Literal["none", "celis2024"] = Field("none", description="celis2024: the final paper's detection step, "
+                                                 "test-time augmentation, tiling and merging on (WORKFLOW.md).")
     force_cpu: bool = Field(False, description="Run on the CPU even when a GPU is present.")
     decode_threads: int = Field(4, ge=1, description="Threads decoding images while the model runs.")
     infer_batch_size: int = Field(8, ge=1, description="Images per forward pass (a task's batch is split into these).")
@@ -74,8 +81,10 @@ class RdeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_conf: float = Field(0.1, ge=0, le=1, description="Detections at or above this are considered (paper: 0.04).")
-    iou: float = Field(0.9, gt=0, le=1, description="Boxes overlapping at least this much are the same place.")
-    occurrences: int = Field(20, ge=2, description="A place seen in at least this many images is suspicious (paper: 5).")
+    iou: float = Field(0.9, gt=0, le=1, description="Boxes of one category overlapping a place's first box at "
+                       "least this much are the same place.")
+    occurrences: int = Field(20, ge=2, description="A place with at least this many boxes (two in one image count "
+                             "two) is suspicious (paper: 5).")
     max_size: float = Field(0.2, gt=0, le=1, description="Largest box considered, as a fraction of the image (paper: 0.5).")
     min_size: float = Field(0.0, ge=0, le=1, description="Smallest box considered, as a fraction of the image.")
     auto: bool = Field(True, description="Search a camera as soon as all its images are detected (detect workers).")
@@ -176,6 +185,12 @@ def setting_name(location: tuple) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in location)
 
 
+def _is_group(location: tuple) -> bool:
+    """Whether ``location`` names a whole group of settings (``detector``: a rule across its fields)."""
+    field = Settings.model_fields.get(location[0]) if len(location) == 1 else None
+    return field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+
+
 def describe_errors(errors: list[dict]) -> list[str]:
     """One line per problem of a pydantic ``ValidationError.errors()`` raised while reading ``Settings``.
     Values are not repeated: a URL may hold a password."""
@@ -185,7 +200,8 @@ def describe_errors(errors: list[dict]) -> list[str]:
         if error.get("type") == "extra_forbidden":
             lines.append(f"{name}: unknown setting (a typo? .env.example lists every setting)")
         else:
-            lines.append(f"{name}: {error.get('msg', 'invalid')}")
+            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+            lines.append(f"{name}{'__*' if _is_group(error.get('loc', ())) else ''}: {message}")
     return lines
 
 

@@ -295,7 +295,8 @@ class ReviewLabel(Base):
 
 class RdeCluster(Base):
     """Boxes recurring at one place in one camera's images (repeat detection elimination), awaiting a
-    person's decision: ``suspected``, then ``confirmed`` (its detections are suppressed) or ``rejected``."""
+    person's decision: ``suspected``, then ``confirmed`` (its detections are suppressed) or ``rejected``. A
+    detection can be a member of several clusters."""
 
     __tablename__ = "rde_clusters"
     __table_args__ = (Index("ix_rde_clusters_detector_camera", "detector_version_id", "camera"),)
@@ -303,8 +304,10 @@ class RdeCluster(Base):
     id: Mapped[intpk]
     detector_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     camera: Mapped[str] = mapped_column(String(512))  # site/camera, as the path pattern read them
-    bbox: Mapped[list[float]] = mapped_column(JSON)  # the representative box, normalised x, y, w, h
-    images: Mapped[int]
+    bbox: Mapped[list[float]] = mapped_column(JSON)  # the representative (first) box, normalised x, y, w, h
+    category: Mapped[int]  # its first box's detector category (every box's, unless searched across categories)
+    instances: Mapped[int]  # its detections, which decide whether it is suspicious (two in one image count two)
+    images: Mapped[int]  # the distinct images they lie in
     status: Mapped[str] = mapped_column(String(16), default="suspected")
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the RdeOptions that found it
     decided_by: Mapped[str | None] = mapped_column(String(128))

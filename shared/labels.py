@@ -2,7 +2,7 @@
 
 Nothing here does I/O or needs numpy: inputs are plain floats, names and labels, so stored raw
 outputs (detections, P(Bad), crop softmaxes) can be relabelled with new settings without a model or
-a GPU.
+a GPU. A crop model's classes, junk classes and region restriction are ``shared.crop_model``'s.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeVar
 
+from shared.crop_model import CROP_CLASSES, JUNK_CLASSES, PAPER_CROP_MODEL, CropModel
 from shared.schemas import Detection
 
 if TYPE_CHECKING:
@@ -112,39 +113,7 @@ def _is_bad(quality: QualityLabel | None) -> bool:
     return quality == QualityLabel.BAD
 
 
-# --- Step 2: crop classes and region restriction ----------------------------------------------
-
-# The joint Finnmark + Yamal crop classifier's 16 outputs in model order: sorted folder names,
-# uppercase before lowercase (WORKFLOW.md "The 16 classes", Step_4_C).
-CROP_CLASSES: tuple[str, ...] = (
-    "Bait", "Bait_yamal", "Empty", "Rock",
-    "alc_alc", "aqu_chr", "cor_cora", "cor_corn", "gul_gul", "hal_alb",
-    "lag_mut", "lep_arc", "pic_pic", "ran_tar", "vul_lag", "vul_vul",
-)
-# Crop classes that are never an animal: boxes on bait, rocks or nothing.
-JUNK_CLASSES: frozenset[str] = frozenset({"Bait", "Bait_yamal", "Empty", "Rock"})
-# Yamal drops Bait, alc_alc (moose), aqu_chr (golden eagle) and hal_alb (white-tailed eagle) [Step_4_C].
-YAMAL_CLASSES: tuple[str, ...] = (
-    "Bait_yamal", "Empty", "Rock",
-    "cor_cora", "cor_corn", "gul_gul", "lag_mut", "lep_arc", "pic_pic", "ran_tar", "vul_lag", "vul_vul",
-)
-# Region -> allowed crop classes. Keys are matched case-insensitively. Finnmark's set is not published,
-# so it has no profile; a region without a profile gets no restriction. A model version may ship its own
-# profiles (regions.json); pass them instead of this default.
-DEFAULT_REGION_PROFILES: Mapping[str, tuple[str, ...]] = MappingProxyType({"yamal": YAMAL_CLASSES})
-
-
-def allowed_classes(
-    region: str | None, profiles: Mapping[str, Collection[str]] = DEFAULT_REGION_PROFILES,
-) -> frozenset[str] | None:
-    """The crop classes allowed in ``region``, or None (no restriction) when it has no profile."""
-    if region is None:
-        return None
-    wanted = region.casefold()
-    matches = [classes for name, classes in profiles.items() if name.casefold() == wanted]
-    if len(matches) > 1:
-        raise ValueError(f"more than one region profile matches {region!r}")
-    return frozenset(matches[0]) if matches else None
+# --- Step 2: one model per region ---------------------------------------------------------------
 
 
 def for_region(by_region: Mapping[str | None, T], region: str | None) -> T | None:
@@ -152,32 +121,6 @@ def for_region(by_region: Mapping[str | None, T], region: str | None) -> T | Non
     that serves every region without its own (how quality models are chosen per image)."""
     own = by_region.get(region.lower()) if region else None
     return own if own is not None else by_region.get(None)
-
-
-def restricted_prediction(
-    probabilities: Sequence[float], classes: Sequence[str], allowed: Collection[str] | None = None,
-) -> tuple[str, float]:
-    """One crop's class: the argmax over the allowed columns of the softmax, without renormalising.
-
-    Returns (class, probability), the probability being the raw softmax value of that class, i.e.
-    the largest allowed value. ``allowed=None`` means every class. Ties go to the first class in
-    model order, like R's ``max.col(ties.method = "first")`` in the scripts.
-    """
-    if len(probabilities) != len(classes):
-        raise ValueError(f"{len(probabilities)} probabilities for {len(classes)} classes")
-    if allowed is None:
-        columns = range(len(classes))
-    else:
-        unknown = set(allowed) - set(classes)
-        if unknown:
-            raise ValueError(f"allowed classes not among the model's classes: {sorted(unknown)}")
-        columns = [i for i, name in enumerate(classes) if name in allowed]
-    if not columns:
-        raise ValueError("no class to choose from")
-    if any(p != p for p in probabilities):
-        raise ValueError("probabilities contain NaN")
-    best = max(columns, key=lambda i: (probabilities[i], -i))
-    return classes[best], float(probabilities[best])
 
 
 # --- Aggregation per image ----------------------------------------------------------------------
@@ -369,17 +312,9 @@ class LabelRules:
                    AnimalHumanAs(settings.labels.animal_human_as), settings.labels.script_compat)
 
 
-@dataclass(frozen=True, slots=True)
-class CropModel:
-    """What the rules need of a crop classifier: its classes in output order and which of them are junk."""
-
-    classes: tuple[str, ...] = CROP_CLASSES
-    junk: frozenset[str] = JUNK_CLASSES
-
-
 def label_image(
     detections: Sequence[Detection], p_bad: float | None, crop_labels: Mapping[int, str] | None,
-    rules: LabelRules = LabelRules(), crop_model: CropModel = CropModel(),
+    rules: LabelRules = LabelRules(), crop_model: CropModel = PAPER_CROP_MODEL,
 ) -> ImageLabels:
     """Every label of one image from its raw outputs, as stored.
 

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from shared.labels import ANIMAL, JUNK_CLASSES, CropModel, LabelRules, label_image
+from shared.crop_model import PAPER_CROP_MODEL
+from shared.labels import ANIMAL, LabelRules, label_image
 from shared.schemas import Stage
 from shared.store import image_labels, outcomes
 from shared.store.image_labels import DerivedLabels, StoredInputs
@@ -49,9 +50,9 @@ def relabel(session: Session, detector_version_id: int, image_ids: Sequence[int]
         if missing_crop(item, crop_threshold):
             to_classify.append(item.image_id)
             continue
-        crop_model = CropModel(item.crop_classes, JUNK_CLASSES) if item.crop_classes else CropModel()
         labels = label_image(item.detections, item.p_bad,
-                             item.crop_labels if item.crops_version_id is not None else None, rules, crop_model)
+                             item.crop_labels if item.crops_version_id is not None else None, rules,
+                             item.crop_model or PAPER_CROP_MODEL)
         rows.append(DerivedLabels(item.image_id, labels, item.quality_version_id, item.crops_version_id, item.p_bad))
     image_labels.save_image_labels(session, detector_version_id, rows, datetime.now(UTC))
     outcomes.forget_outcomes(session, Stage.CLASSIFY, detector_version_id, to_classify)

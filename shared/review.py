@@ -28,6 +28,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shared.labels import BAD_THRESHOLD, QualityLabel, quality_label
+
 ANIMAL, EMPTY, HUMAN, BAD, GOOD = "Animal", "Empty", "Human", "Bad", "Good"
 REVIEW_LABELS = (ANIMAL, EMPTY, HUMAN, BAD)  # what a person says of an image
 RANDOM, ALL_ANIMALS = "random", "animal"  # why an image is in a review set
@@ -103,12 +105,15 @@ class Reviewed:
     animal_conf: float | None = None  # MegaDetector's highest animal confidence (None: no animal box)
 
 
-def stage_confidence(stage: str, item: Reviewed) -> float | None:
+def stage_confidence(stage: str, item: Reviewed, bad_threshold: float = BAD_THRESHOLD) -> float | None:
     """The confidence of the stage's decision, for accuracy per confidence decile (Böhner 2023): the quality
-    model's probability of its label, MegaDetector's top animal confidence (or 1 − it for Empty); None for
-    stages whose decision combines several models."""
+    model's probability of the label the threshold rule chose (P(Bad) when P(Bad) ≥ ``bad_threshold``, the
+    Bad threshold TRAPLINE_QUALITY__BAD_THRESHOLD, else P(Good) = 1 − P(Bad); not the argmax's probability),
+    MegaDetector's top animal confidence (or 1 − it for Empty); None for stages whose decision combines several
+    models."""
     if stage == "quality" and item.p_bad is not None:
-        return max(item.p_bad, 1 - item.p_bad)
+        bad = quality_label(item.p_bad, bad_threshold) == QualityLabel.BAD
+        return item.p_bad if bad else 1 - item.p_bad
     if stage == "detect":
         conf = item.animal_conf or 0.0
         return conf if item.detection_label.startswith(ANIMAL) else 1 - conf

@@ -89,6 +89,74 @@ class ProcessBatch(BaseModel):
         return data
 
 
+class DetectionOptions(BaseModel):
+    """How a detector version runs MegaDetector (WORKFLOW.md, "Optional enhancements used in the final paper").
+
+    Recorded in the detector version's manifest: results of other options are another detector version, so a
+    run with test-time augmentation reprocesses, and every result says how it was made. The passes and how they
+    combine mirror the megadetector package's own tools: the whole-image pass is its batch runner (with
+    ``--augment``: YOLOv5 test-time augmentation, at 1280 × 1.3 px), the tiled pass is
+    ``run_tiled_inference`` (tiles written as JPEG q95, boxes of overlapping tiles de-duplicated by NMS), and
+    ``merge`` is ``merge_detections`` with the whole-image boxes as source and the tiled ones as target.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_size: int | None = Field(None, gt=0, description="Long side in px of the whole image (without augmentation) "
+                                   "and of each tile; None: the model's own (1280 for MDv5).")
+    augment: bool = Field(False, description="YOLOv5 test-time augmentation on the whole-image pass.")
+    augment_image_size: int = Field(1664, gt=0, description="Long side with augmentation (the package: 1280 × 1.3).")
+    tiling: bool = Field(False, description="Detect on overlapping tiles of the full-resolution image.")
+    tile_size: int = Field(1280, gt=0, description="Tile side in px (the package's default).")
+    tile_overlap: float = Field(0.5, ge=0, lt=1, description="Overlap of adjacent tiles, a fraction of the tile.")
+    tile_nms_iou: float = Field(0.45, gt=0, le=1, description="IoU at which boxes of overlapping tiles are one box.")
+    tile_jpeg_quality: int = Field(95, ge=0, le=100, description="Tiles are JPEG-encoded at this quality before "
+                                   "detection, as the package writes them; 0: tiles stay in memory (faster, other "
+                                   "pixels: bench/RESULTS.md has the agreement).")
+    merge: bool = Field(False, description="Also run the whole-image pass and merge its boxes into the tiled ones "
+                        "(needs tiling): the paper's 'aug_to_tiled'.")
+    merge_iou: float = Field(0.65, gt=0, le=1, description="A whole-image box this close to a tiled one is not added.")
+    merge_source_threshold: float = Field(0.05, ge=0, le=1, description="Whole-image boxes below this are not added.")
+    merge_target_threshold: float = Field(0.2, ge=0, le=1, description="Tiled boxes below this block nothing.")
+    decode: Literal["exact", "draft"] = Field("exact", description="exact: full decode, then the package's resize "
+                                              "(the pixels the package sees); draft: JPEG draft decoding near the "
+                                              "inference size (faster on large JPEGs, other pixels).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DetectionOptions:
+        if self.merge and not self.tiling:
+            raise ValueError("merge combines the whole-image and the tiled passes: it needs tiling")
+        if self.decode == "draft" and self.tiling:
+            raise ValueError("tiles are cut from the full-resolution image: draft decoding needs tiling off")
+        return self
+
+    @classmethod
+    def of_manifest(cls, manifest: dict | None) -> DetectionOptions:
+        """The options recorded in a detector version's manifest (the package's plain run for older versions)."""
+        return cls.model_validate((manifest or {}).get("detection") or {})
+
+    @property
+    def whole_image(self) -> bool:
+        """Whether the whole image is detected (alone, or to merge into the tiled pass)."""
+        return not self.tiling or self.merge
+
+    def key(self) -> str:
+        """What sets this version apart from the package's plain run, short, for its name; "" for that run."""
+        parts = []
+        if self.image_size is not None:
+            parts.append(f"{self.image_size}px")
+        if self.augment and self.whole_image:
+            parts.append(f"tta {self.augment_image_size}px")
+        if self.tiling:
+            quality = f" q{self.tile_jpeg_quality}" if self.tile_jpeg_quality else " in memory"
+            parts.append(f"tiles {self.tile_size}/{self.tile_overlap:g} nms {self.tile_nms_iou:g}{quality}")
+        if self.merge:
+            parts.append(f"merge {self.merge_iou:g}/{self.merge_source_threshold:g}/{self.merge_target_threshold:g}")
+        if self.decode == "draft":
+            parts.append("draft decode")
+        return ", ".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class ImageSource:
     """Where one registered image's bytes are: a file, or a member of a zip/tar file."""
@@ -216,6 +284,8 @@ class TrainConfig(BaseModel):
         DRAFT_PREPROCESSING, description="How images become model inputs; the classify stage uses the same.")
     loader_workers: int = Field(4, ge=0, le=64, description="Threads decoding and augmenting ahead of the model.")
     cache_mb: int = Field(4096, ge=0, description="Decoded inputs kept in memory after the first epoch (MiB).")
+    junk_classes: tuple[str, ...] | None = Field(None, description="Crop models: the classes that are never an "
+                                                 "animal, for the manifest (set by the producer; None: the paper's).")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

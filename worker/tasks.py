@@ -28,13 +28,14 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import store
-from shared.labels import CropModel, ImageLabels, LabelRules, for_region, label_image
+from shared.crop_model import PAPER_CROP_MODEL, CropModel
+from shared.labels import ImageLabels, LabelRules, for_region, label_image
 from shared.rde import search as repeats
 from shared.celery_app import TaskName, send_batch
 from shared.config import Settings
 from shared.db import ModelVersion
 from shared.schemas import (
-    CLASSIFIER_PREPROCESSING, ModelKind, OutcomeStatus, ProcessBatch, Stage, TrainClassifier,
+    CLASSIFIER_PREPROCESSING, DetectionOptions, ModelKind, OutcomeStatus, ProcessBatch, Stage, TrainClassifier,
 )
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,8 @@ class WorkerContext:
         if version.id not in self.models:
             from worker.ml.detector import load_megadetector
 
-            detector = load_megadetector(
-                version.source, version.sha256, force_cpu=self.settings.detector.force_cpu,
-                image_size=self.settings.detector.image_size, torch_threads=self.settings.detector.torch_threads,
-            )
+            detector = load_megadetector(version.source, version.sha256, force_cpu=self.settings.detector.force_cpu,
+                                         torch_threads=self.settings.detector.torch_threads)
             with self.sessions.begin() as session:
                 store.model_versions.record_model_checksum(session, version.id, detector.sha256, detector.manifest())
             self.models[version.id] = detector
@@ -139,6 +138,7 @@ def detect_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str
         detector, sources, threshold=context.settings.detector.store_threshold,
         decode_threads=context.settings.detector.decode_threads,
         infer_batch=context.settings.detector.infer_batch_size,
+        options=DetectionOptions.of_manifest(version.manifest),  # the version's options, not this worker's settings
     )
     elapsed = time.perf_counter() - start
     detected = [o.image_id for o in outcomes if o.status == OutcomeStatus.DONE]
@@ -169,7 +169,8 @@ def _search_repeats(context: WorkerContext, payload: ProcessBatch) -> None:
 
 
 def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: str) -> dict:
-    """Quality model + crop classifier on one batch; raw outputs and the paper's labels stored."""
+    """Quality model + crop classifier on one batch, each chosen per image by its region (a region's own promoted
+    model, else the one without a region); raw outputs, the models used and the paper's labels stored."""
     from worker.ml.classification import ClassifyItem, classify_images
 
     settings = context.settings
@@ -178,9 +179,10 @@ def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: s
             return {"batch_id": payload.batch_id, "skipped": True}
         inputs = store.results.classify_inputs(session, payload.image_ids, payload.detector_version_id)
         quality_versions = store.model_versions.promoted_models(session, ModelKind.QUALITY)
-        crops_version = next(iter(store.model_versions.promoted_models(session, ModelKind.CROPS)), None)
+        crops_versions = store.model_versions.promoted_models(session, ModelKind.CROPS)
     quality = {v.region: context.classifier(v) for v in quality_versions}
-    crops = context.classifier(crops_version) if crops_version else None
+    crops = {v.region: context.classifier(v) for v in crops_versions}
+    crop_models = {v.id: CropModel.of(v.manifest) for v in crops_versions}  # classes and junk classes
     start = time.perf_counter()
     outcomes = classify_images(
         [ClassifyItem(source, region, boxes) for source, region, boxes in inputs], quality=quality, crops=crops,
@@ -191,30 +193,35 @@ def classify_batch(context: WorkerContext, payload: ProcessBatch, worker_name: s
     boxes = {source.image_id: detections for source, _, detections in inputs}
     regions = {source.image_id: region for source, region, _ in inputs}
     quality_of = {i: for_region(quality, regions[i]) for i in boxes}
-    image_labels, p_bad = _derive_labels(LabelRules.of(settings), outcomes, boxes, quality_of, crops)
+    crops_of = {i: for_region(crops, regions[i]) for i in boxes}  # as classify_images chose them
+    image_labels, p_bad = _derive_labels(LabelRules.of(settings), outcomes, boxes, quality_of, {
+        i: crop_models[c.model_version_id] if c else None for i, c in crops_of.items()})
     with context.sessions.begin() as session:
         store.outcomes.save_classify_outcomes(
             session, payload.batch_id, payload.detector_version_id, outcomes, image_labels,
             {i: (q.model_version_id if q else None) for i, q in quality_of.items()},
-            crops.model_version_id if crops else None, p_bad,
+            {i: (c.model_version_id if c else None) for i, c in crops_of.items()}, p_bad,
         )
     log.info("classify batch %d: %d images in %.1f s", payload.batch_id, len(outcomes), elapsed)
     return {"batch_id": payload.batch_id, "images": len(outcomes), "seconds": round(elapsed, 2)}
 
 
-def _derive_labels(rules: LabelRules, outcomes: list, boxes: dict, quality_of: dict, crops: object
+def _derive_labels(rules: LabelRules, outcomes: list, boxes: dict, quality_of: dict,
+                   crop_model_of: dict[int, CropModel | None],
                    ) -> tuple[dict[int, ImageLabels], dict[int, float | None]]:
-    """Each classified image's labels (``shared.labels.label_image``) and its P(Bad), by image id."""
-    crop_model = CropModel(crops.classes) if crops else CropModel()
+    """Each classified image's labels (``shared.labels.label_image``, with the classes and junk classes of the
+    image's crop model) and its P(Bad), by image id."""
     labels, p_bad = {}, {}
     for outcome in outcomes:
         if outcome.status != OutcomeStatus.DONE:
             continue
         model = quality_of[outcome.image_id]
         p = outcome.quality[model.classes.index("Bad")] if outcome.quality is not None and model else None
-        crop_labels = {c.detection_index: c.label for c in outcome.crops} if outcome.crops is not None and crops \
-            else None
-        labels[outcome.image_id] = label_image(boxes[outcome.image_id], p, crop_labels, rules, crop_model)
+        crop_model = crop_model_of[outcome.image_id]
+        crop_labels = {c.detection_index: c.label for c in outcome.crops} \
+            if outcome.crops is not None and crop_model else None
+        labels[outcome.image_id] = label_image(boxes[outcome.image_id], p, crop_labels, rules,
+                                               crop_model or PAPER_CROP_MODEL)
         p_bad[outcome.image_id] = p
     return labels, p_bad
 

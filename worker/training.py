@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared import evaluation, store
 from shared.config import Settings
+from shared.crop_model import CropModel
 from shared.model_files import register_model_file, store_model_file
-from shared.schemas import TrainConfig
+from shared.schemas import ModelKind, TrainConfig
 from shared.training_data import SPLITS, TEST
 from worker.ml.checkpoints import export_inference_model
 from worker.ml.inputs import AUGMENTATION_IMPLEMENTATION, Example
@@ -96,8 +97,11 @@ class ProgressWriter:
 
 def _manifest(run_id: int, kind: str, region: str | None, classes: list[str], config: TrainConfig,
               label_source: str, counts: dict, result: TrainResult) -> dict[str, Any]:
+    # A crop model records its junk classes; a run queued before they were recorded gets the paper's.
+    junk = CropModel.of({"classes": classes, "junk_classes": config.junk_classes}).junk_in_order
     return {
         "kind": kind, "region": region, "classes": classes, "input_size": [config.image_size, config.image_size],
+        **({"junk_classes": list(junk)} if kind == ModelKind.CROPS.value else {}),
         "preprocessing": config.preprocessing, "source": f"training run {run_id}",
         "training": {
             "run_id": run_id, "config": config.model_dump(mode="json"), "label_source": label_source,

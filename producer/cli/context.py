@@ -38,3 +38,9 @@ def sessions(config: Settings):  # sessionmaker[Session]; SQLAlchemy is imported
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
+
+
+def names(text: str | None) -> list[str] | None:
+    """The names of a comma-separated option (``--junk-classes A,B``), blanks dropped: ``""`` is an empty list,
+    an option not given is None."""
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]

@@ -21,13 +21,15 @@ def models() -> None:
 @click.option("--classes", help="Output class names in model order, comma-separated (e.g. Bad,Good).")
 @click.option("--classes-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Output class names in model order, one per line.")
-@click.option("--region", help="quality: the region this model serves (default: every region without its own).")
+@click.option("--region", help="The region this model serves (default: every region without its own model).")
 @click.option("--region-classes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="crops: JSON or YAML mapping region -> allowed classes (default: WORKFLOW.md's Yamal profile).")
+@click.option("--junk-classes", help="crops: the classes that are never an animal, comma-separated (default: the "
+              "paper's Bait, Bait_yamal, Empty, Rock among --classes; \"\" for none).")
 @click.pass_context
 def models_import(ctx: click.Context, kind: str, file: Path, classes: str | None, classes_file: Path | None,
-                  region: str | None, region_classes: Path | None) -> None:
-    """Check a classifier against its classes, store it by SHA-256 and promote it."""
+                  region: str | None, region_classes: Path | None, junk_classes: str | None) -> None:
+    """Check a classifier against its classes, store it by SHA-256 and promote it (for its region)."""
     from producer.environments import classify_python
     from producer.registry import import_model, read_region_classes
     from shared.schemas import ModelKind
@@ -40,22 +42,30 @@ def models_import(ctx: click.Context, kind: str, file: Path, classes: str | None
     regions = read_region_classes(region_classes) if region_classes else None
     with context.sessions(settings).begin() as session:
         version = import_model(session, python=python, model_root=settings.model_root, kind=ModelKind(kind),
-                               file=file, classes=names, region=region, regions=regions)
+                               file=file, classes=names, region=region, regions=regions,
+                               junk_classes=context.names(junk_classes))
+        where = f" for region {version.region}" if version.region else ""
+        junk = version.manifest.get("junk_classes")
         click.echo(f"imported {kind} model {version.name} as version {version.id} "
-                   f"(sha256 {version.sha256[:12]}…, {len(names)} classes, promoted)")
+                   f"(sha256 {version.sha256[:12]}…, {len(names)} classes, promoted{where})"
+                   + ("" if junk is None else f"; junk classes: {', '.join(junk) or 'none'}"))
 
 
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def models_list(ctx: click.Context, as_json: bool) -> None:
-    """Every model version: kind, region, name, classes, SHA-256, promoted."""
+    """Every model version: kind, region, name, classes (a crop model's junk classes), SHA-256, promoted."""
+    from shared.crop_model import CropModel
+    from shared.schemas import ModelKind
     from shared.store import model_versions
 
     with context.sessions(context.settings(ctx)).begin() as session:
         rows = [{"id": v.id, "kind": v.kind.value, "region": v.region, "name": v.name,
                  "classes": (v.manifest or {}).get("classes"), "sha256": v.sha256, "promoted": v.promoted,
-                 "source": v.source} for v in model_versions.model_versions(session)]
+                 "source": v.source,
+                 "junk_classes": list(CropModel.of(v.manifest).junk_in_order) if v.kind == ModelKind.CROPS else None}
+                for v in model_versions.model_versions(session)]
     if as_json:
         context.echo_json(rows)
         return

@@ -9,10 +9,25 @@ from pathlib import Path
 import click
 
 from producer.cli import context
+from shared.config import Settings
 from shared.errors import EXIT_INTERRUPTED
 
 FLOWER_ADDRESS = "127.0.0.1"  # `trapline flower` listens on loopback unless --address is given
 STAGES = click.Choice(["detect", "classify"])
+
+
+DETECTOR_PRESET = click.option(
+    "--detector-preset", type=click.Choice(["none", "celis2024"]),
+    help="celis2024: the final paper's detection step (test-time augmentation, tiling, merging); default: "
+    "TRAPLINE_DETECTOR__PRESET. Its results are another detector version: keep the setting for later commands.")
+
+
+def with_preset(ctx: click.Context, preset: str | None) -> Settings:
+    """The settings, with ``--detector-preset`` (when given) in place of TRAPLINE_DETECTOR__PRESET."""
+    settings = context.settings(ctx)
+    if preset is None:
+        return settings
+    return settings.model_copy(update={"detector": settings.detector.model_copy(update={"preset": preset})})
 
 
 @click.group()
@@ -61,14 +76,15 @@ def echo_scan_problems(report) -> None:  # producer.scan.ScanReport
 @click.command()
 @click.option("--stage", type=STAGES, default="detect", show_default=True)
 @click.option("--resume", is_flag=True, help="Also send again every open batch (messages a broker lost).")
+@DETECTOR_PRESET
 @click.pass_context
-def enqueue(ctx: click.Context, stage: str, resume: bool) -> None:
+def enqueue(ctx: click.Context, stage: str, resume: bool, detector_preset: str | None) -> None:
     """Send batches of images without a result for the current detector to Redis."""
     from producer.enqueue import enqueue_stage
     from shared.celery_app import create_celery
     from shared.schemas import Stage
 
-    settings = context.settings(ctx)
+    settings = with_preset(ctx, detector_preset)
     resent, sent = enqueue_stage(context.sessions(settings), create_celery(settings), settings, Stage(stage), resume)
     if resent is not None:
         click.echo(f"sent again: {resent.images} images in {resent.batches} open batches")
@@ -116,7 +132,8 @@ def reprocess(ctx: click.Context, stage: str) -> None:
     """Re-enqueue only the images whose labels the promoted models would change.
 
     That is, images classified with another quality model than the one now serving their region, and
-    images with animal boxes (≥ the crop threshold) classified with another crop model.
+    images with animal boxes (≥ the crop threshold) classified with another crop model than the one now
+    serving their region.
     """
     from producer.enqueue import reprocess_classify
     from shared.celery_app import create_celery
@@ -130,8 +147,10 @@ def reprocess(ctx: click.Context, stage: str) -> None:
 @click.argument("archive", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--region", help="Region of every image (finnmark, yamal, …).")
 @click.option("--workers", type=int, help="Local detect worker processes (default: TRAPLINE_EMBEDDED_WORKERS).")
+@DETECTOR_PRESET
 @click.pass_context
-def run(ctx: click.Context, archive: Path, region: str | None, workers: int | None) -> None:
+def run(ctx: click.Context, archive: Path, region: str | None, workers: int | None, detector_preset: str | None
+        ) -> None:
     """Everything on this machine, no servers: scan, detect and classify with local workers, summarize.
 
     Uses the SQLite database and a SQLite broker; Ctrl-C stops cleanly, and running the same
@@ -144,7 +163,7 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
     from shared.config import masked
     from shared.schemas import Stage
 
-    settings = context.settings(ctx)
+    settings = with_preset(ctx, detector_preset)
     bars = {stage: tqdm(unit="img", desc=f"{stage.value:<8}", dynamic_ncols=True, disable=None, position=i)
             for i, stage in enumerate(Stage)}
 

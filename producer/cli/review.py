@@ -114,19 +114,22 @@ def rde(ctx: click.Context, camera: str | None, preset: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def rde_list(ctx: click.Context, camera: str | None, as_json: bool) -> None:
-    """RDE clusters: camera, box, images, status."""
+    """RDE clusters: camera, box, category, instances (boxes: two in one image count two), images, status."""
     from shared import aggregates
+    from shared.labels import DETECTION_CATEGORIES
 
     with context.sessions(context.settings(ctx)).begin() as session:
-        rows = [{"id": c.id, "camera": c.camera, "bbox": c.bbox, "images": c.images, "status": c.status,
-                 "decided_by": c.decided_by}
+        rows = [{"id": c.id, "camera": c.camera, "bbox": c.bbox,
+                 "category": DETECTION_CATEGORIES.get(c.category, str(c.category)), "instances": c.instances,
+                 "images": c.images, "status": c.status, "decided_by": c.decided_by}
                 for c in aggregates.rde_clusters(session, detector_id(ctx, session), camera=camera)]
     if as_json:
         context.echo_json(rows)
         return
     for r in rows:
         box = ", ".join(f"{v:.3f}" for v in r["bbox"])
-        click.echo(f"{r['id']:>5}  {r['camera']:<30} [{box}]  {r['images']:>6} images  {r['status']}")
+        click.echo(f"{r['id']:>5}  {r['camera']:<30} [{box}]  {r['category']:<7} {r['instances']:>6} boxes "
+                   f"{r['images']:>6} images  {r['status']}")
 
 
 def decide(ctx: click.Context, cluster_id: int, confirmed: bool, reviewer: str) -> None:
@@ -177,8 +180,10 @@ def metrics(ctx: click.Context, stages: tuple[str, ...], as_json: bool) -> None:
     from producer.review import metrics as measure
     from shared.review import STAGES
 
-    with context.sessions(context.settings(ctx)).begin() as session:
-        report = measure(session, detector_id(ctx, session), stages or STAGES)
+    settings = context.settings(ctx)
+    with context.sessions(settings).begin() as session:
+        report = measure(session, detector_id(ctx, session), stages or STAGES,
+                         bad_threshold=settings.quality.bad_threshold)
     if as_json:
         context.echo_json(report)
     else:

@@ -73,7 +73,7 @@ def launch(ctx: click.Context, run_id: int, local: bool, queued: str) -> None:
 
 
 def start_training(ctx: click.Context, kind: str, region: str | None, labels: Path | None, local: bool,
-                   from_review: bool = False, **options) -> None:
+                   from_review: bool = False, junk_classes: str | None = None, **options) -> None:
     from producer.training import prepare_run
     from shared.schemas import ModelKind
 
@@ -83,7 +83,7 @@ def start_training(ctx: click.Context, kind: str, region: str | None, labels: Pa
     config = train_config(**options)
     with context.sessions(settings).begin() as session:
         run = prepare_run(session, kind=ModelKind(kind), region=region, labels=labels, config=config,
-                          run_root=settings.training_root)
+                          run_root=settings.training_root, junk_classes=context.names(junk_classes))
         run_id, counts = run.id, run.counts
     sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
     click.echo(f"training run {run_id}: {kind}{f' for {region}' if region else ''}, {sizes}")
@@ -108,12 +108,16 @@ def train_quality(ctx: click.Context, region: str | None, labels: Path | None, l
 
 
 @train.command("crops")
+@click.option("--region", help="The region this crop model serves (default: every region without its own).")
+@click.option("--junk-classes", help="The classes that are never an animal, comma-separated (default: the paper's "
+              "Bait, Bait_yamal, Empty, Rock among the labels' classes; \"\" for none).")
 @train_options
 @click.pass_context
-def train_crops(ctx: click.Context, labels: Path | None, local: bool, **options) -> None:
-    """Train the crop classifier (rock, bait, empty, species…): boxes in the CSV are cut as the classify stage
+def train_crops(ctx: click.Context, region: str | None, junk_classes: str | None, labels: Path | None, local: bool,
+                **options) -> None:
+    """Train a crop classifier (rock, bait, empty, species…): boxes in the CSV are cut as the classify stage
     cuts them."""
-    start_training(ctx, "crops", None, labels, local, **options)
+    start_training(ctx, "crops", region, labels, local, junk_classes=junk_classes, **options)
 
 
 @train.command("status")

@@ -1,6 +1,7 @@
 """A person's decision on a suspected cluster of repeated detections. Confirming suppresses its boxes (kept,
-never counted, negative confidence in MegaDetector output); rejecting restores them. Either way its images
-are relabelled at once from their stored outputs (``shared.relabel``), with no worker and no GPU."""
+never counted, negative confidence in MegaDetector output); rejecting restores them, except a box that another
+confirmed cluster also holds (a box can belong to several). Either way its images are relabelled at once from
+their stored outputs (``shared.relabel``), with no worker and no GPU."""
 
 from __future__ import annotations
 

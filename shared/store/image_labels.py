@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.chunking import chunked
 from shared.db import Classification, DetectionRow, Image, ImageLabel, ModelVersion
+from shared.crop_model import CropModel
 from shared.labels import ANIMAL, ImageLabels, for_region
 from shared.schemas import Detection, ModelKind
 from shared.store.engine import INSERT_CHUNK, insert, insert_many
@@ -67,7 +68,7 @@ class StoredInputs:
     quality_version_id: int | None
     crops_version_id: int | None
     crop_labels: dict[int, str]  # detection index -> region-restricted crop class
-    crop_classes: tuple[str, ...] | None  # the crop model's classes (its manifest)
+    crop_model: CropModel | None  # the crop model's classes and junk classes (its manifest); None: no crop model
 
 
 def stored_inputs(session: Session, detector_version_id: int, image_ids: Sequence[int]) -> list[StoredInputs]:
@@ -88,25 +89,24 @@ def stored_inputs(session: Session, detector_version_id: int, image_ids: Sequenc
                        Classification.label)
                 .where(Classification.image_id.in_(chunk), Classification.detection_index.is_not(None))):
             crops.setdefault((image_id, version_id), {})[index] = label
-        classes: dict[int, tuple[str, ...] | None] = {}
+        models: dict[int, CropModel] = {}
         for label, region in rows:
             version = label.crops_version_id
-            if version is not None and version not in classes:
-                manifest = session.get(ModelVersion, version).manifest or {}
-                classes[version] = tuple(manifest["classes"]) if manifest.get("classes") else None
+            if version is not None and version not in models:
+                models[version] = CropModel.of(session.get(ModelVersion, version).manifest)
             found.append(StoredInputs(
                 label.image_id, region, tuple(boxes.get(label.image_id, ())), label.p_bad, label.quality_version_id,
-                version, crops.get((label.image_id, version), {}), classes.get(version) if version else None))
+                version, crops.get((label.image_id, version), {}), models.get(version) if version else None))
     return found
 
 
 def images_to_reclassify(session: Session, detector_version_id: int, crop_threshold: float) -> list[int]:
     """Classified images whose labels the promoted models would change: those classified with another
     quality model than the one now serving their region, and those with an animal box at or above
-    ``crop_threshold`` classified with another crop model (an image without such a box has no crop to
-    classify, so a new crop model leaves its labels as they are)."""
+    ``crop_threshold`` classified with another crop model than the one now serving their region (an image
+    without such a box has no crop to classify, so a new crop model leaves its labels as they are)."""
     promoted_quality = {v.region: v.id for v in promoted_models(session, ModelKind.QUALITY)}
-    promoted_crops = next((v.id for v in promoted_models(session, ModelKind.CROPS)), None)
+    promoted_crops = {v.region: v.id for v in promoted_models(session, ModelKind.CROPS)}
     has_crops = exists().where(
         DetectionRow.image_id == ImageLabel.image_id, DetectionRow.detector_version_id == detector_version_id,
         DetectionRow.category == ANIMAL, DetectionRow.conf >= crop_threshold, DetectionRow.suppressed.is_(False),
@@ -117,6 +117,7 @@ def images_to_reclassify(session: Session, detector_version_id: int, crop_thresh
         .join(Image, Image.id == ImageLabel.image_id).where(ImageLabel.detector_version_id == detector_version_id)
     )
     for image_id, region, quality_id, crops_id, cropped in rows:
-        if quality_id != for_region(promoted_quality, region) or (cropped and crops_id != promoted_crops):
+        if quality_id != for_region(promoted_quality, region) or (
+                cropped and crops_id != for_region(promoted_crops, region)):
             stale.append(image_id)
     return stale

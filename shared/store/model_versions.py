@@ -6,14 +6,16 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from shared.crop_model import CropModel
 from shared.db import ModelVersion
 from shared.errors import NotFound, Refused
 from shared.schemas import ModelKind
 from shared.store.engine import insert
 
 
-def ensure_model_version(session: Session, kind: ModelKind, name: str, source: str, sha256: str | None) -> ModelVersion:
-    """The model version row for (kind, name, source), created on first use."""
+def ensure_model_version(session: Session, kind: ModelKind, name: str, source: str, sha256: str | None,
+                         manifest: dict | None = None) -> ModelVersion:
+    """The model version row for (kind, name, source), created on first use with ``manifest``."""
     def find() -> ModelVersion | None:
         return session.scalar(select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.name == name,
                                                          ModelVersion.source == source))
@@ -21,7 +23,7 @@ def ensure_model_version(session: Session, kind: ModelKind, name: str, source: s
     version = find()
     if version is None:
         session.execute(insert(session, ModelVersion).values(
-            kind=kind, name=name, source=source, sha256=sha256, manifest={}, promoted=False,
+            kind=kind, name=name, source=source, sha256=sha256, manifest=manifest or {}, promoted=False,
         ).on_conflict_do_nothing(index_elements=["kind", "name", "source"]))
         version = find()
     elif sha256 and version.sha256 and version.sha256 != sha256:
@@ -33,13 +35,16 @@ def ensure_model_version(session: Session, kind: ModelKind, name: str, source: s
 
 
 def record_model_checksum(session: Session, model_version_id: int, sha256: str, manifest: dict) -> None:
-    """Set the checksum and manifest a worker measured, where none is recorded yet."""
+    """Set the checksum a worker measured, where none is recorded yet, and add what it learned to the manifest
+    (keeping what the producer recorded, such as the detection options)."""
     session.execute(
         update(ModelVersion)
         .where(ModelVersion.id == model_version_id, ModelVersion.sha256.is_(None))
         .values(sha256=sha256)
     )
-    session.execute(update(ModelVersion).where(ModelVersion.id == model_version_id).values(manifest=manifest))
+    recorded = session.scalar(select(ModelVersion.manifest).where(ModelVersion.id == model_version_id)) or {}
+    session.execute(update(ModelVersion).where(ModelVersion.id == model_version_id)
+                    .values(manifest={**recorded, **manifest}))
 
 
 def model_version(session: Session, model_version_id: int) -> ModelVersion:
@@ -66,6 +71,12 @@ def promoted_models(session: Session, kind: ModelKind) -> list[ModelVersion]:
     return list(session.scalars(
         select(ModelVersion).where(ModelVersion.kind == kind, ModelVersion.promoted.is_(True)).order_by(ModelVersion.id)
     ))
+
+
+def crop_models(session: Session) -> dict[int, CropModel]:
+    """Every crop model version's classes and junk classes (``CropModel.of`` its manifest), by version id."""
+    return {v.id: CropModel.of(v.manifest)
+            for v in session.scalars(select(ModelVersion).where(ModelVersion.kind == ModelKind.CROPS))}
 
 
 def model_versions(session: Session) -> list[ModelVersion]:

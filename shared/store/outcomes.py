@@ -79,16 +79,19 @@ def _detection_ids(session: Session, image_ids: Sequence[int], detector_version_
 
 def save_classify_outcomes(
     session: Session, batch_id: int | None, detector_version_id: int, outcomes: Sequence[ClassifyOutcome],
-    labels: dict[int, ImageLabels], quality_versions: dict[int, int | None], crops_version_id: int | None,
+    labels: dict[int, ImageLabels], quality_versions: dict[int, int | None], crops_versions: dict[int, int | None],
     p_bad: dict[int, float],
 ) -> None:
-    """Store one batch's raw classifier outputs and derived labels, replacing earlier deliveries'."""
+    """Store one batch's raw classifier outputs and derived labels, replacing earlier deliveries'.
+
+    ``quality_versions`` and ``crops_versions`` map each image to the quality and crop model that classified
+    it (each chosen by the image's region), None where no such model ran."""
     if not outcomes:
         return
     now = datetime.now(UTC)
     _upsert_outcomes(session, Stage.CLASSIFY, batch_id, detector_version_id, outcomes, now)
     image_ids = [o.image_id for o in outcomes]
-    used = {v for v in quality_versions.values() if v is not None} | ({crops_version_id} - {None})
+    used = {v for v in (*quality_versions.values(), *crops_versions.values()) if v is not None}
     if used:
         session.execute(delete(Classification).where(Classification.image_id.in_(image_ids),
                                                      Classification.model_version_id.in_(used)))
@@ -103,14 +106,15 @@ def save_classify_outcomes(
                          "conf": max(o.quality)})
         for c in o.crops or ():
             ids = boxes[o.image_id]
-            rows.append({"image_id": o.image_id, "model_version_id": crops_version_id,
+            rows.append({"image_id": o.image_id, "model_version_id": crops_versions[o.image_id],
                          "detection_index": c.detection_index,
                          "detection_id": ids[c.detection_index] if c.detection_index < len(ids) else None,
                          "bbox": list(c.detection.bbox), "crop": list(c.crop),
                          "probabilities": list(c.probabilities), "label": c.label, "conf": c.conf})
     insert_many(session, insert(session, Classification.__table__), rows)
     save_image_labels(session, detector_version_id, [
-        DerivedLabels(o.image_id, label, quality_versions.get(o.image_id), crops_version_id, p_bad.get(o.image_id))
+        DerivedLabels(o.image_id, label, quality_versions.get(o.image_id), crops_versions.get(o.image_id),
+                      p_bad.get(o.image_id))
         for o in outcomes if (label := labels.get(o.image_id)) is not None
     ], now)
     finish_batch(session, batch_id, now)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from shared.db import DetectionRow, Image, Outcome, RdeCluster, RdeMember, RdeRun
 from shared.errors import NotFound
@@ -71,27 +71,32 @@ def rde_cameras(session: Session, detector_version_id: int) -> list[str]:
 
 
 def rde_boxes(session: Session, detector_version_id: int, camera: str) -> list[Box]:
-    """One camera's detections, except those already in a cluster a person decided on."""
+    """One camera's detections in the megadetector package's visiting order: images by path (code point order,
+    whatever the database's collation), each image's boxes by confidence, highest first, then id. Boxes already
+    in a cluster a person decided on are left out."""
     decided = (select(RdeMember.detection_id).join(RdeCluster, RdeCluster.id == RdeMember.cluster_id)
                .where(RdeCluster.status != "suspected"))
     rows = session.execute(
-        select(DetectionRow.id, DetectionRow.image_id, DetectionRow.x, DetectionRow.y, DetectionRow.w, DetectionRow.h,
-               DetectionRow.conf)
+        select(Image.rel_path, DetectionRow.id, DetectionRow.image_id, DetectionRow.x, DetectionRow.y, DetectionRow.w,
+               DetectionRow.h, DetectionRow.conf, DetectionRow.category)
         .join(Image, Image.id == DetectionRow.image_id)
         .where(DetectionRow.detector_version_id == detector_version_id, camera_key() == camera,
-               DetectionRow.id.not_in(decided)))
-    return [Box(i, image_id, (x, y, w, h), conf) for i, image_id, x, y, w, h, conf in rows]
+               DetectionRow.id.not_in(decided))).all()
+    rows.sort(key=lambda r: (r[0], r[2], -r[7], r[1]))
+    return [Box(i, image_id, (x, y, w, h), conf, category) for _, i, image_id, x, y, w, h, conf, category in rows]
 
 
 def replace_suspected_clusters(session: Session, detector_version_id: int, camera: str, clusters: Sequence[Cluster],
                                options: dict) -> list[int]:
-    """Store a camera's suspected clusters in place of the earlier suspected ones (decided clusters stay)."""
+    """Store a camera's suspected clusters in place of the earlier suspected ones (decided clusters stay); a
+    detection may be a member of several."""
     session.execute(delete(RdeCluster).where(RdeCluster.detector_version_id == detector_version_id,
                                              RdeCluster.camera == camera, RdeCluster.status == "suspected"))
     ids = []
     for cluster in clusters:
         row = RdeCluster(detector_version_id=detector_version_id, camera=camera, bbox=list(cluster.bbox),
-                         images=cluster.images, status="suspected", options=options)
+                         category=cluster.category, instances=cluster.instances, images=cluster.images,
+                         status="suspected", options=options)
         session.add(row)
         session.flush()
         insert_many(session, insert(session, RdeMember.__table__),
@@ -102,12 +107,14 @@ def replace_suspected_clusters(session: Session, detector_version_id: int, camer
 
 def rde_cluster_page(session: Session, detector_version_id: int, status: str | None, offset: int, limit: int
                      ) -> tuple[int, list[RdeCluster]]:
-    """(how many, one page of) this detector version's clusters, optionally of one status, most images first."""
+    """(how many, one page of) this detector version's clusters, optionally of one status, most images first
+    (then most instances)."""
     where = [RdeCluster.detector_version_id == detector_version_id]
     if status is not None:
         where.append(RdeCluster.status == status)
     total = session.scalar(select(func.count(RdeCluster.id)).where(*where)) or 0
-    page = session.scalars(select(RdeCluster).where(*where).order_by(RdeCluster.images.desc(), RdeCluster.id)
+    page = session.scalars(select(RdeCluster).where(*where)
+                           .order_by(RdeCluster.images.desc(), RdeCluster.instances.desc(), RdeCluster.id)
                            .offset(offset).limit(limit))
     return total, list(page)
 
@@ -125,14 +132,20 @@ def rde_instances(session: Session, cluster_id: int, limit: int) -> list[Detecti
 
 
 def decide_cluster(session: Session, cluster_id: int, confirmed: bool, reviewer: str) -> RdeCluster:
-    """Confirm (suppress its detections) or reject (unsuppress them) a cluster."""
+    """Confirm or reject a cluster. Its detections are then suppressed exactly when a confirmed cluster contains
+    them: a detection can belong to several clusters, and rejecting one leaves it suppressed by another."""
     cluster = session.get(RdeCluster, cluster_id)
     if cluster is None:
         raise NotFound(f"RDE cluster {cluster_id} does not exist", "`trapline rde list` lists the clusters")
-    members = select(RdeMember.detection_id).where(RdeMember.cluster_id == cluster_id)
-    session.execute(update(DetectionRow).where(DetectionRow.id.in_(members)).values(suppressed=confirmed))
     cluster.status = "confirmed" if confirmed else "rejected"
     cluster.decided_by, cluster.decided_at = reviewer, datetime.now(UTC)
+    session.flush()
+    members = select(RdeMember.detection_id).where(RdeMember.cluster_id == cluster_id)
+    other = aliased(RdeMember)
+    in_confirmed = (exists().where(other.detection_id == DetectionRow.id, RdeCluster.id == other.cluster_id,
+                                   RdeCluster.status == "confirmed").correlate(DetectionRow))
+    session.execute(update(DetectionRow).where(DetectionRow.id.in_(members)).values(suppressed=in_confirmed)
+                    .execution_options(synchronize_session="fetch"))
     return cluster
 
 

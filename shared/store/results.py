@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from shared.db import Classification, DetectionRow, Image, ImageLabel, Outcome
+from shared.db import Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome
 from shared.schemas import Detection, ImageSource, Stage
 from shared.store.image_labels import image_labels_of
 from shared.store.images import load_sources
@@ -76,6 +76,15 @@ def crops_of(session: Session, labels: dict[int, ImageLabel]) -> dict[int, dict[
             if labels[row.image_id].crops_version_id == row.model_version_id:
                 crops.setdefault(row.image_id, {})[row.detection_index] = row
     return crops
+
+
+def crop_models_used(session: Session, archive_ids: Sequence[int], detector_version_id: int) -> list[ModelVersion]:
+    """The crop model versions that the labels of these archives' images were derived with (each image's region
+    chooses its own), by id."""
+    used = (select(ImageLabel.crops_version_id).join(Image, Image.id == ImageLabel.image_id)
+            .where(Image.archive_id.in_(archive_ids), ImageLabel.detector_version_id == detector_version_id,
+                   ImageLabel.crops_version_id.is_not(None)).distinct())
+    return list(session.scalars(select(ModelVersion).where(ModelVersion.id.in_(used)).order_by(ModelVersion.id)))
 
 
 def classify_inputs(session: Session, image_ids: Sequence[int], detector_version_id: int

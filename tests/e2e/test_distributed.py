@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from shared import store
 from producer.export import csv_columns
 from shared.db import Batch, Classification, DetectionRow, Image, ImageLabel, Outcome
-from shared.labels import CROP_CLASSES
+from shared.crop_model import CROP_CLASSES
 from shared.schemas import BatchStatus, OutcomeStatus
 from tests.support.workers import WorkerProcesses, wait_until
 

@@ -161,6 +161,7 @@ def test_review_page_in_a_real_browser(browser, review_server: str,
     wait.until(lambda b: b.execute_script(
         "return [...document.querySelectorAll('#strip img')].every((i) => i.complete && i.naturalWidth > 0);"))
     assert text("cluster-camera") == "serengeti/cam1" and text("cluster-images") == "6"
+    assert text("cluster-category") == "animal" and text("cluster-instances") == "6"
     browser.save_screenshot(str(ARTIFACTS / "review-page-rde.png"))
     body.send_keys("c")
     wait.until(lambda b: "confirmed" in text("cluster-status-line"))

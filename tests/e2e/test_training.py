@@ -71,8 +71,8 @@ def test_train_register_promote_and_use(
     sessions = store.make_sessionmaker(store.make_engine(postgres_url))
 
     # Given a training run enqueued from labelled photographs, its message sent twice
-    started = trapline(["train", "crops", "--labels", str(labels), "--epochs", "6", "--batch-size", "8",
-                        "--image-size", "32", "--no-augment"], environment, tmp_path)
+    started = trapline(["train", "crops", "--labels", str(labels), "--junk-classes", "empty", "--epochs", "6",
+                        "--batch-size", "8", "--image-size", "32", "--no-augment"], environment, tmp_path)
     assert "training run 1: crops, train 28, validate 2, test 2" in started.stdout
     from producer.training import send_run
     from shared.celery_app import create_celery
@@ -119,6 +119,7 @@ def test_train_register_promote_and_use(
     assert "PROGRESS" in states_seen  # per-batch and per-epoch progress reached Flower
     assert manifest["preprocessing"] == "rgb-draft-nearest-squash-rescale-1/255"
     assert manifest["training"]["counts"]["train"] == {"animal": 14, "empty": 14}
+    assert manifest["junk_classes"] == ["empty"]  # from --junk-classes: empty crops never count as animals
     assert manifest["training"]["config"]["epochs"] == 6 and manifest["training"]["best_epoch"] >= 1
     test_metrics = manifest["metrics"]["test"]
     assert test_metrics["n"] == 2 and sum(map(sum, test_metrics["confusion"])) == 2
@@ -166,8 +167,8 @@ def test_train_locally_on_the_default_sqlite_database(camera_traps, classify_pyt
                    "TRAPLINE_MODEL_ROOT": str(tmp_path / "models"), "TRAPLINE_TRAINING_ROOT": str(tmp_path / "training"),
                    "TRAPLINE_REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing listens there: no broker is used
     labels = tunnel_labels(camera_traps, tmp_path / "labels.csv")
-    trained = trapline(["train", "crops", "--labels", str(labels), "--epochs", "2", "--batch-size", "16",
-                        "--image-size", "32", "--local"], environment, tmp_path)
+    trained = trapline(["train", "crops", "--labels", str(labels), "--junk-classes", "empty", "--epochs", "2",
+                        "--batch-size", "16", "--image-size", "32", "--local"], environment, tmp_path)
     assert "run 1 registered model version 1" in trained.stdout
     runs = json.loads(trapline(["train", "status", "--json"], environment, tmp_path).stdout)
     assert [(r["status"], r["epoch"], r["worker"].split("@")[0]) for r in runs] == [("done", 2, "local")]

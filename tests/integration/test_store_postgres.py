@@ -103,6 +103,12 @@ def test_detector_version_names_keep_the_data_and_link_each_crop_to_its_box(post
     check_renames_keep_data_and_link_crops(postgres_url)
 
 
+def test_rde_clusters_gain_their_first_members_category_and_their_member_count(postgres_url):
+    from tests.support.migrations import check_rde_clusters_gain_category_and_instances
+
+    check_rde_clusters_gain_category_and_instances(postgres_url)
+
+
 def test_two_workers_completing_a_camera_at_once_search_it_once(postgres_url):
     """Automatic RDE: the workers storing a camera's last two batches at the same time each check, after
     committing, whether the camera is complete; the claim in rde_runs lets exactly one of them search it."""
@@ -138,3 +144,18 @@ def test_two_workers_completing_a_camera_at_once_search_it_once(postgres_url):
     with sessions() as session:
         assert [(r.images, r.boxes, r.clusters) for r in session.scalars(select(RdeRun))] == [(300, 300, 1)]
         assert [c.images for c in session.scalars(select(RdeCluster))] == [300]
+
+
+@pytest.mark.parametrize("scenario", ["test_a_cameras_boxes_come_by_path_then_confidence_then_id_with_their_category",
+                                      "test_rejecting_a_cluster_keeps_a_box_that_a_confirmed_cluster_still_suppresses"])
+def test_rde_box_order_and_decisions_on_shared_boxes(postgres_url, scenario):
+    """The unit scenarios of shared/store/rde.py on PostgreSQL: code point path order whatever the database's
+    collation, and the correlated update that keeps a box suppressed by another confirmed cluster."""
+    from tests.unit.store import test_rde
+
+    engine = store.make_engine(postgres_url)
+    try:
+        with store.make_sessionmaker(engine)() as session:
+            getattr(test_rde, scenario)(session)
+    finally:
+        engine.dispose()

@@ -18,7 +18,7 @@ SMALL = 32  # ResNet-50's smallest input: fast on a CPU
 def build(out: Path, seed: int = 0) -> dict[str, Path]:
     import keras
 
-    from shared.labels import CROP_CLASSES
+    from shared.crop_model import CROP_CLASSES
     from worker.ml.classifier import build_resnet50
 
     keras.utils.set_random_seed(seed)

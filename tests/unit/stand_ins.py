@@ -22,11 +22,12 @@ class FakeDetector:
         self.no_result_for = no_result_for
         self.calls: list[tuple[list[int], float]] = []  # (image ids, threshold) of each forward pass
 
-    def prepare(self, key: int, image: Image.Image) -> PreparedImage:
+    def prepare(self, key: int, image: Image.Image, image_size: int | None = None) -> PreparedImage:
         assert image.mode == "RGB"
         return PreparedImage(key, {"size": image.size})
 
-    def detect(self, images: Sequence[PreparedImage], threshold: float) -> list[list[Detection] | None]:
+    def detect(self, images: Sequence[PreparedImage], threshold: float,
+               augment: bool = False) -> list[list[Detection] | None]:
         if not images:  # as MegaDetector.detect: no forward pass for a group without decoded images
             return []
         self.calls.append(([p.key for p in images], threshold))

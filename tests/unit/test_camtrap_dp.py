@@ -24,6 +24,7 @@ from producer.camtrap_dp import (
 )
 from shared import store
 from shared.db import Archive, Classification, DetectionRow, Image, ImageLabel, Outcome, ReviewLabel
+from shared.crop_model import CropModel
 from shared.labels import Thresholds
 from shared.schemas import Detection, DetectOutcome, ImageMetadata, ModelKind, OutcomeStatus, Stage
 from shared.store.results import ImageResult
@@ -85,6 +86,19 @@ def test_crops_of_species_become_animals_and_junk_crops_nothing() -> None:
     ]
     assert (observations[0].bbox, observations[0].count, observations[0].timestamp) == ([0.5, 0.5, 0.25, 0.125], 1, WHEN)
     assert observed(image, {"lag_mut": "Lagopus lagopus"})[1][1] == "Lagopus lagopus"
+
+
+def test_junk_is_what_the_images_crop_model_calls_junk() -> None:
+    image = result([box(1, 0.9), box(1, 0.8)], crops_version=2, crops={0: crop("Rock", 0.9), 1: crop("Nothing", 0.8)})
+    own = CropModel(("Nothing", "Rock", "fox"), frozenset({"Nothing"}))  # a model whose rocks are animals
+
+    observations = machine_observations(image, Thresholds(), MODELS, {}, {2: own})
+
+    assert [(o.type, o.comments) for o in observations] == [
+        ("animal", "crop class Rock: scientific name not confirmed")]
+    legacy = CropModel.of({"classes": ["Nothing", "Rock", "fox"]})  # no junk_classes recorded: the paper's, Rock
+    assert [o.comments for o in machine_observations(image, Thresholds(), MODELS, {}, {2: legacy})] == [
+        "crop class Nothing: scientific name not confirmed"]
 
 
 def test_without_a_crop_model_counted_boxes_decide() -> None:

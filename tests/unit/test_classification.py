@@ -19,7 +19,7 @@ from shared.checksums import ChecksumMismatch
 from shared.config import Settings
 from shared.db import Batch, Classification, ImageLabel, ModelVersion, Outcome
 from shared.db import Image as ImageRow
-from shared.labels import CROP_CLASSES, YAMAL_CLASSES
+from shared.crop_model import CROP_CLASSES, YAMAL_CLASSES
 from shared.schemas import (
     BatchStatus,
     Detection,
@@ -63,7 +63,7 @@ def test_outputs_per_image_and_box(models, tmp_path):
         ClassifyItem(ImageSource(3, str(tmp_path / "missing.jpg")), None, (ANIMAL_BOX,)),
     ]
     quality = {None: LoadedClassifier(10, models["quality"], ("Bad", "Good"))}
-    crops = LoadedClassifier(11, models["crops"], CROP_CLASSES)
+    crops = {None: LoadedClassifier(11, models["crops"], CROP_CLASSES)}
 
     first, second, third = classify_images(items, quality=quality, crops=crops, batch_size=2)
 
@@ -83,7 +83,7 @@ def test_batch_size_does_not_change_outputs(models, tmp_path):
     items = [ClassifyItem(ImageSource(i, str(_photo(tmp_path / f"{i}.jpg", colour=(20 * i, 50, 200 - 10 * i)))),
                           None, (ANIMAL_BOX,)) for i in range(5)]
     quality = {None: LoadedClassifier(10, models["quality"], ("Bad", "Good"))}
-    crops = LoadedClassifier(11, models["crops"], CROP_CLASSES)
+    crops = {None: LoadedClassifier(11, models["crops"], CROP_CLASSES)}
     one = classify_images(items, quality=quality, crops=crops, batch_size=1)
     many = classify_images(items, quality=quality, crops=crops, batch_size=4)
     np.testing.assert_allclose([o.quality for o in one], [o.quality for o in many], atol=1e-5)
@@ -93,8 +93,27 @@ def test_batch_size_does_not_change_outputs(models, tmp_path):
 
 def test_no_models_no_crash(tmp_path):
     item = ClassifyItem(ImageSource(1, str(_photo(tmp_path / "a.jpg"))), "finnmark", (ANIMAL_BOX,))
-    (outcome,) = classify_images([item], quality={}, crops=None)
+    (outcome,) = classify_images([item], quality={}, crops={})
     assert (outcome.status, outcome.quality, outcome.crops) == (OutcomeStatus.DONE, None, None)
+
+
+def test_each_image_gets_the_crop_model_of_its_region(models, tmp_path):
+    photo = str(_photo(tmp_path / "a.jpg"))
+    own = ("Nothing", "Snow", "fox") + tuple(f"x{i}" for i in range(13))  # Finnmark's own 16-class model
+    crops = {None: LoadedClassifier(11, models["crops"], CROP_CLASSES),
+             "finnmark": LoadedClassifier(12, models["crops"], own)}
+    items = [ClassifyItem(ImageSource(1, photo), "Finnmark", (ANIMAL_BOX,)),
+             ClassifyItem(ImageSource(2, photo), "yamal", (ANIMAL_BOX,)),
+             ClassifyItem(ImageSource(3, photo), None, ())]
+
+    finnmark, yamal, nowhere = classify_images(items, quality={}, crops=crops)
+
+    assert finnmark.crops[0].label in own  # no Yamal profile applies to another model's classes
+    assert yamal.crops[0].label in YAMAL_CLASSES  # the shared model, restricted to Yamal
+    np.testing.assert_allclose(finnmark.crops[0].probabilities, yamal.crops[0].probabilities, atol=1e-6)
+    assert nowhere.crops == ()  # a crop model ran, there was nothing to crop
+    (alone,) = classify_images(items[:1], quality={}, crops={"yamal": crops[None]})
+    assert alone.crops is None  # no model for Finnmark and none for every region
 
 
 @pytest.fixture
@@ -159,3 +178,58 @@ def test_a_changed_model_file_is_not_loaded(db_url, sessions, stored_batch, monk
         handle.write(b"tampered")
     with pytest.raises(ChecksumMismatch):
         classify_batch(WorkerContext(Settings(database_url=db_url)), payload, "classify@host")
+
+
+def test_the_classify_task_uses_each_regions_crop_model_and_its_junk_classes(db_url, sessions, models, monkeypatch,
+                                                                            tmp_path):
+    """A Finnmark crop model whose every class is junk, and the paper's model for the other regions."""
+    monkeypatch.chdir(tmp_path)
+    from shared.checksums import file_sha256
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    for name in ("f.jpg", "y.jpg"):
+        _photo(root / name)
+    files = {"all": tmp_path / "crops-all.keras", "finnmark": tmp_path / "crops-finnmark.keras"}
+    for path in files.values():
+        models["crops"].save(path)
+    own = [f"c{i:02}" for i in range(16)]
+    with sessions.begin() as session:
+        archive = store.images.get_or_create_archive(session, str(root), None, "{site}/...")
+        store.images.register_images(session, archive.id, [{"rel_path": "f.jpg", "size": 1, "mtime": 0.0,
+                                                            "region": "finnmark"},
+                                                           {"rel_path": "y.jpg", "size": 1, "mtime": 0.0,
+                                                            "region": "yamal"}])
+        ids = dict(session.execute(select(ImageRow.rel_path, ImageRow.id)).all())
+        detector = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "md.pt", "/m/md.pt", "0" * 64)
+        store.outcomes.save_detect_outcomes(session, None, detector.id, [
+            DetectOutcome(i, OutcomeStatus.DONE, detections=(ANIMAL_BOX,)) for i in ids.values()])
+        versions = {}
+        for region, manifest in ((None, {"classes": list(CROP_CLASSES)}),  # registered before junk classes: the paper's
+                                 ("finnmark", {"classes": own, "junk_classes": own})):
+            path = files[region or "all"]
+            version = store.model_versions.ensure_model_version(session, ModelKind.CROPS, path.name, str(path),
+                                                                file_sha256(path))
+            version.region, version.manifest = region, manifest
+            store.model_versions.promote_model_version(session, version.id)
+            versions[region] = version.id
+        batch_id = store.batches.create_batch(session, Stage.CLASSIFY, detector.id, list(ids.values()))
+    payload = ProcessBatch(batch_id=batch_id, stage=Stage.CLASSIFY, detector_version_id=detector.id,
+                           image_ids=list(ids.values()))
+
+    classify_batch(WorkerContext(Settings(database_url=db_url)), payload, "classify@host")
+
+    with sessions() as session:
+        labels = {row.image_id: row for row in session.scalars(select(ImageLabel))}
+        finnmark, yamal = labels[ids["f.jpg"]], labels[ids["y.jpg"]]
+        assert (finnmark.crops_version_id, yamal.crops_version_id) == (versions["finnmark"], versions[None])
+        assert finnmark.animal_total == 0 and finnmark.final_label == "Empty"  # every class of its model is junk
+        assert sum(finnmark.counts.values()) == 1 and set(finnmark.counts) == set(own)
+        crop = session.scalars(select(Classification).where(Classification.image_id == ids["y.jpg"],
+                                                            Classification.detection_index.is_not(None))).one()
+        assert crop.model_version_id == versions[None] and crop.label in YAMAL_CLASSES
+        assert yamal.animal_total == (crop.label not in {"Bait", "Bait_yamal", "Empty", "Rock"})
+        assert {(c.image_id, c.model_version_id) for c in session.scalars(select(Classification))} == {
+            (ids["f.jpg"], versions["finnmark"]), (ids["y.jpg"], versions[None])}
+        # the promoted models are the ones used: nothing to classify again
+        assert store.image_labels.images_to_reclassify(session, detector.id, 0.1) == []

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from producer.cli import main
 from producer.registry import ModelImportError, read_region_classes
 from shared.config import get_settings
-from shared.labels import CROP_CLASSES
+from shared.crop_model import CROP_CLASSES
 
 QUALITY = ["Bad", "Good"]
 
@@ -96,9 +96,10 @@ def test_cli_imports_and_lists_models(cli: Path, tiny_classifiers: dict[str, Pat
     assert quality_row == {
         "id": 1, "kind": "quality", "region": "finnmark", "name": "quality.h5", "classes": QUALITY,
         "sha256": _sha256(quality), "promoted": True,
-        "source": str((cli / "quality" / _sha256(quality) / "quality.h5").resolve()),
+        "source": str((cli / "quality" / _sha256(quality) / "quality.h5").resolve()), "junk_classes": None,
     }
     assert (crops_row["kind"], crops_row["classes"], crops_row["promoted"]) == ("crops", list(CROP_CLASSES), True)
+    assert crops_row["junk_classes"] == ["Bait", "Bait_yamal", "Empty", "Rock"]
     manifest = json.loads((Path(crops_row["source"]).parent / "manifest.json").read_text())
     assert manifest["regions"] == {"yamal": ["Empty", "lag_mut"]}
 
@@ -133,12 +134,42 @@ def test_cli_wants_exactly_one_source_of_class_names(
     assert inspections == []
 
 
-def test_a_crop_model_is_not_tied_to_a_region(session, tmp_path, tiny_classifiers, classify_python):
-    from producer.registry import ModelImportError, import_model
-    from shared.schemas import ModelKind
+def test_cli_imports_a_crop_model_for_one_region_with_its_junk_classes(
+    cli: Path, tiny_classifiers: dict[str, Path], tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    names = [f"c{i:02}" for i in range(16)]  # a user's classes: none of the paper's junk classes
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(names) + "\n")
+    command = ["models", "import", "crops", "--file", str(tiny_classifiers["crops"]), "--classes-file", str(classes),
+               "--region", "Yamal"]
 
-    classes = tiny_classifiers["classes"].read_text().split()
-    with pytest.raises(ModelImportError, match="--region-classes"):
-        import_model(session, python=classify_python, model_root=tmp_path / "models", kind=ModelKind.CROPS,
-                     file=tiny_classifiers["crops"], classes=classes, region="yamal")
-    assert not (tmp_path / "models").exists()
+    result = runner.invoke(main, command)
+    assert result.exit_code == 2
+    assert "Error: the crop model's classes include none of the paper's junk classes" in result.stderr
+    assert "Hint: name the classes that are not an animal with --junk-classes" in result.stderr
+    result = runner.invoke(main, [*command, "--junk-classes", "c00,bear"])
+    assert result.exit_code == 2 and "junk classes not among the model's classes: bear" in result.stderr
+    assert _models(runner) == []
+
+    result = runner.invoke(main, [*command, "--junk-classes", "c03, c00"])
+    assert result.exit_code == 0, result.output
+    assert "16 classes, promoted for region yamal); junk classes: c00, c03" in result.stdout
+    [row] = _models(runner)
+    assert (row["kind"], row["region"], row["junk_classes"], row["promoted"]) == (
+        "crops", "yamal", ["c00", "c03"], True)
+
+
+def test_cli_imports_a_crop_model_without_junk_classes(cli: Path, tiny_classifiers: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    runner = CliRunner()
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(f"c{i:02}" for i in range(16)) + "\n")
+
+    result = runner.invoke(main, ["models", "import", "crops", "--file", str(tiny_classifiers["crops"]),
+                                  "--classes-file", str(classes), "--junk-classes", ""])
+
+    assert result.exit_code == 0, result.output
+    assert "junk classes: none" in result.stdout
+    [row] = _models(runner)
+    assert (row["region"], row["junk_classes"]) == (None, [])

@@ -12,11 +12,15 @@ import pytest
 from PIL import ImageFile
 from sqlalchemy.orm import Session
 
-from producer.export import csv_columns, md_image_entry, md_info, write_csv, write_md_json
+from producer.export import crop_columns, csv_columns, md_image_entry, md_info, write_csv, write_md_json
 from shared import store
 from shared.db import Archive, ModelVersion
-from shared.labels import Thresholds
-from shared.schemas import Detection, DetectOutcome, Failure, ImageFlag, ImageMetadata, OutcomeStatus
+from shared.crop_model import CROP_CLASSES, CropModel
+from shared.labels import LabelRules, Thresholds, label_image
+from shared.schemas import (
+    ClassifyOutcome, CropClassification, Detection, DetectionOptions, DetectOutcome, Failure, ImageFlag, ImageMetadata, ModelKind,
+    OutcomeStatus,
+)
 from shared.store.results import ImageResult
 from tests.unit.records import SHA_A, add_detector, image_ids
 
@@ -97,8 +101,23 @@ def test_md_info_of_an_mdv5_model(session: Session, results) -> None:
         "detection_completion_time": "2026-01-02 03:04:05",
         "detector_metadata": {"megadetector_version": "v5a.0.0", "typical_detection_threshold": 0.2,
                               "conservative_detection_threshold": 0.05, "image_size": 1280},
-        "custom_metadata": {"trapline": {"detector_sha256": SHA_A, "settings": {"store_threshold": 0.005}}},
+        "custom_metadata": {"trapline": {"detector_version": version.name, "detector_sha256": SHA_A,
+                                         "detection": DetectionOptions().model_dump(mode="json"),
+                                         "settings": {"store_threshold": 0.005}}},
     }
+
+
+def test_md_info_says_how_the_boxes_were_made(session: Session) -> None:
+    options = DetectionOptions(augment=True, tiling=True, merge=True)
+    version = add_detector(session, "md_v5a.0.0.pt [tta]")
+    version.manifest = {"megadetector_version": "v5a.0.0", "image_size": 1280,
+                        "detection": options.model_dump(mode="json")}
+
+    info = md_info(version, {}, datetime(2026, 1, 2, 3, 4, 5))
+
+    assert info["detector_metadata"]["image_size"] == 1664  # the whole image's pass, with augmentation
+    assert info["custom_metadata"]["trapline"]["detection"]["tile_size"] == 1280
+    assert info["custom_metadata"]["trapline"]["detector_version"] == "md_v5a.0.0.pt [tta]"
 
 
 def test_md_info_of_an_unknown_model_uses_megadetectors_fallback_thresholds(session: Session) -> None:
@@ -178,3 +197,84 @@ def test_csv_label_follows_the_thresholds(session: Session, results) -> None:
 
     assert [r["md_label"] for r in rows] == ["Empty", "", "Empty", "", "Empty"]
     assert (rows[0]["n_animal"], rows[0]["n_person"], rows[0]["max_conf_person"]) == ("0", "0", "0.988")
+
+
+# --- a crop model per region ----------------------------------------------------------------------------
+
+OWN_CLASSES = ["Empty", "vul_lag", "snow_owl"]
+
+
+@pytest.fixture
+def two_crop_models(session: Session) -> tuple[Archive, ModelVersion, dict[str, ModelVersion]]:
+    """A Finnmark and a Yamal image, one fox box each, classified by the paper's model and by Yamal's own."""
+    archive = store.images.get_or_create_archive(session, "/data/both", None, "{site}/{camera}/...")
+    store.images.register_images(session, archive.id, [
+        {"rel_path": f"s1/c1/{region}.jpg", "size": 1, "mtime": 0.0, "region": region}
+        for region in ("finnmark", "yamal")])
+    ids = {p.split("/")[-1].removesuffix(".jpg"): i for p, i in image_ids(session, archive).items()}
+    detector = add_detector(session)
+    box = Detection(1, 0.9, (0.1, 0.1, 0.2, 0.2))
+    store.outcomes.save_detect_outcomes(session, None, detector.id, [
+        DetectOutcome(i, OutcomeStatus.DONE, detections=(box,)) for i in ids.values()])
+    crops = {"finnmark": store.model_versions.ensure_model_version(session, ModelKind.CROPS, "crops.keras",
+                                                                   "/m/crops.keras", SHA_A),
+             "yamal": store.model_versions.ensure_model_version(session, ModelKind.CROPS, "yamal.keras",
+                                                                "/m/yamal.keras", SHA_A)}
+    crops["finnmark"].manifest = {"classes": list(CROP_CLASSES)}
+    crops["yamal"].manifest = {"classes": OWN_CLASSES, "regions": {"yamal": OWN_CLASSES}, "junk_classes": ["Empty"]}
+    crops["yamal"].region = "yamal"
+    outputs = {"finnmark": [0.0] * 16, "yamal": [0.1, 0.3, 0.6]}
+    outputs["finnmark"][CROP_CLASSES.index("vul_vul")], outputs["finnmark"][CROP_CLASSES.index("Rock")] = 0.7, 0.3
+    for region, image_id in ids.items():
+        model = CropModel.of(crops[region].manifest)
+        label = "vul_vul" if region == "finnmark" else "snow_owl"
+        outcome = ClassifyOutcome(image_id, OutcomeStatus.DONE, crops=(
+            CropClassification(0, box, (0, 0, 1, 1, 1), tuple(outputs[region]), label, max(outputs[region])),))
+        labels = label_image((box,), None, {0: label}, LabelRules(), model)
+        store.outcomes.save_classify_outcomes(session, None, detector.id, [outcome], {image_id: labels},
+                                              {image_id: None}, {image_id: crops[region].id}, {})
+    session.commit()
+    return archive, detector, crops
+
+
+def test_md_json_maps_the_classes_of_several_crop_models_by_name(
+    session: Session, two_crop_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    archive, detector, crops = two_crop_models
+    used = store.results.crop_models_used(session, [archive.id], detector.id)
+    assert used == [crops["finnmark"], crops["yamal"]]
+    path = tmp_path / "both.json"
+
+    with path.open("w") as out:
+        write_md_json(out, all_results(session, archive, detector), md_info(detector, {}, datetime(2026, 1, 2)), used)
+
+    document = json.loads(path.read_text())
+    categories = document["classification_categories"]
+    assert [categories[str(i)] for i in range(16)] == list(CROP_CLASSES)  # the first model keeps its indices
+    assert categories["16"] == "snow_owl" and len(categories) == 17  # Empty and vul_lag are the same categories
+    assert document["info"]["classifier"] == (
+        f"crops.keras (sha256 {SHA_A}); yamal.keras (region yamal) (sha256 {SHA_A})")
+    finnmark, yamal = ([d["classifications"] for d in image["detections"]] for image in document["images"])
+    assert finnmark[0][:2] == [[str(CROP_CLASSES.index("vul_vul")), 0.7], [str(CROP_CLASSES.index("Rock")), 0.3]]
+    assert yamal == [[["16", 0.6], [str(CROP_CLASSES.index("vul_lag")), 0.3], [str(CROP_CLASSES.index("Empty")), 0.1]]]
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", ImageFile.LOAD_TRUNCATED_IMAGES)
+    validator = pytest.importorskip("megadetector.postprocessing.validate_batch_results")
+    outcome = validator.validate_batch_results(str(path))["validation_results"]
+    assert (outcome["errors"], outcome["warnings"]) == ([], [])
+
+
+def test_csv_has_a_count_column_per_class_of_every_crop_model_used(session: Session, two_crop_models) -> None:
+    archive, detector, crops = two_crop_models
+    columns = crop_columns(store.results.crop_models_used(session, [archive.id], detector.id))
+    out = io.StringIO()
+
+    write_csv(out, [(archive, r) for r in all_results(session, archive, detector)], Thresholds(),
+              {v.id: v.name for v in crops.values()}, columns)
+
+    out.seek(0)
+    rows = {row["region"]: row for row in csv.DictReader(out)}
+    assert columns == (*CROP_CLASSES, "snow_owl") and crop_columns([]) == CROP_CLASSES
+    assert (rows["finnmark"]["count_vul_vul"], rows["finnmark"]["count_snow_owl"], rows["finnmark"]["crops_model"]) == (
+        "1", "0", "crops.keras")
+    assert (rows["yamal"]["count_snow_owl"], rows["yamal"]["animal_total"], rows["yamal"]["crops_model"]) == (
+        "1", "1", "yamal.keras")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.schemas import Detection, Failure, ImageFlag, ImageSource, OutcomeStatus
+from shared.schemas import Detection, DetectionOptions, Failure, ImageFlag, ImageSource, OutcomeStatus
 from tests.unit.stand_ins import FakeDetector
 from tests.unit.synthetic import jpeg
 from worker.ml.inference import detect_images
@@ -37,15 +37,28 @@ def test_every_source_gets_one_outcome_in_order(sources: list[ImageSource]) -> N
         (4, OutcomeStatus.FAILED, Failure.MISSING),
         (5, OutcomeStatus.DONE, None),
     ]
-    # 2000 px decoded in draft mode at 1/4 scale (500 px ≥ 320); 640 px at 1/2 (320 px)
+    # decoded whole by default: the model's preprocessing sees the full 2000 px (the package's pixels)
     assert [o.detections for o in outcomes] == [
-        (Detection(1, 0.5, BOX),), (), (Detection(1, 0.064, BOX),), (), (Detection(1, 0.32, BOX),),
+        (Detection(1, 2.0, BOX),), (), (Detection(1, 0.064, BOX),), (), (Detection(1, 0.64, BOX),),
     ]
     assert [o.flags for o in outcomes] == [(), (), (), (), (ImageFlag.TRUNCATED,)]
     assert (outcomes[0].metadata.width, outcomes[0].metadata.height) == (2000, 1500)
     assert outcomes[1].metadata is None and outcomes[1].detail == "not a format Pillow can read"
     # groups of two decoded images; failed decodes never reach the model
     assert detector.calls == [([1], 0.005), ([3], 0.005), ([5], 0.005)]
+
+
+def test_draft_decoding_is_an_option(sources: list[ImageSource]) -> None:
+    detector = FakeDetector(image_size=320)
+
+    outcomes = detect_images(detector, sources, threshold=0.005, infer_batch=2,
+                             options=DetectionOptions(decode="draft"))
+
+    # 2000 px decoded in draft mode at 1/4 scale (500 px ≥ 320); 640 px at 1/2 (320 px)
+    assert [o.detections for o in outcomes] == [
+        (Detection(1, 0.5, BOX),), (), (Detection(1, 0.064, BOX),), (), (Detection(1, 0.32, BOX),),
+    ]
+    assert (outcomes[0].metadata.width, outcomes[0].metadata.height) == (2000, 1500)  # the image's own size
 
 
 def test_a_model_error_fails_the_images_of_its_group_only(sources: list[ImageSource]) -> None:

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from shared.crop_model import CROP_CLASSES
 from shared.labels import (
     ANIMAL,
     BAD_THRESHOLD,
-    CROP_CLASSES,
-    DEFAULT_REGION_PROFILES,
-    JUNK_CLASSES,
     PERSON,
     VEHICLE,
-    YAMAL_CLASSES,
     AnimalPresence,
     DetectionLabel,
     FinalLabel,
     QualityLabel,
     Thresholds,
-    allowed_classes,
     animal_presence,
     counted,
     crop_counts,
     detection_label,
     max_conf_per_category,
     quality_label,
-    restricted_prediction,
 )
 from shared.schemas import Detection
 
@@ -134,101 +129,6 @@ def test_quality_labels_are_the_authors_strings() -> None:
     assert {label.value for label in QualityLabel} == {"Good", "Bad"}
 
 
-# --- Step 2: crop classes and region restriction ----------------------------------------------
-
-
-def test_crop_classes_are_the_16_outputs_in_model_order() -> None:
-    assert len(CROP_CLASSES) == 16
-    assert CROP_CLASSES[0] == "Bait" and CROP_CLASSES[4] == "alc_alc" and CROP_CLASSES[15] == "vul_vul"
-    assert list(CROP_CLASSES) == sorted(CROP_CLASSES)  # sorted folder names, uppercase first
-
-
-def test_junk_classes_and_the_12_species() -> None:
-    assert JUNK_CLASSES == {"Bait", "Bait_yamal", "Empty", "Rock"}
-    assert len([c for c in CROP_CLASSES if c not in JUNK_CLASSES]) == 12
-
-
-def test_yamal_profile_drops_bait_moose_and_the_two_eagles() -> None:
-    assert set(CROP_CLASSES) - set(YAMAL_CLASSES) == {"Bait", "alc_alc", "aqu_chr", "hal_alb"}
-    assert len(YAMAL_CLASSES) == 12
-    assert DEFAULT_REGION_PROFILES["yamal"] == YAMAL_CLASSES
-
-
-@pytest.mark.parametrize("region", ["yamal", "Yamal", "YAMAL"])
-def test_allowed_classes_of_yamal(region: str) -> None:
-    assert allowed_classes(region) == frozenset(YAMAL_CLASSES)
-
-
-@pytest.mark.parametrize("region", ["finnmark", "nowhere", None])
-def test_a_region_without_a_profile_is_not_restricted(region: str | None) -> None:
-    assert allowed_classes(region) is None
-
-
-def test_region_profiles_are_data() -> None:
-    profiles = {"Finnmark": ["Bait", "Empty", "Rock", "vul_lag"]}
-
-    assert allowed_classes("finnmark", profiles) == {"Bait", "Empty", "Rock", "vul_lag"}
-    assert allowed_classes("yamal", profiles) is None
-    with pytest.raises(ValueError, match="more than one"):
-        allowed_classes("yamal", {"yamal": ["Empty"], "Yamal": ["Rock"]})
-
-
-def softmax(**values: float) -> list[float]:
-    """A 16-class output: the named classes get their value, every other class 0."""
-    assert set(values) <= set(CROP_CLASSES)
-    return [values.get(name, 0.0) for name in CROP_CLASSES]
-
-
-# A Yamal crop the model calls a moose: alc_alc 0.40 > vul_lag 0.25 > ran_tar 0.20 > Bait 0.10 > Empty 0.05.
-MOOSE = softmax(alc_alc=0.40, vul_lag=0.25, ran_tar=0.20, Bait=0.10, Empty=0.05)
-
-
-def test_restriction_changes_the_argmax_and_keeps_the_raw_probability() -> None:
-    assert restricted_prediction(MOOSE, CROP_CLASSES) == ("alc_alc", 0.40)
-    # moose is not allowed in Yamal: the best allowed class with its raw value, not 0.25 / 0.60
-    assert restricted_prediction(MOOSE, CROP_CLASSES, allowed_classes("yamal")) == ("vul_lag", 0.25)
-
-
-def test_restriction_can_turn_an_animal_into_junk_and_junk_into_an_animal() -> None:
-    eagle = softmax(hal_alb=0.5, Empty=0.3, cor_cora=0.2)
-    bait = softmax(Bait=0.7, gul_gul=0.2, Bait_yamal=0.1)
-
-    assert restricted_prediction(eagle, CROP_CLASSES, YAMAL_CLASSES) == ("Empty", 0.3)
-    assert restricted_prediction(bait, CROP_CLASSES, YAMAL_CLASSES) == ("gul_gul", 0.2)
-
-
-def test_restriction_is_a_no_op_when_the_argmax_is_allowed() -> None:
-    fox = softmax(vul_vul=0.6, alc_alc=0.3, Empty=0.1)
-
-    assert restricted_prediction(fox, CROP_CLASSES, YAMAL_CLASSES) == ("vul_vul", 0.6)
-    assert restricted_prediction(fox, CROP_CLASSES, None) == ("vul_vul", 0.6)
-
-
-def test_restriction_ties_go_to_the_first_class_in_model_order() -> None:
-    tie = softmax(alc_alc=0.4, ran_tar=0.3, cor_cora=0.3)  # cor_cora (6) comes before ran_tar (13)
-
-    assert restricted_prediction(tie, CROP_CLASSES, YAMAL_CLASSES) == ("cor_cora", 0.3)
-
-
-def test_restriction_works_for_any_class_list() -> None:
-    assert restricted_prediction([0.2, 0.5, 0.3], ["a", "b", "c"], {"a", "c"}) == ("c", 0.3)
-    assert restricted_prediction((0.2, 0.5, 0.3), ("a", "b", "c")) == ("b", 0.5)
-
-
-@pytest.mark.parametrize(("probabilities", "classes", "allowed", "message"), [
-    ([0.5, 0.5], ["a", "b", "c"], None, "2 probabilities for 3 classes"),
-    ([0.5, 0.5], ["a", "b"], {"a", "moose"}, "not among"),
-    ([0.5, 0.5], ["a", "b"], set(), "no class"),
-    ([], [], None, "no class"),
-    ([float("nan"), 0.5], ["a", "b"], None, "NaN"),
-])
-def test_restriction_validates_its_inputs(
-    probabilities: list[float], classes: list[str], allowed: set[str] | None, message: str,
-) -> None:
-    with pytest.raises(ValueError, match=message):
-        restricted_prediction(probabilities, classes, allowed)
-
-
 # --- Aggregation per image ----------------------------------------------------------------------
 
 
@@ -279,19 +179,6 @@ def test_counts_for_another_class_list() -> None:
 
     assert dict(counts.counts) == {"junk": 1, "x": 2, "y": 0}
     assert counts.animal_total == 2
-
-
-def test_restriction_then_aggregation_on_a_yamal_image() -> None:
-    # raw argmaxes: alc_alc (animal) and Bait (junk); restricted: vul_lag (animal) and Bait_yamal (junk)
-    crops = [MOOSE, softmax(Bait=0.8, Bait_yamal=0.15, Rock=0.05)]
-    allowed = allowed_classes("Yamal")
-
-    species = [restricted_prediction(p, CROP_CLASSES, allowed)[0] for p in crops]
-    counts = crop_counts(species)
-
-    assert species == ["vul_lag", "Bait_yamal"]
-    assert counts.counts["alc_alc"] == 0 and counts.counts["Bait"] == 0
-    assert counts.animal_total == 1
 
 
 @pytest.mark.parametrize(("detection", "presence"), [

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from shared.crop_model import CROP_CLASSES, CropModel, allowed_classes, restricted_prediction
 from shared.labels import (
     ANIMAL,
-    CROP_CLASSES,
     PERSON,
     AnimalHumanAs,
     AnimalPresence,
-    CropModel,
     DetectionLabel,
     FinalLabel,
     ImageLabels,
@@ -22,7 +21,6 @@ from shared.labels import (
     MergedLabel,
     QualityLabel,
     Thresholds,
-    allowed_classes,
     crop_counts,
     detection_label,
     final_label,
@@ -31,11 +29,11 @@ from shared.labels import (
     label_image,
     merged_label,
     quality_label,
-    restricted_prediction,
     v_quality,
 )
 from shared.schemas import Detection
-from tests.unit.test_labels import BOX, DEFAULT, MOOSE, det, softmax
+from tests.unit.test_crop_model import MOOSE, softmax
+from tests.unit.test_labels import BOX, DEFAULT, det
 
 D, Q, P, F = DetectionLabel, QualityLabel, AnimalPresence, FinalLabel
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from producer.cli import main
 from shared import store
 from shared.config import get_settings
-from tests.support.migrations import check_renames_keep_data_and_link_crops
+from tests.support.migrations import check_rde_clusters_gain_category_and_instances, check_renames_keep_data_and_link_crops
 
 
 def test_db_upgrade_on_sqlite_matches_the_models_and_downgrades(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,3 +48,7 @@ def test_db_upgrade_on_sqlite_matches_the_models_and_downgrades(tmp_path: Path, 
 
 def test_detector_version_names_keep_the_data_and_link_each_crop_to_its_box(sqlite_url: str) -> None:
     check_renames_keep_data_and_link_crops(sqlite_url)
+
+
+def test_rde_clusters_gain_their_first_members_category_and_their_member_count(sqlite_url: str) -> None:
+    check_rde_clusters_gain_category_and_instances(sqlite_url)

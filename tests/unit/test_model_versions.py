@@ -6,12 +6,13 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from producer.model_versions import current_detector, is_weights_path
 from shared.config import DetectorSettings
-from shared.errors import ModelFileError
-from shared.schemas import ModelKind
+from shared.errors import ModelFileError, UsageProblem
+from shared.schemas import DetectionOptions, ModelKind
 
 
 @pytest.mark.parametrize(("weights", "expected"), [
@@ -66,3 +67,44 @@ def test_a_known_model_name_is_recorded_without_a_checksum(session: Session, tmp
 
     assert (version.name, version.source, version.sha256) == ("MDV5A", "MDV5A", None)
     assert current_detector(session, DetectorSettings(weights="MDV5A")).id == version.id
+
+
+# --- detection options: part of the version -----------------------------------------------------------
+
+
+def test_the_packages_plain_run_keeps_the_weights_name(session: Session) -> None:
+    version = current_detector(session, DetectorSettings())
+
+    assert version.name == "MDV5A"
+    assert DetectionOptions.of_manifest(version.manifest) == DetectionOptions()
+
+
+def test_other_options_are_another_version_named_after_them(session: Session) -> None:
+    plain = current_detector(session, DetectorSettings())
+    tta = current_detector(session, DetectorSettings(augment=True))
+    paper = current_detector(session, DetectorSettings(preset="celis2024"))
+    again = current_detector(session, DetectorSettings(augment=True, tiling=True, merge=True))
+
+    assert len({plain.id, tta.id, paper.id}) == 3 and again.id == paper.id  # the preset is those three switches
+    assert tta.name == "MDV5A [tta 1664px]" and tta.source == "MDV5A"
+    assert paper.name == "MDV5A [tta 1664px, tiles 1280/0.5 nms 0.45 q95, merge 0.65/0.05/0.2]"
+    assert DetectionOptions.of_manifest(paper.manifest) == DetectionOptions(augment=True, tiling=True, merge=True)
+
+
+def test_options_that_do_not_fit_together_are_refused(session: Session) -> None:
+    with pytest.raises(ValidationError, match="merge combines the whole-image and the tiled passes: it needs tiling"):
+        DetectorSettings(merge=True)  # the settings themselves: `trapline` says which variable
+    with pytest.raises(UsageProblem, match="draft decoding needs tiling off"):  # a preset that does not fit
+        current_detector(session, DetectorSettings(preset="celis2024", decode="draft"))
+
+
+def test_a_worker_keeps_the_options_the_producer_recorded(session: Session) -> None:
+    from shared.store.model_versions import record_model_checksum
+
+    version = current_detector(session, DetectorSettings(tiling=True, tile_size=640))
+    record_model_checksum(session, version.id, "a" * 64, {"megadetector_version": "v5a.0.0", "image_size": 1280})
+    session.expire_all()
+
+    manifest = session.get(type(version), version.id).manifest
+    assert manifest["megadetector_version"] == "v5a.0.0"
+    assert DetectionOptions.of_manifest(manifest).tile_size == 640

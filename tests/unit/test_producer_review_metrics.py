@@ -12,13 +12,16 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.orm import Session, sessionmaker
 
+from producer.report import gather
 from producer.review import (
     LIST_COLUMNS,
     format_metrics,
     metrics,
 )
 from shared import store
+from shared.config import get_settings
 from shared.db import ModelVersion
+from shared.labels import Thresholds
 from shared.review import ALL_ANIMALS, RANDOM, Drawn
 from shared.schemas import ModelKind
 from tests.unit.records import NOW, SHA_B, add_box, add_detector, add_images, add_label
@@ -39,7 +42,7 @@ def reviewed(session: Session) -> ModelVersion:
     ==  ======  =========  =======  =======  =====  ======  ==========
     f1  Animal  Animal .95  Animal  Good     0.1    Animal  random
     f2  Animal  Animal .55  Animal  Good     0.2    Empty   animal
-    f3  Empty   Empty (.05) Empty   Good     0.3    Animal  random
+    f3  Empty   Empty (.05) Empty   Good     0.6    Animal  random
     f4  Empty   Animal .35  Empty   Good     0.02   Empty   random
     f5  Bad     Empty       Empty   Bad      0.97   Bad     random
     f6  Empty   Empty       Empty   Good     0.1    -       -
@@ -58,7 +61,7 @@ def reviewed(session: Session) -> ModelVersion:
     for name, final, detection, present, quality, p_bad in [
         ("f1", "Animal", "Animal", "Animal", "Good", 0.1),
         ("f2", "Animal", "Animal", "Animal", "Good", 0.2),
-        ("f3", "Empty", "Empty", "Empty", "Good", 0.3),
+        ("f3", "Empty", "Empty", "Empty", "Good", 0.6),
         ("f4", "Empty", "Animal", "Empty", "Good", 0.02),
         ("f5", "Bad", "Empty", "Empty", "Bad", 0.97),
         ("f6", "Empty", "Empty", "Empty", "Good", 0.1),
@@ -141,6 +144,9 @@ def test_metrics_per_region_and_stage(session: Session, reviewed: ModelVersion) 
     assert per_class(quality) == {"Bad": (2, 1.0, 0.5), "Good": (4, pytest.approx(0.8), 1.0)}
     assert (quality["false_negatives"], quality["false_positives"]) == ([], [])
     assert len(quality["deciles"]) == 10
+    # the probability of the label the 0.95 rule chose: f3's P(Bad) 0.6 is Good, so 0.4 (not max(p, 1 − p) = 0.6)
+    assert {i: (d["count"], d["accuracy"]) for i, d in enumerate(quality["deciles"]) if d["count"]} == {
+        3: (1, 1.0), 5: (1, 0.0), 7: (1, 1.0), 8: (1, 1.0), 9: (2, 1.0)}  # f3 .4, f7 .6, f2 .8, f1 .9, f4 .98 f5 .97
 
     detect = finnmark["stages"]["detect"]
     assert detect["reviewed"] == 4  # f5 and f7 are Bad to the person
@@ -168,6 +174,19 @@ def test_metrics_per_region_and_stage(session: Session, reviewed: ModelVersion) 
     assert yamal["stages"]["detect"]["confusion"] == [[1, 0], [0, 2]]  # Animal_Human counts as Animal
     assert len(yamal["stages"]["detect"]["deciles"]) == 10
     json.dumps(report)  # serialisable as `metrics --json` prints it
+
+
+def test_quality_deciles_follow_the_configured_bad_threshold(session: Session, reviewed: ModelVersion) -> None:
+    quality = metrics(session, reviewed.id, ["quality"], bad_threshold=0.5)["finnmark"]["stages"]["quality"]
+
+    # at 0.5, f3's P(Bad) 0.6 is the Bad label's probability (the confusion matrix keeps the stored labels)
+    assert {i: d["count"] for i, d in enumerate(quality["deciles"]) if d["count"]} == {5: 2, 7: 1, 8: 1, 9: 2}
+    assert quality["confusion"] == [[1, 1], [0, 4]]
+    # `trapline report` passes the setting on to the same metrics
+    data = gather(session, reviewed.id, Thresholds(), ["quality"], NOW, bad_threshold=0.5)
+    assert data.metrics["finnmark"]["stages"]["quality"]["deciles"] == quality["deciles"]
+    default = gather(session, reviewed.id, Thresholds(), ["quality"], NOW).metrics["finnmark"]["stages"]["quality"]
+    assert {i for i, d in enumerate(default["deciles"]) if d["count"]} == {3, 5, 7, 8, 9}
 
 
 def test_metrics_of_chosen_stages(session: Session, reviewed: ModelVersion) -> None:
@@ -258,3 +277,25 @@ def test_cli_review_sample_import_and_metrics(cli: CliRunner, sessions: sessionm
     assert result.exit_code == 0, result.output
     assert "region finnmark: 6 images, 4 reviewed, manual inspection 66.7 %" in result.output
     assert "detect" not in result.output
+
+
+def test_cli_metrics_reads_the_bad_threshold_setting(cli: CliRunner, sessions: sessionmaker[Session],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from producer.cli import main
+
+    with sessions.begin() as session:
+        detector = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
+        ids = add_images(session, FINNMARK, "finnmark", [("s1/a.jpg", "s1")])
+        add_label(session, ids["s1/a.jpg"], detector, "Empty", quality="Good", p_bad=0.6)
+        store.review.save_review_labels(session, [(ids["s1/a.jpg"], "Empty", "ann", "a.csv:2")], NOW)
+
+    def deciles() -> dict[int, int]:
+        result = cli.invoke(main, ["metrics", "--stage", "quality", "--json"])
+        assert result.exit_code == 0, result.output
+        found = json.loads(result.stdout)["finnmark"]["stages"]["quality"]["deciles"]
+        return {i: d["count"] for i, d in enumerate(found) if d["count"]}
+
+    assert deciles() == {3: 1}  # P(Good) 0.4 at the default 0.95
+    monkeypatch.setenv("TRAPLINE_QUALITY__BAD_THRESHOLD", "0.5")
+    get_settings.cache_clear()
+    assert deciles() == {5: 1}  # P(Bad) 0.6

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from producer import registry
 from producer.registry import ModelImportError, import_model, read_region_classes
 from shared import store
-from shared.labels import CROP_CLASSES
+from shared.crop_model import CROP_CLASSES, CropModel
+from shared.errors import UsageProblem
 from shared.schemas import CLASSIFIER_PREPROCESSING, ModelKind, ModelSignature
 from tests.conftest import REPO
 
@@ -159,6 +160,7 @@ def test_a_crop_model_imports_with_its_region_profiles(
     assert manifest["input_size"] == [32, 32]
     assert manifest["regions"] == {"yamal": ["Bait_yamal", "Empty", "Rock", "lag_mut", "lep_arc", "vul_lag"],
                                    "finnmark": ["Bait", "vul_vul"]}
+    assert manifest["junk_classes"] == ["Bait", "Bait_yamal", "Empty", "Rock"]  # the paper's, by default
     assert version.sha256 == _sha256(tiny_classifiers["crops"])
     assert store.model_versions.promoted_models(session, ModelKind.CROPS) == [version]
     assert store.model_versions.promoted_models(session, ModelKind.QUALITY) == []
@@ -174,6 +176,7 @@ def test_a_keras_resnet50_hdf5_with_three_classes(
     session.commit()
 
     assert version.manifest["classes"] == classes
+    assert version.manifest["junk_classes"] == ["Empty"]  # the paper's junk classes among the model's
     assert version.manifest["input_size"] == [32, 32]
     assert filecmp.cmp(file, model_root / "crops" / _sha256(file) / "resnet50_3.h5", shallow=False)
     assert version.promoted is True
@@ -292,3 +295,71 @@ def test_an_unknown_class_in_a_region_profile_is_refused(
                 list(CROP_CLASSES), regions=regions)
 
     _assert_nothing_stored(session, model_root)
+
+
+
+# --- crop models: junk classes and regions ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("named", "junk"), [(["Nothing"], ["Nothing"]), (["Snow", "Nothing"], ["Nothing", "Snow"]),
+                                              ([], [])])
+def test_a_crop_model_records_the_junk_classes_it_is_given(
+    session: Session, classify_python: str, extra_models: dict[str, Path], model_root: Path,
+    named: list[str], junk: list[str],
+) -> None:
+    version = _import(session, classify_python, model_root, ModelKind.CROPS, extra_models["resnet50_3.h5"],
+                      ["Nothing", "Snow", "vul_lag"], junk_classes=named)
+    session.commit()
+
+    manifest = json.loads((model_root / "crops" / version.sha256 / "manifest.json").read_text())
+    assert manifest["junk_classes"] == junk == version.manifest["junk_classes"]  # in model order
+    assert CropModel.of(version.manifest).junk == set(junk)
+
+
+def test_a_crop_model_without_the_papers_junk_classes_needs_them_named(
+    session: Session, classify_python: str, extra_models: dict[str, Path], model_root: Path, inspections: list[Path],
+) -> None:
+    with pytest.raises(UsageProblem, match="none of the paper's junk classes") as raised:
+        _import(session, classify_python, model_root, ModelKind.CROPS, extra_models["resnet50_3.h5"],
+                ["Nothing", "lep_arc", "vul_lag"])
+
+    assert "--junk-classes" in raised.value.hint
+    assert inspections == []  # refused before the classify environment starts
+    _assert_nothing_stored(session, model_root)
+
+
+def test_unknown_junk_classes_are_refused(
+    session: Session, classify_python: str, tiny_classifiers: dict[str, Path], model_root: Path,
+) -> None:
+    with pytest.raises(UsageProblem, match="junk classes not among the model's classes: Snow"):
+        _import(session, classify_python, model_root, ModelKind.CROPS, tiny_classifiers["crops"], list(CROP_CLASSES),
+                junk_classes=["Rock", "Snow"])
+    with pytest.raises(UsageProblem, match="--junk-classes is for crop models"):
+        _import(session, classify_python, model_root, ModelKind.QUALITY, tiny_classifiers["quality"], QUALITY,
+                junk_classes=[])
+
+    _assert_nothing_stored(session, model_root)
+
+
+def test_a_region_gets_its_own_crop_model_beside_the_one_for_every_region(
+    session: Session, classify_python: str, tiny_classifiers: dict[str, Path], extra_models: dict[str, Path],
+    model_root: Path,
+) -> None:
+    general = _import(session, classify_python, model_root, ModelKind.CROPS, tiny_classifiers["crops"],
+                      list(CROP_CLASSES))
+    yamal = _import(session, classify_python, model_root, ModelKind.CROPS, extra_models["resnet50_3.h5"],
+                    ["Empty", "lep_arc", "vul_lag"], region="Yamal")
+    session.commit()
+
+    assert (yamal.region, yamal.manifest["region"]) == ("yamal", "yamal")
+    assert store.model_versions.promoted_models(session, ModelKind.CROPS) == [general, yamal]
+
+    newer = _import(session, classify_python, model_root, ModelKind.CROPS, extra_models["quality_b.h5"],
+                    ["Empty", "vul_lag"], region="YAMAL")  # a 2-output file as a crop model
+    session.commit()
+    session.expire_all()
+
+    promoted = store.model_versions.promoted_models(session, ModelKind.CROPS)
+    assert [(v.id, v.region) for v in promoted] == [(general.id, None), (newer.id, "yamal")]
+    assert {v.id: v.promoted for v in store.model_versions.model_versions(session)} == {
+        general.id: True, yamal.id: False, newer.id: True}

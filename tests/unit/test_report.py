@@ -197,9 +197,11 @@ def seed(session: Session) -> dict[str, object]:
                                        (i["e"], "Animal", "<eve>", "web"), (i["b"], "Human", "<eve>", "web")], NOW)
 
     rock = session.scalar(select(DetectionRow.id).where(DetectionRow.image_id == i["e"], DetectionRow.conf == 0.6))
-    clusters = [RdeCluster(detector_version_id=detector.id, camera=camera, bbox=list(bbox), images=n, options={})
-                for camera, bbox, n in (("s1/c1", (0.1, 0.2, 0.3, 0.4), 3), (f"{SITE2}/c2", (0.5, 0.5, 0.1, 0.1), 2),
-                                        (f"{SITE2}/c2", (0.7, 0.1, 0.1, 0.1), 4))]
+    clusters = [RdeCluster(detector_version_id=detector.id, camera=camera, bbox=list(bbox), category=category,
+                           instances=instances, images=n, options={})
+                for camera, bbox, category, instances, n in (
+                    ("s1/c1", (0.1, 0.2, 0.3, 0.4), 1, 3, 3), (f"{SITE2}/c2", (0.5, 0.5, 0.1, 0.1), 1, 2, 2),
+                    (f"{SITE2}/c2", (0.7, 0.1, 0.1, 0.1), 2, 6, 4))]
     session.add_all(clusters)
     session.flush()
     session.add(RdeMember(cluster_id=clusters[1].id, detection_id=rock))
@@ -249,6 +251,7 @@ def test_header_counts_archives_and_models(page: Page) -> None:
     models = {row[3]: row for row in page.rows("models")}
     assert {name: number(row[6]) for name, row in models.items()} == {"MDV5A": 6, "q<1>.keras": 3, "crops.keras": 3}
     assert models["crops.keras"][5] == "yes" and models["q<1>.keras"][5] == "no"
+    assert (models["crops.keras"][7], models["q<1>.keras"][7]) == ("Bait, Bait_yamal, Empty, Rock", "-")  # junk classes
 
 
 def test_images_and_detections_per_site_and_day(page: Page) -> None:
@@ -303,8 +306,9 @@ def test_rde_clusters(page: Page) -> None:
     cameras = {row[0]: [number(c) for c in row[1:]] for row in page.rows("rde-cameras")}
     assert cameras == {"s1/c1": [1, 0, 0], f"{SITE2}/c2": [0, 1, 1]}
     clusters = page.rows("rde-clusters")
-    assert [(r[1], r[6], r[7], r[8]) for r in clusters] == [
-        (f"{SITE2}/c2", "2", "confirmed", "ann"), (f"{SITE2}/c2", "4", "rejected", "-"), ("s1/c1", "3", "suspected", "-")]
+    assert [(r[1], r[6], r[7], r[8], r[9], r[10]) for r in clusters] == [
+        (f"{SITE2}/c2", "animal", "2", "2", "confirmed", "ann"), (f"{SITE2}/c2", "person", "6", "4", "rejected", "-"),
+        ("s1/c1", "animal", "3", "3", "suspected", "-")]
     assert clusters[2][2:6] == ["0.100", "0.200", "0.300", "0.400"]
 
 

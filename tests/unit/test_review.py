@@ -241,8 +241,10 @@ def test_errors_lists_false_negatives_and_positives_by_path() -> None:
 
 
 def test_stage_confidence() -> None:
-    assert stage_confidence("quality", reviewed(BAD, p_bad=0.2)) == pytest.approx(0.8)
-    assert stage_confidence("quality", reviewed(BAD, p_bad=0.97)) == pytest.approx(0.97)
+    assert stage_confidence("quality", reviewed(BAD, p_bad=0.2)) == pytest.approx(0.8)  # Good: P(Good)
+    assert stage_confidence("quality", reviewed(BAD, p_bad=0.97)) == pytest.approx(0.97)  # Bad: P(Bad)
+    # the probability of the label the 0.95 rule chose, not of the argmax: P(Bad) 0.7 is Good, with P(Good) 0.3
+    assert stage_confidence("quality", reviewed(BAD, p_bad=0.7)) == pytest.approx(0.3)
     assert stage_confidence("quality", reviewed(BAD)) is None  # no quality model
     assert stage_confidence("detect", reviewed(ANIMAL, detection="Animal", animal_conf=0.9)) == pytest.approx(0.9)
     assert stage_confidence("detect", reviewed(ANIMAL, detection="Animal_Human", animal_conf=0.6)) == pytest.approx(0.6)
@@ -250,3 +252,15 @@ def test_stage_confidence() -> None:
     assert stage_confidence("detect", reviewed(EMPTY, detection="Human")) == 1.0  # no animal box
     assert stage_confidence("final", reviewed(EMPTY, p_bad=0.3, animal_conf=0.4)) is None
     assert stage_confidence("crops", reviewed(EMPTY, p_bad=0.3, animal_conf=0.4)) is None
+
+
+@pytest.mark.parametrize(("p_bad", "threshold", "confidence"), [
+    (0.95, 0.95, 0.95),  # at the threshold: Bad (boundary inclusive), P(Bad)
+    (0.9499, 0.95, 0.0501),  # just below: Good, P(Good)
+    (0.5, 0.95, 0.5),
+    (0.9, 0.9, 0.9),  # the threshold is the configured one (0.90 in Celis 2023)
+    (0.89, 0.9, 0.11),
+    (0.3, 0.3, 0.3),
+])
+def test_quality_confidence_at_the_bad_threshold(p_bad: float, threshold: float, confidence: float) -> None:
+    assert stage_confidence("quality", reviewed(BAD, p_bad=p_bad), threshold) == pytest.approx(confidence)

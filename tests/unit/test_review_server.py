@@ -178,12 +178,14 @@ def test_clusters_are_listed_with_a_strip_and_decided(server: ReviewServer, sess
     assert listing["total"] == 1
     (cluster,) = listing["clusters"]
     assert cluster["images"] == 8 and cluster["bbox"] == list(ROCK) and cluster["camera"] == "s1/c1"
+    assert (cluster["category"], cluster["instance_count"]) == ("animal", 8)
     assert len(cluster["instances"]) == 8 and all(i["bbox"] == list(ROCK) for i in cluster["instances"])
     assert get(server, "/api/clusters?status=maybe")[0] == 400
 
     status, decided = post(server, f"/api/clusters/{cluster['id']}", {"decision": "confirm", "reviewer": "bob"})
     assert status == 200 and decided["status"] == "confirmed" and decided["decided_by"] == "bob"
     assert decided["images_relabelled"] == 8
+    assert decided["instance_count"] == 8 and "instances" not in decided  # the page merges it into its strip's cluster
     with sessions() as session:
         assert session.get(RdeCluster, cluster["id"]).status == "confirmed"
         assert all(session.scalars(select(DetectionRow.suppressed).where(DetectionRow.conf == 0.5)))

@@ -29,7 +29,7 @@ def test_summarize_counts_outcomes_failures_and_labels(session: Session) -> None
                  ids[2]: rules.DetectionLabel.ANIMAL_HUMAN}
     labels = {i: rules.image_labels(d, None, None) for i, d in detection.items()}
     store.outcomes.save_classify_outcomes(session, None, version.id, [ClassifyOutcome(i, OutcomeStatus.DONE) for i in detection],
-                                 labels, dict.fromkeys(detection), None, {})
+                                 labels, dict.fromkeys(detection), dict.fromkeys(detection), {})
 
     summary = summarize(session, archive.id, version.id)
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared import store
 from shared.config import Settings
-from shared.db import Batch, DetectionRow, Image, Outcome
+from shared.db import Batch, DetectionRow, Image, ModelVersion, Outcome
 from shared.rde import search as repeats
 from shared.schemas import BatchStatus, ProcessBatch, Stage
 from tests.unit.records import add_detector, image_ids
@@ -60,9 +60,9 @@ def test_detect_batch_stores_one_outcome_per_image(context: WorkerContext, paylo
         outcomes = session.execute(select(Outcome.image_id, Outcome.status, Outcome.failure).order_by(Outcome.image_id))
         assert [tuple(o) for o in outcomes] == [(first, "done", None), (second, "done", None),
                                                 (third, "failed", "not an image")]
-        # 400 px is decoded whole (not above 2 × 320); 800 px at 1/2 scale: 400 px
+        # decoded whole, as the version's options (the package's plain run) say: the model sees 400 and 800 px
         assert [tuple(d) for d in session.execute(select(DetectionRow.image_id, DetectionRow.conf)
-                                                  .order_by(DetectionRow.image_id))] == [(first, 0.4), (second, 0.4)]
+                                                  .order_by(DetectionRow.image_id))] == [(first, 0.4), (second, 0.8)]
         assert [tuple(r) for r in session.execute(select(Image.width, Image.height).order_by(Image.id))] == [
             (400, 300), (800, 600), (None, None)]
     assert context.models[payload.detector_version_id].calls == [([first, second], 0.01)]
@@ -72,6 +72,22 @@ def test_detect_batch_stores_one_outcome_per_image(context: WorkerContext, paylo
     with sessions() as session:
         follow_up = session.get(Batch, sent[0].batch_id)
         assert (follow_up.stage, follow_up.status, follow_up.size) == (Stage.CLASSIFY, BatchStatus.QUEUED, 2)
+
+
+def test_the_detect_task_runs_the_versions_options_not_its_own_settings(
+    context: WorkerContext, payload: ProcessBatch, sessions: sessionmaker[Session],
+) -> None:
+    """The producer recorded draft decoding on the version; this worker's settings say nothing of it."""
+    with sessions.begin() as session:
+        session.get(ModelVersion, payload.detector_version_id).manifest = {"detection": {"decode": "draft"}}
+
+    detect_batch(context, payload, "detect@host-1", lambda p: None)
+
+    first, second, _ = payload.image_ids
+    with sessions() as session:
+        # 400 px is decoded whole (not above 2 × 320); 800 px in draft mode at 1/2 scale: 400 px
+        assert [tuple(d) for d in session.execute(select(DetectionRow.image_id, DetectionRow.conf)
+                                                  .order_by(DetectionRow.image_id))] == [(first, 0.4), (second, 0.4)]
 
 
 def test_a_duplicate_delivery_of_a_done_batch_is_skipped(context: WorkerContext, payload: ProcessBatch,

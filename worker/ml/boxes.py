@@ -92,8 +92,10 @@ def candidates_nms(pred: Any, threshold: float, iou: float, max_det: int = MAX_D
 
 def to_detections(kept: Any, input_hw: Sequence[int], letterbox: Letterbox, rules: Rules) -> list[Detection]:
     """One image's NMS rows (host tensor) as MegaDetector boxes: normalised ``[x, y, w, h]`` of the
-    original image, conf and box values truncated (classic) or rounded to the package's digits, by conf
-    descending."""
+    original image, conf and box values truncated (classic) or rounded to the package's digits, in the
+    order of the package's output files: the NMS rows reversed (as ``PTDetector`` visits them), then sorted
+    by conf descending, keeping that order among equal confidences. Tiled inference depends on that order:
+    its NMS over the tiles' boxes keeps the first of equal scores."""
     import torch
     from megadetector.detection import pytorch_detector as package
     from megadetector.utils import ct_utils
@@ -113,11 +115,11 @@ def to_detections(kept: Any, input_hw: Sequence[int], letterbox: Letterbox, rule
     confs, labels = det[:, 4].tolist(), det[:, 5].tolist()
     limit = ct_utils.truncate_float if rules.classic else ct_utils.round_float
     detections = []
-    for box, conf, label in zip(xywh, confs, labels, strict=True):
+    for box, conf, label in reversed(list(zip(xywh, confs, labels, strict=True))):
         category = int(label) if rules.native_classes else int(label) + 1
         if not rules.native_classes and category not in (1, 2, 3):
             raise KeyError(f"{category} is not a valid class.")
         corner = ct_utils.convert_yolo_to_xywh(box)
         detections.append(Detection(category, limit(conf, precision=package.CONF_DIGITS),
                                     tuple(limit(v, precision=package.COORD_DIGITS) for v in corner)))
-    return sorted(detections, key=lambda d: (-d.conf, d.category, d.bbox))
+    return sorted(detections, key=lambda d: -d.conf)  # stable: equal confidences keep the package's order

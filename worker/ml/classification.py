@@ -1,7 +1,8 @@
 """The classify stage as a plain function: images with their boxes in, raw classifier outputs out.
 
 Each image is read and decoded once (in a thread pool); the quality model sees the whole image,
-the crop model every animal box at or above the crop threshold (square crops, ``worker.ml.crops``).
+the crop model every animal box at or above the crop threshold (square crops, ``worker.ml.crops``). Both
+models are chosen per image by its region, as ``shared.labels.for_region`` chooses.
 Only the 224-pixel model inputs are kept after decoding, so a batch of full-resolution photographs
 never sits in memory at once. Labels are derived later from these raw outputs (``shared.labels``).
 """
@@ -17,7 +18,8 @@ from typing import Any
 
 from PIL import Image
 
-from shared.labels import allowed_classes, for_region, restricted_prediction
+from shared.crop_model import allowed_classes, restricted_prediction
+from shared.labels import for_region
 from shared.schemas import (
     CLASSIFIER_PREPROCESSING, ClassifyOutcome, CropClassification, Detection, ImageSource, OutcomeStatus,
 )
@@ -81,26 +83,30 @@ def _prepare(item: ClassifyItem, crop_threshold: float, quality: LoadedClassifie
 
 
 def classify_images(
-    items: Sequence[ClassifyItem], *, quality: Mapping[str | None, LoadedClassifier], crops: LoadedClassifier | None,
-    crop_threshold: float = 0.1, batch_size: int = 32, decode_threads: int = 4,
+    items: Sequence[ClassifyItem], *, quality: Mapping[str | None, LoadedClassifier],
+    crops: Mapping[str | None, LoadedClassifier], crop_threshold: float = 0.1, batch_size: int = 32,
+    decode_threads: int = 4,
 ) -> list[ClassifyOutcome]:
     """Raw quality and crop outputs for every item; unreadable images are failed outcomes.
 
-    ``quality`` maps a region to its quality model (key ``None``: the model for regions without
+    ``quality`` and ``crops`` map a region to its model (key ``None``: the model for regions without
     their own). A missing model gives ``None`` outputs, which the label rules read as "Good" and
     "detections decide" respectively.
     """
     def quality_model(region: str | None) -> LoadedClassifier | None:
         return for_region(quality, region)
 
+    def crop_model(region: str | None) -> LoadedClassifier | None:
+        return for_region(crops, region)
+
     with ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode") as pool:
         prepared = list(pool.map(
-            lambda item: _prepare(item, crop_threshold, quality_model(item.region), crops),
+            lambda item: _prepare(item, crop_threshold, quality_model(item.region), crop_model(item.region)),
             items,
         ))
     start = time.perf_counter()
     quality_outputs = _quality_outputs(prepared, quality_model, batch_size)
-    crop_outputs = _crop_outputs(prepared, crops, batch_size)
+    crop_outputs = _crop_outputs(prepared, crop_model, batch_size)
     infer_s = (time.perf_counter() - start) / max(len(prepared), 1)
     outcomes = []
     for index, p in enumerate(prepared):
@@ -110,7 +116,7 @@ def classify_images(
             continue
         outcomes.append(ClassifyOutcome(
             p.item.source.image_id, OutcomeStatus.DONE, quality=quality_outputs.get(index),
-            crops=crop_outputs.get(index) if crops is not None else None, decode_s=p.decode_s, infer_s=infer_s,
+            crops=crop_outputs.get(index), decode_s=p.decode_s, infer_s=infer_s,
         ))
     return outcomes
 
@@ -128,24 +134,29 @@ def _quality_outputs(prepared: list[_Prepared], model_for, batch_size: int) -> d
     return outputs
 
 
-def _crop_outputs(
-    prepared: list[_Prepared], loaded: LoadedClassifier | None, batch_size: int,
-) -> dict[int, tuple[CropClassification, ...]]:
-    if loaded is None:
-        return {}
-    owners = [(index, crop) for index, p in enumerate(prepared) for crop in p.crops]
-    probabilities = predict(loaded.model, [crop.image for _, crop in owners], batch_size)
-    outputs: dict[int, list[CropClassification]] = {i: [] for i, p in enumerate(prepared) if p.error is None}
-    for (index, crop), row in zip(owners, probabilities, strict=True):
-        values = tuple(float(v) for v in row)
-        allowed = allowed_classes(prepared[index].item.region, loaded.regions) if loaded.regions else \
-            allowed_classes(prepared[index].item.region)
-        allowed = [c for c in allowed if c in loaded.classes] if allowed is not None else None
-        label, conf = restricted_prediction(values, loaded.classes, allowed or None)
-        box = crop.box
-        outputs[index].append(CropClassification(
-            detection_index=crop.index, detection=crop.detection,
-            crop=(box.x, box.y, box.width, box.height, box.side), probabilities=values, label=label, conf=conf,
-        ))
+def _crop_outputs(prepared: list[_Prepared], model_for, batch_size: int) -> dict[int, tuple[CropClassification, ...]]:
+    """Each decoded image's crop classifications by its region's crop model (an empty tuple: no crop to
+    classify); images without a crop model are left out."""
+    by_model: dict[int, tuple[LoadedClassifier, list[int]]] = {}
+    outputs: dict[int, list[CropClassification]] = {}
+    for index, p in enumerate(prepared):
+        loaded = model_for(p.item.region)
+        if p.error is None and loaded is not None:
+            by_model.setdefault(loaded.model_version_id, (loaded, []))[1].append(index)
+            outputs[index] = []
+    for loaded, indices in by_model.values():
+        owners = [(index, crop) for index in indices for crop in prepared[index].crops]
+        probabilities = predict(loaded.model, [crop.image for _, crop in owners], batch_size)
+        for (index, crop), row in zip(owners, probabilities, strict=True):
+            values = tuple(float(v) for v in row)
+            allowed = allowed_classes(prepared[index].item.region, loaded.regions) if loaded.regions else \
+                allowed_classes(prepared[index].item.region)
+            allowed = [c for c in allowed if c in loaded.classes] if allowed is not None else None
+            label, conf = restricted_prediction(values, loaded.classes, allowed or None)
+            box = crop.box
+            outputs[index].append(CropClassification(
+                detection_index=crop.index, detection=crop.detection,
+                crop=(box.x, box.y, box.width, box.height, box.side), probabilities=values, label=label, conf=conf,
+            ))
     return {i: tuple(v) for i, v in outputs.items()}
 

@@ -56,6 +56,12 @@ class PreparedImage:
     key: int
     data: dict[str, Any]
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The letterboxed array's shape: images of one shape share a forward pass."""
+        processed = self.data.get("img_processed")
+        return tuple(processed.shape) if processed is not None else ()
+
 
 class MegaDetector:
     """A loaded MegaDetector model. Build with :func:`load_megadetector`."""
@@ -85,14 +91,17 @@ class MegaDetector:
             "torch": torch.__version__,
         }
 
-    def prepare(self, key: int, image: Image.Image) -> PreparedImage:
-        """Resize and letterbox one RGB image (thread-safe: runs in the decode threads)."""
-        data = self._detector.preprocess_image(image, image_id=str(key), image_size=self.image_size)
+    def prepare(self, key: int, image: Image.Image, image_size: int | None = None) -> PreparedImage:
+        """Resize and letterbox one RGB image to ``image_size`` (default: this detector's), thread-safe: runs in
+        the decode threads."""
+        data = self._detector.preprocess_image(image, image_id=str(key), image_size=image_size or self.image_size)
         data.pop("img_original_pil", None)
         return PreparedImage(key, data)
 
-    def detect(self, images: Sequence[PreparedImage], threshold: float) -> list[list[Detection] | None]:
-        """Boxes with conf ≥ ``threshold`` for each image, or None where inference failed.
+    def detect(self, images: Sequence[PreparedImage], threshold: float,
+               augment: bool = False) -> list[list[Detection] | None]:
+        """Boxes with conf ≥ ``threshold`` for each image, or None where inference failed; ``augment``: YOLOv5
+        test-time augmentation (the model's own ``augment=True`` forward).
 
         YOLOv5 models (every MegaDetector v5) run batched here: images of one letterboxed shape go
         to the device together as uint8, and :mod:`worker.ml.boxes` post-processes the batch. Other
@@ -104,16 +113,16 @@ class MegaDetector:
         if not self._batched_postprocessing():
             with torch.inference_mode(), _package_output_to_log():
                 results = self._detector.generate_detections_one_batch(
-                    [p.data for p in images], detection_threshold=threshold, image_size=self.image_size
-                )
+                    [p.data for p in images], detection_threshold=threshold, image_size=self.image_size,
+                    augment=augment)
             return [_detections(result) for result in results]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, prepared in enumerate(images):
             by_shape.setdefault(prepared.data["img_processed"].shape, []).append(index)
         found: list[list[Detection] | None] = [None] * len(images)
         for indices in by_shape.values():
-            for index, boxes in zip(indices, self._detect_same_shape([images[i] for i in indices], threshold),
-                                    strict=True):
+            same_shape = self._detect_same_shape([images[i] for i in indices], threshold, augment)
+            for index, boxes in zip(indices, same_shape, strict=True):
                 found[index] = boxes
         return found
 
@@ -122,7 +131,8 @@ class MegaDetector:
 
         return pytorch_detector.yolo_model_type_imported == "yolov5" and not self._detector.half_precision
 
-    def _detect_same_shape(self, images: Sequence[PreparedImage], threshold: float) -> list[list[Detection]]:
+    def _detect_same_shape(self, images: Sequence[PreparedImage], threshold: float,
+                           augment: bool) -> list[list[Detection]]:
         import numpy as np
         import torch
 
@@ -135,7 +145,7 @@ class MegaDetector:
             # Copied as uint8 (a quarter of the float bytes), then scaled on the device as the package does.
             batch = pixels.to(self._detector.device).permute(0, 3, 1, 2).contiguous().float()
             batch /= 255.0
-            pred = self._detector.model(batch, augment=False)[0]
+            pred = self._detector.model(batch, augment=augment)[0]
             kept = candidates_nms(pred, threshold, rules.iou)
         input_hw = tuple(batch.shape[2:])
         return [to_detections(k, input_hw, Letterbox.of(p.data), rules) for k, p in zip(kept, images, strict=True)]

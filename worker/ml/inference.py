@@ -1,93 +1,183 @@
 """The detect stage as a plain function: sources in, one outcome per image out.
 
-Decoding (read, Pillow ``draft``, EXIF transpose, RGB, letterbox) runs in a thread pool ahead of
-the model, so the next images are being decoded while the current group is inferred.
+Decoding (read, EXIF transpose, RGB; tiles cut; letterbox) runs in a thread pool a bounded number of images
+ahead of the model, so the next images are being decoded while the current group is inferred, and memory
+stays flat whatever the batch. Each image becomes the views its detection options ask for
+(``shared.schemas.DetectionOptions``): the whole image (plain, or with test-time augmentation), its tiles, or
+both; views of one kind and letterboxed shape share forward passes, whichever image they come from. An
+image's boxes are then its whole-image boxes, its tiles' boxes mapped back and de-duplicated, or the two
+merged, exactly as the megadetector package's tools combine them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
+
+from PIL import Image
 
 from shared.chunking import chunked
-from shared.schemas import DetectOutcome, Failure, ImageFlag, ImageMetadata, ImageSource, OutcomeStatus
+from shared.schemas import (
+    DetectionOptions, DetectOutcome, Detection, Failure, ImageFlag, ImageMetadata, ImageSource, OutcomeStatus,
+)
 from worker.ml.detector import MegaDetector, PreparedImage
 from worker.ml.images import ImageError, decode, read_source
+from worker.ml.merging import MergeRules, merge
+from worker.ml.tiling import Tile, cut, deduplicate, tiles_of, to_image
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+WHOLE, TILES = "whole", "tiles"
+PLAIN = DetectionOptions()  # the package's plain run: the whole image, no augmentation
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One input the model sees for an image: the whole image (plain or augmented) or one of its tiles."""
+
+    kind: str  # WHOLE or TILES
+    augment: bool
+    prepared: PreparedImage
+    tile: Tile | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Decoded:
     source: ImageSource
-    prepared: PreparedImage | None
+    views: tuple[View, ...]
+    size: tuple[int, int]  # the decoded image's width and height (tiles are mapped back to it)
     metadata: ImageMetadata | None
     flags: tuple[ImageFlag, ...]
     error: ImageError | None
     decode_s: float
 
 
-def _decode_one(detector: MegaDetector, source: ImageSource) -> _Decoded:
+def _views(detector: MegaDetector, key: int, image: Image.Image, options: DetectionOptions) -> tuple[View, ...]:
+    views = []
+    if options.whole_image:
+        size = options.augment_image_size if options.augment else options.image_size
+        views.append(View(WHOLE, options.augment, detector.prepare(key, image, size)))
+    if options.tiling:
+        for tile in tiles_of(image.width, image.height, options.tile_size, options.tile_overlap):
+            patch = cut(image, tile, options.tile_jpeg_quality)
+            views.append(View(TILES, False, detector.prepare(key, patch, options.image_size), tile))
+    return tuple(views)
+
+
+def _decode_one(detector: MegaDetector, source: ImageSource, options: DetectionOptions) -> _Decoded:
     start = time.perf_counter()
     try:
-        decoded = decode(read_source(source), long_side=detector.image_size)
-        prepared = detector.prepare(source.image_id, decoded.image)
-        return _Decoded(source, prepared, decoded.metadata, decoded.flags, None, time.perf_counter() - start)
+        draft = None
+        if options.decode == "draft":
+            draft = options.augment_image_size if options.augment else options.image_size or detector.image_size
+        decoded = decode(read_source(source), long_side=draft)
+        views = _views(detector, source.image_id, decoded.image, options)
+        return _Decoded(source, views, decoded.image.size, decoded.metadata, decoded.flags, None,
+                        time.perf_counter() - start)
     except ImageError as error:
-        return _Decoded(source, None, None, (), error, time.perf_counter() - start)
+        return _Decoded(source, (), (0, 0), None, (), error, time.perf_counter() - start)
     except Exception as error:  # any other decode bug is still this image's failure
         log.exception("unexpected error decoding %s", source.path)
         failure = ImageError(Failure.DECODE_ERROR, f"{type(error).__name__}: {error}")
-        return _Decoded(source, None, None, (), failure, time.perf_counter() - start)
+        return _Decoded(source, (), (0, 0), None, (), failure, time.perf_counter() - start)
+
+
+def ahead(pool: Executor, work: Callable[[T], R], items: Iterable[T], limit: int) -> Iterator[R]:
+    """``pool.map`` that runs at most ``limit`` items ahead of the consumer (``map`` submits them all at once,
+    so a slow consumer would hold every decoded image of the batch in memory)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(work, item))
+        if len(pending) >= limit:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def detect_images(
     detector: MegaDetector, sources: Sequence[ImageSource], *, threshold: float, decode_threads: int = 4,
-    infer_batch: int = 8,
+    infer_batch: int = 8, options: DetectionOptions = PLAIN,
 ) -> list[DetectOutcome]:
-    """Run MegaDetector on every source; failures are outcomes, never exceptions."""
+    """Run MegaDetector on every source as ``options`` say; failures are outcomes, never exceptions.
+    ``infer_batch`` images are detected together, their views in forward passes of at most ``infer_batch``."""
     outcomes: list[DetectOutcome] = []
     with ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode") as pool:
-        decoded = pool.map(lambda s: _decode_one(detector, s), sources)
+        decoded = ahead(pool, lambda s: _decode_one(detector, s, options), sources, 2 * infer_batch)
         for group in chunked(decoded, infer_batch):
-            outcomes.extend(_infer_group(detector, group, threshold))
+            outcomes.extend(_infer_group(detector, group, threshold, options, infer_batch))
     return outcomes
 
 
-def _infer_group(detector: MegaDetector, group: list[_Decoded], threshold: float) -> list[DetectOutcome]:
-    ready = [item for item in group if item.prepared is not None]
+def _forward(detector: MegaDetector, views: list[View], threshold: float, batch: int
+             ) -> list[list[Detection] | None]:
+    """Every view's boxes: views of one kind and shape together, in passes of at most ``batch``."""
+    order = sorted(range(len(views)), key=lambda i: (views[i].augment, views[i].prepared.shape))
+    found: list[list[Detection] | None] = [None] * len(views)
+    for chunk in chunked(order, batch):
+        by_kind: dict[bool, list[int]] = {}
+        for i in chunk:
+            by_kind.setdefault(views[i].augment, []).append(i)
+        for augment, indices in by_kind.items():
+            boxes = detector.detect([views[i].prepared for i in indices], threshold, augment=augment)
+            for i, result in zip(indices, boxes, strict=True):
+                found[i] = result
+    return found
+
+
+def _combine(item: _Decoded, results: list[list[Detection] | None], options: DetectionOptions
+             ) -> list[Detection] | None:
+    """One image's boxes from its views' boxes; None when any view failed (as the package fails the image)."""
+    if any(r is None for r in results):
+        return None
+    whole = [box for view, r in zip(item.views, results, strict=True) if view.kind == WHOLE for box in r]
+    if not options.tiling:
+        return whole
+    width, height = item.size
+    mapped = [box for view, r in zip(item.views, results, strict=True) if view.kind == TILES
+              for box in to_image(r, view.tile, width, height)]
+    tiled = deduplicate(mapped, options.tile_nms_iou)
+    if not options.merge:
+        return tiled
+    rules = MergeRules(options.merge_iou, options.merge_source_threshold, options.merge_target_threshold)
+    return merge(tiled, whole, rules)
+
+
+def _infer_group(detector: MegaDetector, group: list[_Decoded], threshold: float, options: DetectionOptions,
+                 batch: int) -> list[DetectOutcome]:
+    ready = [item for item in group if item.error is None]
+    views = [view for item in ready for view in item.views]
     start = time.perf_counter()
     try:
-        results = detector.detect([item.prepared for item in ready], threshold)
+        results = _forward(detector, views, threshold, batch)
     except Exception as error:  # MegaDetector marks the whole batch failed, as we do
         log.exception("inference failed for %d images", len(ready))
-        results = [None] * len(ready)
+        results = [None] * len(views)
         detail = f"{type(error).__name__}: {error}"
     else:
         detail = "the detector returned no result"
     per_image_s = (time.perf_counter() - start) / max(len(ready), 1)
-    by_id = {item.source.image_id: boxes for item, boxes in zip(ready, results, strict=True)}
-    outcomes = []
-    for item in group:
-        if item.error is not None:
-            outcomes.append(DetectOutcome(
-                image_id=item.source.image_id, status=OutcomeStatus.FAILED, failure=item.error.failure,
-                detail=item.error.detail, decode_s=item.decode_s,
-            ))
-            continue
-        boxes = by_id[item.source.image_id]
-        if boxes is None:
-            outcomes.append(DetectOutcome(
-                image_id=item.source.image_id, status=OutcomeStatus.FAILED, metadata=item.metadata,
-                failure=Failure.INFERENCE, detail=detail, flags=item.flags, decode_s=item.decode_s,
-                infer_s=per_image_s,
-            ))
-            continue
-        outcomes.append(DetectOutcome(
-            image_id=item.source.image_id, status=OutcomeStatus.DONE, metadata=item.metadata,
-            detections=tuple(boxes), flags=item.flags, decode_s=item.decode_s, infer_s=per_image_s,
-        ))
-    return outcomes
+    by_id, offset = {}, 0
+    for item in ready:
+        by_id[item.source.image_id] = _combine(item, results[offset:offset + len(item.views)], options)
+        offset += len(item.views)
+    return [_outcome(item, by_id.get(item.source.image_id), detail, per_image_s) for item in group]
+
+
+def _outcome(item: _Decoded, boxes: list[Detection] | None, detail: str, infer_s: float) -> DetectOutcome:
+    image_id = item.source.image_id
+    if item.error is not None:
+        return DetectOutcome(image_id=image_id, status=OutcomeStatus.FAILED, failure=item.error.failure,
+                             detail=item.error.detail, decode_s=item.decode_s)
+    if boxes is None:
+        return DetectOutcome(image_id=image_id, status=OutcomeStatus.FAILED, metadata=item.metadata,
+                             failure=Failure.INFERENCE, detail=detail, flags=item.flags, decode_s=item.decode_s,
+                             infer_s=infer_s)
+    return DetectOutcome(image_id=image_id, status=OutcomeStatus.DONE, metadata=item.metadata,
+                         detections=tuple(boxes), flags=item.flags, decode_s=item.decode_s, infer_s=infer_s)

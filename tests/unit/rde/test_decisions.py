@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from producer.export import md_image_entry
 from shared import aggregates, store
 from shared.db import Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome, RdeCluster
-from shared.labels import CROP_CLASSES, CropModel, LabelRules, Thresholds, detection_label, label_image
+from shared.crop_model import CROP_CLASSES, CropModel
+from shared.labels import LabelRules, Thresholds, detection_label, label_image
 from shared.rde.clustering import RdeOptions
 from shared.rde.decisions import decide
 from shared.rde.search import search
@@ -54,7 +55,7 @@ def _classify(session: Session, detector_id: int, crops: ModelVersion, image_ids
         outcomes.append(ClassifyOutcome(source.image_id, OutcomeStatus.DONE, crops=tuple(classifications)))
         labels[source.image_id] = label_image(boxes, None, crop_labels, RULES, CropModel(CROP_CLASSES))
     store.outcomes.save_classify_outcomes(session, None, detector_id, outcomes, labels,
-                                          {i: None for i in image_ids}, crops.id, {})
+                                          {i: None for i in image_ids}, dict.fromkeys(image_ids, crops.id), {})
 
 
 def _camera(session: Session, classify: bool = True, detector: ModelVersion | None = None

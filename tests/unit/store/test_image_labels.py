@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from shared import store
+from shared.crop_model import CropModel
 from shared.db import DetectionRow, ImageLabel, ModelVersion
 from shared.labels import ANIMAL, PERSON
 from shared.schemas import ModelKind
@@ -89,3 +90,48 @@ def test_images_to_reclassify_follows_a_newly_promoted_quality_model(session: Se
     assert sorted(store.image_labels.images_to_reclassify(session, detector.id, 0.5)) == sorted(ids.values())
 
     assert region_model.promoted and general.promoted  # a region's model and the fallback serve side by side
+
+
+def test_images_to_reclassify_compares_each_image_with_its_regions_crop_model(session: Session) -> None:
+    names = ["yamal_own", "yamal_shared", "finnmark_shared", "finnmark_yamals", "no_region_shared"]
+    regions = {"yamal_own": "Yamal", "yamal_shared": "yamal", "finnmark_shared": "finnmark",
+               "finnmark_yamals": "finnmark", "no_region_shared": None}
+    archive = add_archive(session, [])
+    store.images.register_images(session, archive.id, [{"rel_path": f"{n}.jpg", "size": 1, "mtime": 0.0,
+                                                        "region": regions[n]} for n in names])
+    ids = {Path(rel).stem: i for rel, i in image_ids(session, archive).items()}
+    detector = add_detector(session)
+    shared_crops = add_model_version(session, ModelKind.CROPS, "crops.keras", promote=True)
+    yamal_crops = add_model_version(session, ModelKind.CROPS, "crops-yamal.keras", region="yamal", promote=True)
+    used = {"yamal_own": yamal_crops, "yamal_shared": shared_crops, "finnmark_shared": shared_crops,
+            "finnmark_yamals": yamal_crops, "no_region_shared": shared_crops}
+    for name, crops in used.items():
+        _box(session, ids[name], detector, ANIMAL, 0.9)
+        _label(session, ids[name], detector, None, crops)
+    session.commit()
+
+    stale = store.image_labels.images_to_reclassify(session, detector.id, crop_threshold=0.5)
+
+    by_id = {i: n for n, i in ids.items()}
+    assert sorted(by_id[i] for i in stale) == ["finnmark_yamals", "yamal_shared"]
+    assert shared_crops.promoted and yamal_crops.promoted  # a region's crop model and the shared one side by side
+
+
+def test_stored_inputs_carry_the_crop_models_junk_classes(session: Session) -> None:
+    archive = add_archive(session, ["a.jpg", "b.jpg", "c.jpg"])
+    ids = image_ids(session, archive)
+    detector = add_detector(session)
+    own = add_model_version(session, ModelKind.CROPS, "own.keras")
+    own.manifest = {"classes": ["Nothing", "Rock", "fox"], "junk_classes": ["Nothing"]}
+    legacy = add_model_version(session, ModelKind.CROPS, "legacy.keras")
+    legacy.manifest = {"classes": ["Empty", "Rock", "fox"]}  # registered before junk classes were recorded
+    _label(session, ids["a.jpg"], detector, None, own)
+    _label(session, ids["b.jpg"], detector, None, legacy)
+    _label(session, ids["c.jpg"], detector, None, None)
+    session.commit()
+
+    found = {i.image_id: i for i in store.image_labels.stored_inputs(session, detector.id, list(ids.values()))}
+
+    assert found[ids["a.jpg"]].crop_model == CropModel(("Nothing", "Rock", "fox"), frozenset({"Nothing"}))
+    assert found[ids["b.jpg"]].crop_model == CropModel(("Empty", "Rock", "fox"), frozenset({"Empty", "Rock"}))
+    assert found[ids["c.jpg"]].crop_model is None
