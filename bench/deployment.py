@@ -145,8 +145,10 @@ class Pipeline:
                                  detector=DetectorSettings(weights=str(self.config.weights)))
         self.sessions = store.make_sessionmaker(store.make_engine(self.database_url))
         self.app = create_celery(self.settings)
-        with self.sessions.begin() as session:
-            self.version_id = current_detector(session, self.settings.detector).id
+        with self.sessions.begin() as session:  # the benchmark's own random-weight file: registered as trusted
+            version = current_detector(session, self.settings.detector)
+            store.model_versions.register_detector_file(session, version)
+            self.version_id = version.id
 
     def register(self, root: Path) -> tuple[int, int]:
         """`trapline scan`: (archive id, images registered)."""

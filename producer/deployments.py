@@ -10,16 +10,20 @@ from sqlalchemy.orm import Session
 
 from shared.store import deployments as deployment_rows
 from shared.db import Deployment
-from shared.deployments import DeploymentErrors, DeploymentRecord, overlaps, parse_deployments
+from shared.csv_input import open_csv
+from shared.deployments import DeploymentErrors, DeploymentRecord, formula_like_ids, overlaps, parse_deployments
 
 log = logging.getLogger(__name__)
 
 
 def import_deployments(session: Session, path: Path) -> int:
     """Check every row of a registry CSV, then insert or update them all (re-importing an id updates it);
-    raises DeploymentErrors, writing nothing, when any row is wrong or overlaps a registered deployment."""
-    with path.open(newline="", encoding="utf-8-sig") as lines:
+    raises DeploymentErrors, writing nothing, when any row is wrong or overlaps a registered deployment. Ids
+    and locations that spreadsheets would read as formulas are imported with a warning each."""
+    with open_csv(path) as lines:
         records = parse_deployments(lines, path.name)
+    for warning in formula_like_ids(records):
+        log.warning("%s", warning)
     problems = overlaps(records, [record_of(d) for d in deployment_rows.deployments(session)])
     if problems:
         raise DeploymentErrors(problems, path.name)

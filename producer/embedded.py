@@ -5,16 +5,22 @@ starts and stops; the broker is Kombu's SQLAlchemy transport on a SQLite file an
 to the configured database (SQLite by default). The database is the source of truth, so a run
 that was interrupted resumes: open batches from before are abandoned, their messages purged and
 their images enqueued again.
+
+A run never waits on something that cannot happen: the detector is downloaded, checked and loaded
+before any worker starts; a batch whose model a worker cannot load stops the run with the reason;
+and the workers end with the run however it ends (Ctrl-C, SIGTERM, SIGHUP, a failure, or, on
+Linux, even SIGKILL: each worker asks the kernel for SIGTERM when its parent dies).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5
 STOP_TIMEOUT_S = 30
+PARENT_PID = "TRAPLINE_PARENT_PID"  # a worker started by `trapline run` ends when this process does
 
 
 def absolute_database_url(url: str) -> str:
@@ -99,16 +106,40 @@ class LocalWorkers:
 
 def worker_environment(database_url: str, broker_url: str) -> dict[str, str]:
     environment = dict(os.environ)
-    environment.update({"TRAPLINE_DATABASE_URL": database_url, "TRAPLINE_BROKER_URL": broker_url})
+    environment.update({"TRAPLINE_DATABASE_URL": database_url, "TRAPLINE_BROKER_URL": broker_url,
+                        PARENT_PID: str(os.getpid())})  # the workers end with this process, however it ends
     return environment
 
 
-def wait_for(done: Callable[[], bool], groups: list[LocalWorkers], on_poll: Callable[[], None]) -> None:
-    """Poll until ``done()``; fail fast when every worker of a queue has exited."""
+class Stopped(KeyboardInterrupt):
+    """`trapline run` was told to stop (SIGTERM, SIGHUP): it stops its workers as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """SIGTERM (a service manager, `timeout`) and SIGHUP (a closed terminal) interrupt like Ctrl-C while inside."""
+    def stop(number: int, _frame: object) -> None:
+        raise Stopped(signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def wait_for(done: Callable[[], bool], groups: list[LocalWorkers], on_poll: Callable[[], None],
+             blocked: Callable[[], list]) -> None:
+    """Poll until ``done()``; fail fast when every worker of a queue has exited, or when a batch cannot start."""
     while True:
         on_poll()
         if done():
             return
+        for stage, reason, count in blocked():
+            raise TraplineError(f"{count} {stage.value} batch(es) cannot start: {reason}",
+                                f"put the model right (`trapline models list`), then run the same command again; "
+                                f"worker logs in {groups[0].log_dir}")
         for group in groups:
             if group.alive() == 0:
                 raise TraplineError(f"all {group.queue} workers exited", f"see the logs in {group.log_dir}")
@@ -131,17 +162,17 @@ def run_pipeline(
     settings: Settings, root: Path, region: str | None, workers: int,
     on_progress: Callable[[dict], None] = lambda progress: None,
 ) -> RunResult:
-    """Scan, enqueue, start local detect and classify workers, wait until every image of the
-    archive has an outcome in both stages, stop the workers. Interrupting (KeyboardInterrupt)
-    stops the workers too."""
+    """Check the detector, scan, enqueue, start local detect and classify workers, wait until every image of
+    the archive has an outcome in both stages, stop the workers. Interrupting (Ctrl-C, SIGTERM, SIGHUP) or a
+    failure stops the workers too."""
     from producer.enqueue import enqueue_pending, register_archive
-    from producer.model_versions import current_detector
-    from shared.store import batches
-    from shared.store.progress import stage_progress
-    from shared.store.engine import make_engine, make_sessionmaker
+    from producer.model_versions import check_detector, current_detector
     from shared.celery_app import Queue, create_celery
     from shared.migrations import ensure_schema
     from shared.schemas import Stage
+    from shared.store import batches
+    from shared.store.engine import make_engine, make_sessionmaker
+    from shared.store.progress import stage_progress
 
     database_url = absolute_database_url(settings.database_url)
     broker_url = embedded_broker_url(database_url)
@@ -149,8 +180,10 @@ def run_pipeline(
     ensure_schema(database_url)
     sessions = make_sessionmaker(make_engine(database_url))
     with sessions.begin() as session:
-        registration = register_archive(session, root, region, settings.path_pattern)
         detector = current_detector(session, settings.detector)
+    check_detector(settings, pythons[Stage.DETECT], sessions, detector)  # fails in seconds if it cannot work
+    with sessions.begin() as session:
+        registration = register_archive(session, root, region, settings.path_pattern)
         for stage in Stage:  # their messages die with the purge below
             batches.abandon_open_batches(session, stage)
     archive_id, detector_version_id = registration.archive_id, detector.id
@@ -158,6 +191,10 @@ def run_pipeline(
     def progress() -> dict:
         with sessions() as session:
             return {stage: stage_progress(session, stage, detector_version_id, archive_id) for stage in Stage}
+
+    def blocked() -> list:
+        with sessions() as session:
+            return batches.blocked_batches(session, detector_version_id)
 
     before = progress()
     on_progress(before)
@@ -172,23 +209,24 @@ def run_pipeline(
     if enqueued:
         environment = worker_environment(database_url, broker_url)
         logs = data_dir(database_url) / "logs"
-        local = [LocalWorkers.start(pythons[Stage.DETECT], workers, Queue.DETECT.value, environment, logs),
-                 LocalWorkers.start(pythons[Stage.CLASSIFY], 1, Queue.CLASSIFY.value, environment, logs)]
-        try:
-            state = {"progress": before}
+        with stopping_on_signals():
+            local = [LocalWorkers.start(pythons[Stage.DETECT], workers, Queue.DETECT.value, environment, logs),
+                     LocalWorkers.start(pythons[Stage.CLASSIFY], 1, Queue.CLASSIFY.value, environment, logs)]
+            try:
+                state = {"progress": before}
 
-            def poll() -> None:
-                state["progress"] = progress()
-                on_progress(state["progress"])
+                def poll() -> None:
+                    state["progress"] = progress()
+                    on_progress(state["progress"])
 
-            def finished() -> bool:
-                now = state["progress"]
-                return all(p.finished >= p.total and p.queued + p.running == 0 for p in now.values())
+                def finished() -> bool:
+                    return all(p.finished >= p.total and p.queued + p.running == 0
+                               for p in state["progress"].values())
 
-            wait_for(finished, local, poll)
-        finally:
-            for group in local:
-                group.stop()
+                wait_for(finished, local, poll, blocked)
+            finally:
+                for group in local:
+                    group.stop()
     after = progress()
     return RunResult(archive_id, detector_version_id, registration.added, enqueued, time.monotonic() - start,
                      {stage: after[stage].finished - before[stage].finished for stage in Stage},

@@ -97,7 +97,7 @@ class Running:
                                 "the worker environment may be broken: run `make setup`")
         if reply.error is not None:
             error_type = UsageProblem if reply.kind == "usage" else TraplineError
-            raise error_type(f"{self.what}: {reply.error}")
+            raise error_type(f"{self.what}: {reply.error}", reply.hint)
         return answer_type.model_validate(reply.answer)
 
     def _reply(self) -> CallAnswer | None:
@@ -133,7 +133,8 @@ def start(python: str, request: BaseModel, what: str, quiet: bool = False) -> Ru
     return Running(process, folder, what)
 
 
-def call(python: str, request: BaseModel, answer_type: type[A], what: str, timeout_s: float) -> A:
-    """Run ``request`` in the environment of ``python`` and return its typed answer (the callee's output is
-    kept quiet; its reason is raised as a ``TraplineError`` when it fails)."""
-    return start(python, request, what, quiet=True).result(answer_type, timeout_s)
+def call(python: str, request: BaseModel, answer_type: type[A], what: str, timeout_s: float,
+         quiet: bool = True) -> A:
+    """Run ``request`` in the environment of ``python`` and return its typed answer (``quiet``: the callee's
+    output is shown only if it dies; its reason is raised as a ``TraplineError`` when it fails)."""
+    return start(python, request, what, quiet=quiet).result(answer_type, timeout_s)

@@ -19,6 +19,7 @@ from shared.labels import (
     ANIMAL, DETECTION_CATEGORIES, PERSON, VEHICLE, Thresholds, counted, detection_label, max_conf_per_category,
 )
 from shared.schemas import Detection, DetectionOptions, OutcomeStatus
+from shared.spreadsheet import spreadsheet_safe
 from shared.store.results import ImageResult
 
 FORMAT_VERSION = "1.6"
@@ -196,11 +197,14 @@ def write_csv(
     out: IO[str], results: Iterable[tuple[Archive, ImageResult]], thresholds: Thresholds, names: dict[int, str],
     crop_classes: Sequence[str] = CROP_CLASSES,
 ) -> int:
-    """The per-image CSV: detection label and counts from the thresholds, the paper's labels."""
+    """The per-image CSV: detection label and counts from the thresholds, the paper's labels. It is meant for
+    spreadsheets: a text cell that one would run as a formula (a site folder ``=HYPERLINK(…)``) gets a ``'``
+    in front (``shared.spreadsheet``); numbers are written as they are."""
     writer = csv.DictWriter(out, fieldnames=csv_columns(crop_classes), extrasaction="raise")
     writer.writeheader()
     count = 0
     for archive, result in results:
-        writer.writerow(csv_row(result, archive, thresholds, names, crop_classes))
+        row = csv_row(result, archive, thresholds, names, crop_classes)
+        writer.writerow({column: spreadsheet_safe(value) for column, value in row.items()})
         count += 1
     return count

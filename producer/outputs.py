@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from producer import camtrap_dp, report
 from producer import export as exporter
-from producer.model_versions import current_detector
+from producer.model_versions import results_detector
 from shared.config import Settings
 from shared.errors import UsageProblem
 from shared.labels import Thresholds
@@ -36,9 +36,10 @@ class CamtrapOptions:
 
 
 def export(session: Session, settings: Settings, fmt: str, output: Path, archive_root: Path | None,
-           camtrap: CamtrapOptions = CamtrapOptions()) -> str:
-    """Write the current detector's results in ``fmt`` to ``output``; returns what was written, in words."""
-    detector = current_detector(session, settings.detector)
+           camtrap: CamtrapOptions = CamtrapOptions(), chosen_detector: str | None = None) -> str:
+    """Write a detector's results (``chosen_detector``, else the configured one's) in ``fmt`` to ``output``;
+    returns what was written, in words."""
+    detector = results_detector(session, settings.detector, chosen_detector)
     archives = images.archives_at(session, archive_root)
     thresholds = Thresholds.of(settings)
     if fmt == "camtrap-dp":
@@ -74,9 +75,10 @@ def export(session: Session, settings: Settings, fmt: str, output: Path, archive
     return f"wrote {count} images to {output}"
 
 
-def write_report(session: Session, settings: Settings, output: Path, archive_root: Path | None) -> str:
-    """The HTML report of the current detector's results (every archive, or the one at ``archive_root``)."""
-    detector = current_detector(session, settings.detector)
+def write_report(session: Session, settings: Settings, output: Path, archive_root: Path | None,
+                 chosen_detector: str | None = None) -> str:
+    """The HTML report of a detector's results (every archive, or the one at ``archive_root``)."""
+    detector = results_detector(session, settings.detector, chosen_detector)
     archive_id = images.archives_at(session, archive_root)[0].id if archive_root is not None else None
     data = report.gather(session, detector.id, Thresholds.of(settings), STAGES, datetime.now(UTC), archive_id,
                          settings.quality.bad_threshold)

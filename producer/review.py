@@ -15,12 +15,14 @@ from typing import IO, Any
 from sqlalchemy.orm import Session
 
 from shared import aggregates, evaluation
+from shared.csv_input import csv_rows, open_csv
 from shared.errors import ProblemsFound, UsageProblem
 from shared.labels import BAD_THRESHOLD
+from shared.spreadsheet import spreadsheet_safe, undo_spreadsheet_safe
 from shared.store import images, review
 from shared.review import (
-    REVIEW_LABELS, STAGE_CLASSES, STRATA, Reviewed, draw_sample, errors, manual_share, stage_confidence, stage_pair,
-    weighted_accuracy,
+    MAX_REVIEWER, REVIEW_LABELS, STAGE_CLASSES, STRATA, Reviewed, draw_sample, errors, manual_share, stage_confidence,
+    stage_pair, weighted_accuracy,
 )
 
 LIST_COLUMNS = ("path", "site", "model_label", "reason", "label")  # the sample as people receive it
@@ -66,42 +68,55 @@ def sample_to(session: Session, detector_version_id: int, fraction: float, all_a
 
 def write_list(session: Session, set_id: int, out: IO[str]) -> int:
     """The set as a CSV for reviewers: path, site, model label, reason, and an empty ``label`` column to fill
-    with Animal, Empty, Human or Bad (then ``trapline review import``)."""
+    with Animal, Empty, Human or Bad (then ``trapline review import``). Cells a spreadsheet would run as a
+    formula get a ``'`` in front (``shared.spreadsheet``); the import takes it off the path again."""
     writer = csv.writer(out)
     writer.writerow(LIST_COLUMNS)
     rows = review.review_items(session, set_id)
     for path, item, label in rows:
-        writer.writerow([path, item.stratum.rsplit("/", 1)[0], label.final_label if label else "", item.reason, ""])
+        cells = [path, item.stratum.rsplit("/", 1)[0], label.final_label if label else "", item.reason, ""]
+        writer.writerow([spreadsheet_safe(cell) for cell in cells])
     return len(rows)
 
 
 def read_labels(session: Session, path: Path, reviewer: str | None) -> list[tuple[int, str, str, str]]:
     """(image_id, label, reviewer, source) rows of a ``path,label[,reviewer]`` CSV; raises ReviewImportError
-    listing every bad line (unknown file, unknown label, no reviewer, a file labelled twice). Rows with an
-    empty label are skipped (a list not fully reviewed yet)."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [c.strip().casefold() for c in reader.fieldnames or []]
+    listing every bad line (unknown file, unknown label, no reviewer or one over MAX_REVIEWER characters, a
+    file labelled twice, a byte that is not UTF-8, a field too long for the csv module). Rows with an empty
+    label are skipped (a list not fully reviewed yet). A path as ``write_list`` wrote it for spreadsheets
+    (``'=…``) is read without the quote. Raises UsageProblem for a ``reviewer`` over MAX_REVIEWER characters."""
+    reviewer = (reviewer or "").strip() or None
+    if reviewer is not None and len(reviewer) > MAX_REVIEWER:
+        raise UsageProblem(f"--reviewer is {len(reviewer):,} characters long, at most {MAX_REVIEWER} fit",
+                           "give a shorter name")
+    problems: list[str] = []
+    with open_csv(path) as handle:
+        lines = csv_rows(handle, path.name, problems)
+        _, names = next(lines, (1, []))
+        header = [c.strip().casefold() for c in names]
         missing = [c for c in IMPORT_COLUMNS if c not in header]
-        if missing:
-            raise ReviewImportError([f"{path.name}:1: the header lacks {', '.join(missing)}"], path.name)
-        reader.fieldnames = header
-        rows, problems, seen = [], [], {}
-        for row in reader:
-            where = f"{path.name}:{reader.line_num}"
+        if problems or missing:
+            raise ReviewImportError(problems or [f"{path.name}:1: the header lacks {', '.join(missing)}"], path.name)
+        rows, seen = [], {}
+        for line, cells in lines:
+            row = dict(zip(header, cells, strict=False))
+            where = f"{path.name}:{line}"
             label = (row.get("label") or "").strip()
             if not label:
                 continue
             name = (row.get("reviewer") or "").strip() or reviewer
-            found = images.find_image(session, (row.get("path") or "").strip())
+            file = undo_spreadsheet_safe((row.get("path") or "").strip())
+            found = images.find_image(session, file)
             if label not in REVIEW_LABELS:
                 problems.append(f"{where}: unknown label {label!r} (expected one of {', '.join(REVIEW_LABELS)})")
             if not name:
                 problems.append(f"{where}: no reviewer (add a reviewer column or pass --reviewer)")
+            elif len(name) > MAX_REVIEWER:
+                problems.append(f"{where}: reviewer name is {len(name):,} characters long, at most {MAX_REVIEWER} fit")
             if found is None:
-                problems.append(f"{where}: {row.get('path')!r} is not a registered image")
+                problems.append(f"{where}: {file!r} is not a registered image")
             elif isinstance(found, list):
-                problems.append(f"{where}: {row.get('path')!r} names images in {len(found)} archives; give the full path")
+                problems.append(f"{where}: {file!r} names images in {len(found)} archives; give the full path")
             elif (found, name) in seen:
                 problems.append(f"{where}: labelled again by {name} (first at {seen[(found, name)]})")
             else:

@@ -6,30 +6,29 @@ reviewer's name and time (``review_labels``, source ``web``). The same page list
 detections (RDE clusters): one sample image with the box, a strip of instances, confirm or reject.
 
 The page asks for items a page at a time and for each image scaled to the screen, so a set of thousands of
-images never loads at once. Standard library HTTP server, one thread per request, one session per request;
-:class:`ReviewApp` holds the logic as plain methods, :class:`Handler` only routes.
+images never loads at once. One session per request; :class:`ReviewApp` holds the logic as plain methods,
+``producer.review_http`` the HTTP server that routes to it, and ``producer.review_security`` what it checks.
+Images are served only when the page shows them: the set's, and those of the RDE clusters' strips.
 
-Bound to 127.0.0.1 by default. Requests whose ``Host`` is not the address served are refused (DNS
-rebinding), and writes must be JSON posted from the page's own origin (a cross-site form cannot post JSON
-without a CORS preflight, which this server never grants).
+Bound to 127.0.0.1 by default; beyond this machine only with ``--allow-remote`` and a login token. Requests
+whose ``Host`` is not the address served are refused (DNS rebinding), as are requests from other sites, and
+writes must be JSON posted from the page's own origin (a cross-site form cannot post JSON without a CORS
+preflight, which this server never grants).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from producer.review_http import ID_MAX, RequestError, ReviewServer
+from producer.review_security import check_binding
 from shared import aggregates
 from shared.config import Settings
 from shared.containers import read_image_bytes
@@ -47,14 +46,7 @@ STRIP_INSTANCES = 12  # instances shown under an RDE cluster's sample
 IMAGE_SIDE_MAX = 4096
 JPEG_QUALITY = 85
 RDE_STATUSES = ("suspected", "confirmed", "rejected")
-
-
-class RequestError(Exception):
-    """A request the page should not have made: answered with its status and message."""
-
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+REVIEWER_MAX = 128  # characters: review_labels.reviewer and rde_clusters.decided_by
 
 
 @dataclass
@@ -117,9 +109,9 @@ class ReviewApp:
         from PIL import Image, ImageOps, UnidentifiedImageError
 
         with self.sessions() as session:
-            sources = images.load_sources(session, [image_id])
+            sources = images.load_sources(session, [image_id]) if self.shows(session, image_id) else []
         if not sources:
-            raise RequestError(HTTPStatus.NOT_FOUND, f"no image {image_id}")
+            raise RequestError(HTTPStatus.NOT_FOUND, f"no image {image_id} on this page")
         side = max(16, min(max_side, IMAGE_SIDE_MAX))
         try:
             with Image.open(io.BytesIO(read_image_bytes(sources[0]))) as image:
@@ -132,17 +124,25 @@ class ReviewApp:
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
             raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"cannot show image {image_id}: {error}") from error
 
+    def shows(self, session: Session, image_id: int) -> bool:
+        """Whether the page shows this image: one of the set's, or in the strip of one of the detector
+        version's RDE clusters (as :meth:`clusters` lists them)."""
+        if review_page.in_review_set(session, self.set_id, image_id):
+            return True
+        return any(image_id in {row.image_id for row in rde.rde_instances(session, cluster_id, STRIP_INSTANCES)}
+                   for cluster_id in review_page.clusters_with_image(session, self.detector_version_id, image_id))
+
     # --- writes ----------------------------------------------------------------------------------
 
     def save_label(self, body: dict[str, Any]) -> dict[str, Any]:
         image_id, label, reviewer = body.get("image_id"), body.get("label"), _reviewer(body)
         if label not in REVIEW_LABELS:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"label must be one of {', '.join(REVIEW_LABELS)}")
-        if not isinstance(image_id, int):
+        if type(image_id) is not int:  # exactly: true and false are ints to isinstance
             raise RequestError(HTTPStatus.BAD_REQUEST, "image_id must be an integer")
         now = datetime.now(UTC)
         with self.sessions.begin() as session:
-            if not review_page.in_review_set(session, self.set_id, image_id):
+            if not 0 < image_id <= ID_MAX or not review_page.in_review_set(session, self.set_id, image_id):
                 raise RequestError(HTTPStatus.NOT_FOUND, f"image {image_id} is not in review set {self.set_id}")
             review.save_review_labels(session, [(image_id, label, reviewer, "web")], now)
         log.info("%s labelled image %d %s", reviewer, image_id, label)
@@ -169,7 +169,12 @@ def _reviewer(body: dict[str, Any]) -> str:
     reviewer = body.get("reviewer")
     if not isinstance(reviewer, str) or not reviewer.strip():
         raise RequestError(HTTPStatus.BAD_REQUEST, "a reviewer name is needed")
-    return reviewer.strip()[:128]
+    name = reviewer.strip()
+    if len(name) > REVIEWER_MAX:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"a reviewer name has at most {REVIEWER_MAX} characters")
+    if not name.isprintable():  # it goes to the log as is
+        raise RequestError(HTTPStatus.BAD_REQUEST, "a reviewer name cannot contain line breaks or control characters")
+    return name
 
 
 def _model_labels(label: ImageLabel | None) -> dict[str, Any]:
@@ -198,129 +203,6 @@ def _cluster(cluster: RdeCluster) -> dict[str, Any]:
             "decided_at": cluster.decided_at.isoformat() if cluster.decided_at else None}
 
 
-# --- HTTP ------------------------------------------------------------------------------------------
-
-ROUTES_GET = {
-    "/": "page", "/api/state": "state", "/api/items": "items", "/api/clusters": "clusters",
-}
-IMAGE_PATH = re.compile(r"^/images/(\d+)\.jpg$")
-CLUSTER_PATH = re.compile(r"^/api/clusters/(\d+)$")
-
-
-def page_html() -> bytes:
-    return resources.files("producer").joinpath("static/review.html").read_bytes()
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Routes requests to the server's :class:`ReviewApp`; every answer is JSON, a JPEG or the page."""
-
-    server: ReviewServer
-    server_version = "trapline-review"
-
-    def do_GET(self) -> None:  # http.server's naming
-        self._answer(self._get)
-
-    def do_POST(self) -> None:
-        self._answer(self._post)
-
-    def _get(self) -> tuple[str, bytes]:
-        url = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        app = self.server.app
-        if match := IMAGE_PATH.match(url.path):
-            return "image/jpeg", app.image(int(match[1]), _int(query, "max", 1600))
-        route = ROUTES_GET.get(url.path)
-        if route == "page":
-            return "text/html; charset=utf-8", page_html()
-        if route == "state":
-            return _json(app.state(query.get("reviewer", "")))
-        if route == "items":
-            return _json(app.items(_int(query, "offset", 0), _int(query, "limit", 50), query.get("reviewer", "")))
-        if route == "clusters":
-            return _json(app.clusters(query.get("status") or None, _int(query, "offset", 0), _int(query, "limit", 20)))
-        raise RequestError(HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
-
-    def _post(self) -> tuple[str, bytes]:
-        self._check_origin()
-        if self.headers.get_content_type() != "application/json":
-            raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send JSON")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 64 * 1024:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request too large")
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except json.JSONDecodeError as error:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"not JSON: {error}") from error
-        if not isinstance(body, dict):
-            raise RequestError(HTTPStatus.BAD_REQUEST, "send a JSON object")
-        path = urlsplit(self.path).path
-        if path == "/api/labels":
-            return _json(self.server.app.save_label(body))
-        if match := CLUSTER_PATH.match(path):
-            return _json(self.server.app.decide(int(match[1]), body))
-        raise RequestError(HTTPStatus.NOT_FOUND, f"no such action: {path}")
-
-    def _check_host(self) -> None:
-        if self.headers.get("Host", "") not in self.server.allowed_hosts:
-            raise RequestError(HTTPStatus.MISDIRECTED_REQUEST, "unexpected Host header")
-
-    def _check_origin(self) -> None:
-        origin = self.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc not in self.server.allowed_hosts:
-            raise RequestError(HTTPStatus.FORBIDDEN, "cross-origin request refused")
-
-    def _answer(self, route) -> None:  # bound method
-        try:
-            self._check_host()
-            content_type, body = route()
-            status = HTTPStatus.OK
-        except RequestError as error:
-            status, (content_type, body) = error.status, _json({"error": str(error)})
-        except Exception:
-            log.exception("review page request %s failed", self.path)
-            status, (content_type, body) = HTTPStatus.INTERNAL_SERVER_ERROR, _json({"error": "internal error"})
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store" if content_type != "image/jpeg" else "private, max-age=3600")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self'; "
-                                                    "style-src 'unsafe-inline'; script-src 'unsafe-inline'")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-class ReviewServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, app: ReviewApp, host: str, port: int) -> None:
-        super().__init__((host, port), Handler)
-        self.app = app
-        bound = self.server_address[1]
-        self.allowed_hosts = {f"{host}:{bound}", f"127.0.0.1:{bound}", f"localhost:{bound}"}
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.server_address[0]}:{self.server_address[1]}/"
-
-
-def _json(value: Any) -> tuple[str, bytes]:
-    return "application/json", json.dumps(value).encode()
-
-
-def _int(query: dict[str, str], name: str, default: int) -> int:
-    try:
-        value = int(query.get(name, default))
-    except ValueError as error:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer") from error
-    if value < 0:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must not be negative")
-    return value
-
-
 def open_review(session: Session, set_id: int | None) -> ReviewSet:
     """The review set to serve: the one asked for, else the newest."""
     review_set = review.review_set(session, set_id)
@@ -331,11 +213,13 @@ def open_review(session: Session, set_id: int | None) -> ReviewSet:
 
 
 def review_server(sessions: sessionmaker[Session], settings: Settings, set_id: int | None, host: str, port: int,
-                  reviewer: str | None) -> ReviewServer:
-    """`trapline review serve`: a server for a review set (the newest by default), not yet serving."""
+                  reviewer: str | None, allow_remote: bool = False, token: str | None = None) -> ReviewServer:
+    """`trapline review serve`: a server for a review set (the newest by default), not yet serving; beyond
+    loopback only with ``allow_remote`` and a login ``token`` (which loopback requires too when given)."""
+    check_binding(host.strip("[]"), allow_remote, token)
     with sessions() as session:
         review_set = open_review(session, set_id)
         set_id, detector_version_id = review_set.id, review_set.detector_version_id
     app = ReviewApp(sessions, set_id, detector_version_id, LabelRules.of(settings), settings.crops.threshold,
                     reviewer or "")
-    return ReviewServer(app, host, port)
+    return ReviewServer(app, host, port, allow_remote=allow_remote, token=token)

@@ -1,7 +1,9 @@
 """Listing an archive's images: directories walked recursively, zip/tar files read in place.
 
 Scanning lists and stats; it never opens an image (fast on network storage). It streams: one
-directory's entries are held at a time, whatever the archive's size.
+directory's entries are held at a time, whatever the archive's size. Symbolic links are followed
+only while they stay below the archive root (a link to ``/`` must not walk the filesystem): one
+that resolves outside it, to a file or a directory, is skipped and reported.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class ScanReport:
     skipped_unsafe: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     skipped_names: list[str] = field(default_factory=list)  # not UTF-8: the database cannot store them
+    skipped_links: list[str] = field(default_factory=list)  # "link -> target" resolving outside the root
 
     def accepts_name(self, rel_path: str) -> bool:
         """False (and noted, escaped for display) for a name that is not valid UTF-8.
@@ -95,6 +98,7 @@ def scan_archive(root: str, report: ScanReport | None = None) -> Iterator[Scanne
     """Every image below ``root``, depth first, in a stable (sorted) order."""
     report = report if report is not None else ScanReport()
     root = os.path.abspath(root)
+    real_root = os.path.realpath(root)
     stack = [""]
     visited: set[tuple[int, int]] = set()
     while stack:
@@ -120,6 +124,8 @@ def scan_archive(root: str, report: ScanReport | None = None) -> Iterator[Scanne
             wanted = is_dir or is_image_name(entry.name) or is_archive_name(entry.name)
             if not wanted or not report.accepts_name(rel_path):
                 continue
+            if _is_link(entry) and not _link_stays_inside(entry, rel_path, real_root, report):
+                continue
             if is_dir:
                 subdirectories.append(rel_path)
             elif is_image_name(entry.name):
@@ -129,6 +135,29 @@ def scan_archive(root: str, report: ScanReport | None = None) -> Iterator[Scanne
                 report.archives += 1
                 yield from _scan_container(entry.path, rel_path, report)
         stack.extend(reversed(subdirectories))
+
+
+def _is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
+def _link_stays_inside(entry: os.DirEntry, rel_path: str, real_root: str, report: ScanReport) -> bool:
+    """Whether a symlink (to a file or directory, dangling or not) resolves below ``real_root``; if not,
+    it is reported and logged. (Entries that are not links lie below the root already: the walk starts
+    there and only enters directories that do.)"""
+    target = os.path.realpath(entry.path)
+    if _is_within(target, real_root):
+        return True
+    report.skipped_links.append(f"{rel_path} -> {target}")
+    log.warning("skipped symlink out of the archive: %s -> %s", rel_path, target)
+    return False
+
+
+def _is_within(path: str, root: str) -> bool:
+    return os.path.commonpath((path, root)) == root
 
 
 def _scanned_file(entry: os.DirEntry, rel_path: str) -> ScannedFile:

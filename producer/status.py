@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from shared.celery_app import queue_lengths
 from shared.db import ModelVersion
 from shared.schemas import Stage
-from shared.store import progress
+from shared.store import batches, progress
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class StatusReport:
     workers: list[progress.WorkerRate]
     queues: dict[str, int] | None  # None: the broker did not answer
     broker_error: str | None = None
+    blocked: list[tuple[Stage, str, int]] = ()  # (stage, why, batches) of batches no worker could start
 
     def as_json(self) -> dict:
         return {
@@ -33,6 +34,7 @@ class StatusReport:
                          "last_finished": w.last_finished.isoformat() if w.last_finished else None}
                         for w in self.workers],
             "queues": self.queues, "broker_error": self.broker_error,
+            "blocked": [{"stage": stage.value, "reason": reason, "batches": n} for stage, reason, n in self.blocked],
         }
 
 
@@ -45,7 +47,7 @@ def gather(session: Session, detector: ModelVersion, app: Celery) -> StatusRepor
     except Exception as problem:  # any broker failure is reported, the database part still shown
         log.debug("broker query failed", exc_info=True)
         queues, error = None, f"{type(problem).__name__}: {problem}"
-    return StatusReport(detector.name, stages, workers, queues, error)
+    return StatusReport(detector.name, stages, workers, queues, error, batches.blocked_batches(session))
 
 
 def render(report: StatusReport) -> str:
@@ -57,6 +59,8 @@ def render(report: StatusReport) -> str:
         lines.append(f"{p.stage.value:<9}{p.total:>9}{p.pending:>9}{p.queued:>9}{p.running:>9}{p.done:>9}"
                      f"{p.failed:>9}  {rate:<11} {eta}")
     lines.append("(classify counts the images the detector processed)")
+    for stage, reason, count in report.blocked:
+        lines.append(f"{count} {stage.value} batch(es) cannot start: {reason}")
     lines.append("")
     if report.workers:
         width = max(len(w.worker) for w in report.workers)

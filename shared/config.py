@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from shared.schemas import DetectionOptions
+from shared.schemas import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, DetectionOptions
 
 ENV_PREFIX = "TRAPLINE_"
 DEFAULT_DATABASE_URL = "sqlite:///./trapline-data/trapline.sqlite3"
@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, ge=60, description="Redis redelivers an unacknowledged task after this; must exceed the longest batch.")
     task_time_limit_s: int = Field(1500, ge=10, description="Hard limit per batch task; (1 + prefetch_batches) of them "
                                    "stay below the visibility timeout.")
+    max_batch_attempts: int = Field(3, ge=0, description="Deliveries of a batch whose worker died on it (out of "
+                                    "memory on an image) before its images are given up as failed; 0 never.")
+    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, ge=1, description="Largest image file or zip/tar member read, "
+                                "in bytes; a larger one is refused (image too large) before it is read.")
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="Largest image decoded, in pixels "
+                                  "(width × height from its header); a larger one is refused (image too large) "
+                                  "before its pixels are decoded. Camera traps reach about 40 MP.")
     max_retries: int = Field(8, ge=0, description="Retries of a batch after database or broker errors, after 1, 2, 4 … s: 8 ride out about 4 minutes (a database failover).")
     detect_python: Path | None = Field(None, description="Interpreter of the detect environment used by `trapline run`; default: this one if it has megadetector, else .venv/detect/bin/python.")
     embedded_workers: int = Field(1, ge=1, description="Detect worker processes `trapline run` starts.")
@@ -143,6 +150,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _TraplineDotEnv(settings_cls), file_secret_settings
 
+    @field_validator("database_url", "redis_url", "broker_url")
+    @classmethod
+    def _no_placeholder_password(cls, value: str | None) -> str | None:
+        if value and placeholder_password(value):
+            raise ValueError(f"the password is still {PLACEHOLDER!r} from .env.example: choose your own in .env")
+        return value
+
     @field_validator("task_time_limit_s")
     @classmethod
     def _below_visibility(cls, value: int, info) -> int:  # pydantic's ValidationInfo
@@ -161,6 +175,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings of this process, read once. Call from entry points only."""
     return Settings()
+
+
+PLACEHOLDER = "change-me"  # .env.example's value for every password: refused wherever it reaches a setting
+
+
+def placeholder_password(url: str) -> bool:
+    """Whether ``url`` carries .env.example's placeholder as its password."""
+    try:
+        return urlsplit(url).password == PLACEHOLDER
+    except ValueError:
+        return False
 
 
 def masked(url: str) -> str:

@@ -96,6 +96,7 @@ class Batch(Base):
     enqueued_at: Mapped[created_at]
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(String(1024))  # why no worker can start it (its model does not load)
 
 
 class BatchItem(Base):
@@ -123,7 +124,7 @@ class Outcome(Base):
     failure: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(String(1024))
     flags: Mapped[str | None] = mapped_column(String(256))  # comma-separated ImageFlag values
-    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"), index=True)
     decode_s: Mapped[float] = mapped_column(Float, default=0.0)
     infer_s: Mapped[float] = mapped_column(Float, default=0.0)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime())

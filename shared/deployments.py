@@ -18,14 +18,15 @@ too, and other columns are ignored.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.csv_input import csv_rows
 from shared.errors import ProblemsFound
+from shared.spreadsheet import needs_quote
 
 COLUMNS = ("id", "lat", "lon", "start", "end", "timezone", "camera")  # required; "bait" is optional
 ALIASES = {"deploymentID": "id", "latitude": "lat", "longitude": "lon", "deploymentStart": "start",
@@ -34,6 +35,7 @@ TRUE, FALSE = frozenset({"true", "yes", "1", "y", "t"}), frozenset({"false", "no
 OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2}):?(\d{2})$")
 MAX_OFFSET = timedelta(hours=14)  # the widest offset in use (Line Islands)
 END_OF_DAY = time(23, 59, 59)
+NO_SITE = "-"  # a camera's site when the path pattern found none (``-/cam07``)
 
 
 class DeploymentErrors(ProblemsFound):
@@ -98,18 +100,21 @@ def parse_local(text: str, timezone_name: str, is_end: bool) -> datetime:
 
 
 def parse_deployments(lines: Iterable[str], name: str) -> list[DeploymentRecord]:
-    """Every row of a registry CSV, checked; raises DeploymentErrors with all problems, line by line."""
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        raise DeploymentErrors([f"{name}:1: empty file, expected the columns {', '.join(COLUMNS)}"], name)
-    columns, problems = _columns(header, name)
+    """Every row of a registry CSV, checked; raises DeploymentErrors with all problems, line by line (also a
+    byte that is not UTF-8, when ``lines`` come from ``shared.csv_input.open_csv``, or a field too long)."""
+    problems: list[str] = []
+    rows = csv_rows(lines, name, problems)
+    _, header = next(rows, (1, None))
     if problems:
         raise DeploymentErrors(problems, name)
+    if header is None:
+        raise DeploymentErrors([f"{name}:1: empty file, expected the columns {', '.join(COLUMNS)}"], name)
+    columns, header_problems = _columns(header, name)
+    if header_problems:
+        raise DeploymentErrors(header_problems, name)
     records: list[DeploymentRecord] = []
     first_line: dict[str, int] = {}
-    for row in reader:
-        line = reader.line_num
+    for line, row in rows:
         if not any(cell.strip() for cell in row):
             continue
         values = {key: (row[i].strip() if i < len(row) else "") for key, i in columns.items()}
@@ -204,6 +209,21 @@ def _time(text: str, what: str, timezone_name: str, is_end: bool, source: str, p
     except ValueError:
         problems.append(f"{source}: {what} {text!r} is not a date or time (YYYY-MM-DD[THH:MM[:SS]][±hh:mm])")
         return None
+
+
+def formula_like_ids(records: Iterable[DeploymentRecord]) -> list[str]:
+    """Warnings for deployment ids and locations (the site of ``camera``, Camtrap DP's ``locationName``) that
+    a spreadsheet would read as a formula (``=…``, ``+…``, ``-…``, ``@…``; ``shared.spreadsheet``). Camtrap DP
+    files carry them as they are, so whoever opens ``deployments.csv`` in a spreadsheet sees a formula run; the
+    site ``-`` (no site) is trapline's own and not reported."""
+    warnings = []
+    for record in records:
+        site = record.camera.split("/")[0]
+        for what, value in (("deployment id", record.id), ("location", site)):
+            if needs_quote(value) and value != NO_SITE:
+                warnings.append(f"{record.source}: {what} {value!r} starts like a spreadsheet formula; Camtrap DP "
+                                "exports keep it as it is, so a spreadsheet opening them may run it (rename it?)")
+    return warnings
 
 
 def overlaps(records: Sequence[DeploymentRecord], others: Sequence[DeploymentRecord] = ()) -> list[str]:

@@ -32,6 +32,7 @@ from shared.labels import BAD_THRESHOLD, QualityLabel, quality_label
 
 ANIMAL, EMPTY, HUMAN, BAD, GOOD = "Animal", "Empty", "Human", "Bad", "Good"
 REVIEW_LABELS = (ANIMAL, EMPTY, HUMAN, BAD)  # what a person says of an image
+MAX_REVIEWER = 128  # characters in a reviewer's name: the size of review_labels.reviewer
 RANDOM, ALL_ANIMALS = "random", "animal"  # why an image is in a review set
 STRATA = "site,final_label"
 STAGES = ("final", "quality", "detect", "crops")

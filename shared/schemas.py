@@ -15,6 +15,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+# What a worker reads and decodes at most (TRAPLINE_MAX_FILE_BYTES, _MAX_IMAGE_PIXELS): camera-trap JPEGs are a
+# few MB and the largest sensors ~40 MP, while a 20 KB PNG can claim 13000 × 13000 pixels (500 MB decoded).
+DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS = 200_000_000, 100_000_000
+
+
 CLASSIFIER_PREPROCESSING = "rgb-nearest-squash-rescale-1/255"  # the authors' models: full decode, then squash
 DRAFT_PREPROCESSING = "rgb-draft-nearest-squash-rescale-1/255"  # trapline-trained: JPEG draft decode, then squash
 PREPROCESSINGS = (CLASSIFIER_PREPROCESSING, DRAFT_PREPROCESSING)  # a manifest's "preprocessing" is one of these
@@ -50,6 +55,7 @@ class Failure(StrEnum):
     TOO_LARGE = "image too large"
     DECODE_ERROR = "image decode error"
     INFERENCE = "inference failure"
+    WORKER_LOST = "worker died on its batch"  # its deliveries killed their workers TRAPLINE_MAX_BATCH_ATTEMPTS times
 
 
 class ImageFlag(StrEnum):
@@ -364,14 +370,34 @@ class TrainingDone(_Call):
     model_version_id: int | None = None
 
 
-EnvironmentCall = Annotated[InspectModel | PredictImages | TrainRun, Field(discriminator="call")]
+class CheckDetector(_Call):
+    """Resolve the detector's weights (a known name is downloaded, with a progress bar, and MD5-checked), check
+    them against the version's SHA-256, load them and detect on a blank image: before `trapline run` starts any
+    worker, so a detector that cannot work stops the run in seconds with the reason."""
+
+    call: Literal["check-detector"] = "check-detector"
+    weights: str
+    sha256: str | None = None
+    download_dir: str
+    registered: bool = False  # the file was registered (`trapline models import detector`): load it if not a release
+
+
+class DetectorChecked(_Call):
+    path: str
+    sha256: str
+    manifest: dict
+
+
+EnvironmentCall = Annotated[InspectModel | PredictImages | TrainRun | CheckDetector, Field(discriminator="call")]
 
 
 class CallAnswer(_Call):
-    """What ``python -m worker.calls`` writes: the answer, or why there is none (``error``, with ``kind``
-    ``usage`` for a problem with the input, such as a file that is not a model, or ``crash`` otherwise)."""
+    """What ``python -m worker.calls`` writes: the answer, or why there is none (``error``, with its ``hint``;
+    ``kind`` ``usage``: the input is wrong, such as a file that is not a model; ``failed``: something the user
+    can put right, such as a download without network; ``crash``: a bug)."""
 
     version: Literal[1] = 1
     answer: dict | None = None
     error: str | None = None
-    kind: Literal["usage", "crash"] | None = None
+    hint: str | None = None
+    kind: Literal["usage", "failed", "crash"] | None = None

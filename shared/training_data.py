@@ -25,7 +25,6 @@ every split with a positive fraction, 3 for 90/8/2 (``minimum_per_class``).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import os
@@ -37,6 +36,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from PIL import Image
+
+from shared.csv_input import csv_rows, open_csv
 
 TRAIN, VALIDATE, TEST = "train", "validate", "test"
 SPLITS = (TRAIN, VALIDATE, TEST)
@@ -133,22 +134,26 @@ def read_label_csv(path: str | os.PathLike[str], base: str | os.PathLike[str] | 
     split aliases are normalised (``val`` → ``validate``), unknown split names are kept for ``validate`` to
     report. Each image's ``origin`` is ``<csv name>:<line>``.
 
-    Raises ``LabelFileError`` listing every malformed line (wrong number of fields, empty path or label), or
-    when the header lacks a required column.
+    Raises ``LabelFileError`` listing every malformed line (wrong number of fields, empty path or label, a
+    byte that is not UTF-8, a field too long for the csv module), or when the header lacks a required column.
     """
     path = Path(path)
     base = Path(base) if base is not None else path.parent
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [column.strip().casefold() for column in next(reader, [])]
+    errors: list[str] = []
+    with open_csv(path) as handle:
+        rows = csv_rows(handle, path.name, errors)
+        _, names = next(rows, (1, []))
+        if errors:
+            raise LabelFileError("\n".join(errors))
+        header = [column.strip().casefold() for column in names]
         missing = [c for c in CSV_COLUMNS if c not in header]
         if missing:
             raise LabelFileError(f"{path}:1: header {header} lacks the column(s) {', '.join(missing)}")
         index = {column: header.index(column) for column in (*CSV_COLUMNS, "split", *BOX_COLUMNS) if column in header}
         has_box = _box_columns(path, header)
-        images, errors = [], []
-        for row in reader:
-            where = f"{path.name}:{reader.line_num}"
+        images = []
+        for line, row in rows:
+            where = f"{path.name}:{line}"
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):

@@ -6,7 +6,10 @@ goes to ``celery worker`` (queues, pool, concurrency, hostname).
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import sys
 
 from shared.celery_app import Queue, create_celery
@@ -24,8 +27,29 @@ def serves_training(argv: list[str]) -> bool:
     return False
 
 
+PARENT_PID = "TRAPLINE_PARENT_PID"  # set by `trapline run` (producer.embedded) for the workers it starts
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent(environment: dict[str, str] = os.environ) -> bool:
+    """A worker started by `trapline run` asks the kernel for SIGTERM when that run's process dies, however it
+    dies (even SIGKILL), and exits at once if the run is already gone. False where this does not apply: no
+    parent named, or not Linux."""
+    parent = environment.get(PARENT_PID)
+    if not parent or not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logging.getLogger(__name__).warning("cannot ask to end with the run: errno %d", ctypes.get_errno())
+        return False
+    if os.getppid() != int(parent):  # the run died between starting this process and the prctl call
+        sys.exit(f"the trapline run ({parent}) that started this worker has ended")
+    return True
+
+
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    end_with_parent()
     settings = get_settings()
     app = create_celery(settings)
     register_tasks(app, settings)

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.schemas import (
-    CallAnswer, EnvironmentCall, InspectModel, ModelSignature, PredictImages, Predictions, TrainingDone,
+    CallAnswer, CheckDetector, DetectorChecked, EnvironmentCall, InspectModel, ModelSignature, PredictImages, Predictions, TrainingDone,
     TrainRun,
 )
 
@@ -64,7 +64,30 @@ def train_run(request: TrainRun) -> TrainingDone:
                         model_version_id=result.get("model_version_id"))
 
 
-HANDLERS = {InspectModel: inspect_model, PredictImages: predict_images, TrainRun: train_run}
+def check_detector(request: CheckDetector) -> DetectorChecked:
+    from PIL import Image
+
+    from shared.errors import ModelFileError, TraplineError
+
+    from worker.ml.detector import load_megadetector
+
+    try:
+        detector = load_megadetector(request.weights, request.sha256, download_dir=Path(request.download_dir),
+                                     progress=True, trusted=request.registered)
+    except TraplineError:  # a download, a checksum, an unregistered file: already said plainly
+        raise
+    except Exception as error:  # what the package and PyTorch raise on a file that is not a model
+        raise ModelFileError(f"{request.weights} cannot be loaded as a MegaDetector model: "
+                             f"{type(error).__name__}: {error}",
+                             "give a MegaDetector .pt file (YOLOv5 or later), or a name such as MDV5A") from error
+    blank = detector.prepare(0, Image.new("RGB", (64, 48)))
+    if detector.detect([blank], 0.5) == [None]:
+        raise RuntimeError("the detector loaded but could not detect on a blank image")
+    return DetectorChecked(path=str(detector.path), sha256=detector.sha256, manifest=detector.manifest())
+
+
+HANDLERS = {InspectModel: inspect_model, PredictImages: predict_images, TrainRun: train_run,
+            CheckDetector: check_detector}
 USAGE_ERRORS = (ValueError, OSError, LookupError)  # the input is wrong: a file that is not a model, a missing run
 
 
@@ -74,7 +97,10 @@ def answer(request: BaseModel) -> CallAnswer:
 
     try:
         return CallAnswer(answer=HANDLERS[type(request)](request).model_dump(mode="json"))
-    except (TraplineError, *USAGE_ERRORS) as error:
+    except TraplineError as error:
+        log.debug("call failed", exc_info=True)
+        return CallAnswer(error=error.message, hint=error.hint, kind="failed")
+    except USAGE_ERRORS as error:
         log.debug("call failed", exc_info=True)
         return CallAnswer(error=str(error), kind="usage")
     except Exception as error:  # a bug: reported to the producer with its traceback

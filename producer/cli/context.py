@@ -12,6 +12,11 @@ from shared.config import Settings, describe_errors, get_settings
 from shared.errors import UsageProblem
 
 
+DETECTOR_CHOICE = click.option(
+    "--detector", help="The detector version whose results to read, by id or name (`trapline models list`); "
+    "default: the configured one (TRAPLINE_DETECTOR__*).")
+
+
 def settings(ctx: click.Context) -> Settings:
     """The settings of this invocation, read on first use (so `--help` works whatever the environment)."""
     root = ctx.find_root()

@@ -11,13 +11,14 @@ from producer.cli import context
 
 @click.group()
 def models() -> None:
-    """The model registry: import, list, evaluate and promote classifier versions."""
+    """The model registry: import, list, evaluate and promote classifier versions; register detector files."""
 
 
 @models.command("import")
-@click.argument("kind", type=click.Choice(["quality", "crops"]))
+@click.argument("kind", type=click.Choice(["quality", "crops", "detector"]))
 @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="A Keras model: .keras or HDF5 (.h5, as the authors' R keras models).")
+              help="A Keras model: .keras or HDF5 (.h5, as the authors' R keras models); for detector, a "
+                   "MegaDetector .pt file from a source you trust (loading it runs it).")
 @click.option("--classes", help="Output class names in model order, comma-separated (e.g. Bad,Good).")
 @click.option("--classes-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Output class names in model order, one per line.")
@@ -29,12 +30,18 @@ def models() -> None:
 @click.pass_context
 def models_import(ctx: click.Context, kind: str, file: Path, classes: str | None, classes_file: Path | None,
                   region: str | None, region_classes: Path | None, junk_classes: str | None) -> None:
-    """Check a classifier against its classes, store it by SHA-256 and promote it (for its region)."""
+    """Check a classifier against its classes, store it by SHA-256 and promote it (for its region); or register a
+    detector file that is no known MegaDetector release, after checking that it loads, so workers may load it."""
     from producer.environments import classify_python
     from producer.registry import import_model, read_region_classes
     from shared.schemas import ModelKind
 
     settings = context.settings(ctx)
+    if kind == "detector":
+        if any(v is not None for v in (classes, classes_file, region, region_classes, junk_classes)):
+            raise click.UsageError("a detector takes only --file")
+        _import_detector(settings, context.sessions(settings), file)
+        return
     if (classes is None) == (classes_file is None):
         raise click.UsageError("give the class names with exactly one of --classes or --classes-file")
     names = [c.strip() for c in (classes.split(",") if classes else classes_file.read_text().splitlines()) if c.strip()]
@@ -49,6 +56,15 @@ def models_import(ctx: click.Context, kind: str, file: Path, classes: str | None
         click.echo(f"imported {kind} model {version.name} as version {version.id} "
                    f"(sha256 {version.sha256[:12]}…, {len(names)} classes, promoted{where})"
                    + ("" if junk is None else f"; junk classes: {', '.join(junk) or 'none'}"))
+
+
+def _import_detector(settings, sessions, file: Path) -> None:
+    from producer.environments import detect_python
+    from producer.model_versions import register_detector
+
+    version = register_detector(settings, detect_python(settings), sessions, file)
+    click.echo(f"registered detector {version.name} as version {version.id} (sha256 {version.sha256[:12]}…); "
+               f"set TRAPLINE_DETECTOR__WEIGHTS={file.resolve()} to use it")
 
 
 @models.command("list")

@@ -27,10 +27,11 @@ from producer.cli import context
               help="camtrap-dp: CODE=NAME for a crop class, e.g. lag_mut='Lagopus lagopus' (repeatable).")
 @click.option("--skip-undeployed", is_flag=True,
               help="camtrap-dp: leave out images of no deployment and deployments without coordinates.")
+@context.DETECTOR_CHOICE
 @click.pass_context
 def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None, title: str | None,
            contributors: tuple[str, ...], sampling_design: str | None, license_name: str | None,
-           scientific_names: tuple[str, ...], skip_undeployed: bool) -> None:
+           scientific_names: tuple[str, ...], skip_undeployed: bool, detector: str | None) -> None:
     """Write results: MegaDetector batch format 1.6 (md-json), a per-image CSV, or a Camtrap DP 1.0.2 package
     (camtrap-dp: needs registered deployments, see `trapline deployments import`)."""
     from producer.outputs import CamtrapOptions
@@ -39,7 +40,7 @@ def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None, tit
     settings = context.settings(ctx)
     options = CamtrapOptions(title, contributors, sampling_design, license_name, scientific_names, skip_undeployed)
     with context.sessions(settings).begin() as session:
-        click.echo(write(session, settings, fmt, output, archive, options))
+        click.echo(write(session, settings, fmt, output, archive, options, detector))
 
 
 @click.command()
@@ -47,8 +48,9 @@ def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None, tit
               help="The HTML file to write.")
 @click.option("--archive", type=click.Path(path_type=Path), help="Archive root: report on this archive only "
               "(default: every registered archive).")
+@context.DETECTOR_CHOICE
 @click.pass_context
-def report(ctx: click.Context, output: Path, archive: Path | None) -> None:
+def report(ctx: click.Context, output: Path, archive: Path | None, detector: str | None) -> None:
     """Write one self-contained HTML file (plots embedded as PNG; no external files) on the current detector's
     results: archives, image totals and model versions; images and counted detections per site and day; final
     labels and crop classes per site; failures per reason; review progress per set and reviewer; each stage's
@@ -58,7 +60,7 @@ def report(ctx: click.Context, output: Path, archive: Path | None) -> None:
 
     settings = context.settings(ctx)
     with context.sessions(settings).begin() as session:
-        click.echo(write_report(session, settings, output, archive))
+        click.echo(write_report(session, settings, output, archive, detector))
 
 
 @click.group()

@@ -12,7 +12,6 @@ from producer.cli import context
 from shared.config import Settings
 from shared.errors import EXIT_INTERRUPTED
 
-FLOWER_ADDRESS = "127.0.0.1"  # `trapline flower` listens on loopback unless --address is given
 STAGES = click.Choice(["detect", "classify"])
 
 
@@ -71,6 +70,8 @@ def echo_scan_problems(report) -> None:  # producer.scan.ScanReport
         click.echo(f"  unreadable: {problem}", err=True)
     for name in report.skipped_names:
         click.echo(f"  skipped, file name not UTF-8 (rename it, e.g. with convmv): {name}", err=True)
+    for link in report.skipped_links:
+        click.echo(f"  skipped, symlink out of the archive: {link}", err=True)
 
 
 @click.command()
@@ -174,15 +175,15 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
 
     try:
         result = run_pipeline(settings, archive, region, workers or settings.embedded_workers, on_progress)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as stop:  # Ctrl-C, or producer.embedded.Stopped for SIGTERM and SIGHUP
+        interrupted = f" ({stop})" if str(stop) else ""
     else:
-        interrupted = False
+        interrupted = None
     finally:
         for bar in bars.values():
             bar.close()
-    if interrupted:
-        click.echo("\ninterrupted: workers stopped; run the same command again to resume", err=True)
+    if interrupted is not None:
+        click.echo(f"\ninterrupted{interrupted}: workers stopped; run the same command again to resume", err=True)
         sys.exit(EXIT_INTERRUPTED)
     with context.sessions(settings).begin() as session:
         summary = summarize(session, result.archive_id, result.detector_version_id)
@@ -199,11 +200,14 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def flower(ctx: click.Context, flower_args: tuple[str, ...]) -> None:
-    """Run Flower on the Redis broker (e.g. --port=5555 --basic-auth=user:password).
+    """Run Flower on the Redis broker (e.g. --port=5555; login from FLOWER_BASIC_AUTH=user:password).
 
-    It listens on 127.0.0.1 unless --address says otherwise (Flower's own default is every interface).
+    It listens on 127.0.0.1 unless --address says otherwise (Flower's own default is every interface); any
+    other address needs a login (FLOWER_BASIC_AUTH, or --basic-auth, which `ps` shows to every user), and the
+    placeholder change-me is refused.
     """
+    from producer.flower_access import checked_flower_options
     from shared.celery_app import create_celery
 
-    address = [] if any(a.startswith("--address") for a in flower_args) else [f"--address={FLOWER_ADDRESS}"]
-    create_celery(context.settings(ctx)).start(["flower", *address, *flower_args])
+    settings = context.settings(ctx)
+    create_celery(settings).start(["flower", *checked_flower_options(flower_args, os.environ)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,11 +11,11 @@ import click
 from producer.cli import context
 
 
-def detector_id(ctx: click.Context, session) -> int:  # Session
-    """The id of the configured detector's model version (TRAPLINE_DETECTOR__WEIGHTS)."""
-    from producer.model_versions import current_detector
+def detector_id(ctx: click.Context, session, chosen: str | None = None) -> int:  # Session
+    """The id of the detector version whose results to read: ``chosen`` (--detector), else the configured one."""
+    from producer.model_versions import results_detector
 
-    return current_detector(session, context.settings(ctx).detector).id
+    return results_detector(session, context.settings(ctx).detector, chosen).id
 
 
 @click.group()
@@ -62,19 +63,36 @@ def review_import(ctx: click.Context, labels: Path, reviewer: str | None) -> Non
 @review.command("serve")
 @click.option("--port", type=int, default=8000, show_default=True, help="0: any free port.")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; the page has no login, so keep it on this machine (or an SSH tunnel).")
+              help="Address to listen on: this machine only (127.0.0.1, ::1, localhost; or an SSH tunnel) unless "
+              "--allow-remote.")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a --host other machines reach; every request then needs the login token "
+              "(TRAPLINE_REVIEW_TOKEN, or one made and printed at start).")
 @click.option("--set", "set_id", type=int, help="Review set to serve (default: the newest).")
 @click.option("--reviewer", help="Name filled in on the page (each browser remembers its own).")
 @click.pass_context
-def review_serve(ctx: click.Context, port: int, host: str, set_id: int | None, reviewer: str | None) -> None:
+def review_serve(ctx: click.Context, port: int, host: str, allow_remote: bool, set_id: int | None,
+                 reviewer: str | None) -> None:
     """A web page to review the sample in a browser: one image at a time with its boxes and the models'
     labels; keys 1-4 (or A, E, H, B) label it Animal, Empty, Human or Bad and move on, Enter accepts the
-    model's label. Labels are saved at once. The repeat-detection clusters are reviewed on the same page."""
+    model's label. Labels are saved at once. The repeat-detection clusters are reviewed on the same page.
+
+    With TRAPLINE_REVIEW_TOKEN set (or --allow-remote, which makes a token when it is not), the page asks
+    for the token: open the address with ?token=… once, the browser keeps it as a cookie."""
+    from producer.review_security import TOKEN_ENV, new_token
     from producer.review_server import review_server
 
     settings = context.settings(ctx)
-    server = review_server(context.sessions(settings), settings, set_id, host, port, reviewer)
-    click.echo(f"review set {server.app.set_id} at {server.url} (Ctrl-C to stop)")
+    token = os.environ.get(TOKEN_ENV) or None
+    made = token is None and allow_remote
+    if made:
+        token = new_token()
+    server = review_server(context.sessions(settings), settings, set_id, host, port, reviewer, allow_remote, token)
+    click.echo(f"review set {server.app.set_id} at {server.url}{f'?token={token}' if made else ''} (Ctrl-C to stop)")
+    if made:
+        click.echo(f"the login token in this address was made for this run; set {TOKEN_ENV} to choose one")
+    elif token is not None:
+        click.echo(f"log in by opening it once with ?token= and the value of {TOKEN_ENV}")
     sys.stdout.flush()
     try:
         server.serve_forever()
@@ -172,8 +190,9 @@ def rde_reject(ctx: click.Context, cluster_id: int, reviewer: str) -> None:
 @click.option("--stage", "stages", multiple=True, type=click.Choice(["final", "quality", "detect", "crops"]),
               help="Stages to measure (repeatable; default: all).")
 @click.option("--json", "as_json", is_flag=True)
+@context.DETECTOR_CHOICE
 @click.pass_context
-def metrics(ctx: click.Context, stages: tuple[str, ...], as_json: bool) -> None:
+def metrics(ctx: click.Context, stages: tuple[str, ...], as_json: bool, detector: str | None) -> None:
     """Each stage against people's labels, per region: accuracy (also weighted over the random strata),
     per-class precision/recall/F1, confusion matrix, FN and FP lists, and the manual-inspection share."""
     from producer.review import format_metrics
@@ -182,7 +201,7 @@ def metrics(ctx: click.Context, stages: tuple[str, ...], as_json: bool) -> None:
 
     settings = context.settings(ctx)
     with context.sessions(settings).begin() as session:
-        report = measure(session, detector_id(ctx, session), stages or STAGES,
+        report = measure(session, detector_id(ctx, session, detector), stages or STAGES,
                          bad_threshold=settings.quality.bad_threshold)
     if as_json:
         context.echo_json(report)

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from shared.errors import UsageProblem
 from shared.labels import LabelRules
 from shared.relabel import Relabelled, relabel
+from shared.review import MAX_REVIEWER
 from shared.store import rde
 
 
@@ -24,7 +26,10 @@ class Decision:
 
 def decide(session: Session, cluster_id: int, confirmed: bool, reviewer: str, rules: LabelRules,
            crop_threshold: float) -> Decision:
-    """Confirm or reject a cluster and relabel its images."""
+    """Confirm or reject a cluster and relabel its images (a reviewer's name fits the column, or is refused)."""
+    if not reviewer.strip() or len(reviewer) > MAX_REVIEWER:
+        raise UsageProblem(f"the reviewer's name must be 1 to {MAX_REVIEWER} characters (it is {len(reviewer):,})",
+                           "give a shorter --reviewer")
     cluster = rde.decide_cluster(session, cluster_id, confirmed, reviewer)
     images = rde.cluster_images(session, cluster_id)
     result = relabel(session, cluster.detector_version_id, images, rules, crop_threshold)

@@ -4,9 +4,10 @@ database, not the broker, knows what is pending, queued, running and done."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, and_, exists, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Batch, BatchItem, Image, Outcome
@@ -14,6 +15,7 @@ from shared.schemas import BatchStatus, OutcomeStatus, Stage
 from shared.store.engine import insert, insert_many
 
 OPEN = (BatchStatus.QUEUED, BatchStatus.RUNNING)
+ERROR_CHARS = 1024  # of a batch's error, as the column holds it
 
 
 def stage_images(stage: Stage, detector_version_id: int) -> list[ColumnElement[bool]]:
@@ -85,18 +87,64 @@ def abandon_open_batches(session: Session, stage: Stage) -> int:
     return result.rowcount or 0
 
 
-def start_batch(session: Session, batch_id: int, worker: str) -> bool:
-    """Mark a batch running; False if it is already done (a duplicate delivery)."""
-    batch = session.get(Batch, batch_id)
-    if batch is None:
+RUN, DONE, GIVE_UP = "run", "done", "give up"  # what a worker does with a batch it received
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A batch as a worker took it, from the batch's own rows (never from the message, which anyone who can
+    reach the broker can write): what to do, the stage, the detector version and the images."""
+
+    action: str  # RUN; DONE: a duplicate delivery of a finished batch; GIVE_UP: its deliveries kill workers
+    stage: Stage
+    detector_version_id: int
+    image_ids: list[int]
+    attempts: int
+
+
+def batch(session: Session, batch_id: int) -> Batch:
+    found = session.get(Batch, batch_id)
+    if found is None:
         raise LookupError(f"batch {batch_id} does not exist")
-    if batch.status == BatchStatus.DONE:
-        return False
-    batch.status = BatchStatus.RUNNING
-    batch.attempts += 1
-    batch.worker = worker
-    batch.started_at = datetime.now(UTC)
-    return True
+    return found
+
+
+def claim_batch(session: Session, batch_id: int, worker: str, *, new_delivery: bool = True,
+                max_attempts: int = 0) -> Claim:
+    """Mark a batch running for ``worker``, unless it is done. ``new_delivery``: this is a delivery of the
+    batch's message (not a retry after a database error), and counts as an attempt; a batch already started
+    ``max_attempts`` times (> 0) by deliveries whose workers never finished it, killed by it, is given up."""
+    row = batch(session, batch_id)
+    ids = list(session.scalars(select(BatchItem.image_id).where(BatchItem.batch_id == batch_id)
+                               .order_by(BatchItem.image_id)))
+    action = RUN
+    if row.status == BatchStatus.DONE:
+        action = DONE
+    elif new_delivery and max_attempts and row.attempts >= max_attempts:
+        action = GIVE_UP
+    else:
+        row.status = BatchStatus.RUNNING
+        row.attempts += int(new_delivery)
+        row.worker = worker
+        row.started_at = datetime.now(UTC)
+        row.error = None
+    return Claim(action, row.stage, row.detector_version_id, ids, row.attempts)
+
+
+def record_batch_error(session: Session, batch_id: int, error: str) -> None:
+    """Why a worker cannot start a batch (its model does not load): the batch stays queued, for
+    `trapline status`, `trapline run` and `enqueue --resume` once the cause is put right."""
+    session.execute(update(Batch).where(Batch.id == batch_id)
+                    .values(status=BatchStatus.QUEUED, error=error[:ERROR_CHARS]))
+
+
+def blocked_batches(session: Session, detector_version_id: int | None = None) -> list[tuple[Stage, str, int]]:
+    """(stage, reason, batches) of the open batches a worker could not start, most frequent reason first."""
+    query = (select(Batch.stage, Batch.error, func.count(Batch.id))
+             .where(Batch.status.in_(OPEN), Batch.error.is_not(None)).group_by(Batch.stage, Batch.error))
+    if detector_version_id is not None:
+        query = query.where(Batch.detector_version_id == detector_version_id)
+    return sorted(((Stage(stage), error, n) for stage, error, n in session.execute(query)), key=lambda r: -r[2])
 
 
 def finish_batch(session: Session, batch_id: int | None, now: datetime) -> None:

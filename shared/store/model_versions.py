@@ -3,7 +3,7 @@ the pipeline uses (promoted)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.crop_model import CropModel
@@ -32,6 +32,45 @@ def ensure_model_version(session: Session, kind: ModelKind, name: str, source: s
     elif sha256 and not version.sha256:
         version.sha256 = sha256
     return version
+
+
+REGISTERED = "registered"  # in a detector version's manifest: its file was registered by a person
+
+
+def detector_file_registered(session: Session, sha256: str) -> bool:
+    """Whether a person registered a detector file with this SHA-256 (``trapline models import detector``):
+    workers load such a file though it is no known MegaDetector release."""
+    manifests = session.scalars(select(ModelVersion.manifest).where(ModelVersion.kind == ModelKind.DETECTOR,
+                                                                    ModelVersion.sha256 == sha256))
+    return any((m or {}).get(REGISTERED) for m in manifests)
+
+
+def register_detector_file(session: Session, version: ModelVersion) -> None:
+    """Mark every detector version of ``version``'s file (same SHA-256) as registered."""
+    rows = session.execute(select(ModelVersion.id, ModelVersion.manifest).where(
+        ModelVersion.kind == ModelKind.DETECTOR, ModelVersion.sha256 == version.sha256)).all()
+    for version_id, manifest in rows:
+        session.execute(update(ModelVersion).where(ModelVersion.id == version_id)
+                        .values(manifest={**(manifest or {}), REGISTERED: True}))
+
+
+def detectors_with_results(session: Session) -> list[tuple[ModelVersion, int]]:
+    """Each detector version that has detect outcomes, with its number of images, most first."""
+    from shared.db import Outcome
+    from shared.schemas import Stage
+
+    counts = session.execute(select(Outcome.detector_version_id, func.count(Outcome.id))
+                             .where(Outcome.stage == Stage.DETECT).group_by(Outcome.detector_version_id)).all()
+    found = [(session.get(ModelVersion, version_id), n) for version_id, n in counts]
+    return sorted(found, key=lambda pair: (-pair[1], pair[0].id))
+
+
+def has_results(session: Session, detector_version_id: int) -> bool:
+    from shared.db import Outcome
+    from shared.schemas import Stage
+
+    return session.scalar(select(Outcome.id).where(Outcome.stage == Stage.DETECT,
+                                                   Outcome.detector_version_id == detector_version_id).limit(1)) is not None
 
 
 def record_model_checksum(session: Session, model_version_id: int, sha256: str, manifest: dict) -> None:

@@ -42,10 +42,12 @@ def _upsert_outcomes(session: Session, stage: Stage, batch_id: int | None, detec
 
 def save_detect_outcomes(session: Session, batch_id: int | None, detector_version_id: int,
                          outcomes: Sequence[DetectOutcome]) -> None:
-    """Store one batch's detect results, replacing any earlier delivery's rows."""
-    if not outcomes:
-        return
+    """Store one batch's detect results, replacing any earlier delivery's rows; the batch is done, even with no
+    outcome (a batch whose images vanished from the table)."""
     now = datetime.now(UTC)
+    if not outcomes:
+        finish_batch(session, batch_id, now)
+        return
     _upsert_outcomes(session, Stage.DETECT, batch_id, detector_version_id, outcomes, now)
     image_ids = [o.image_id for o in outcomes]
     session.execute(delete(DetectionRow).where(DetectionRow.image_id.in_(image_ids),
@@ -86,9 +88,10 @@ def save_classify_outcomes(
 
     ``quality_versions`` and ``crops_versions`` map each image to the quality and crop model that classified
     it (each chosen by the image's region), None where no such model ran."""
-    if not outcomes:
-        return
     now = datetime.now(UTC)
+    if not outcomes:
+        finish_batch(session, batch_id, now)
+        return
     _upsert_outcomes(session, Stage.CLASSIFY, batch_id, detector_version_id, outcomes, now)
     image_ids = [o.image_id for o in outcomes]
     used = {v for v in (*quality_versions.values(), *crops_versions.values()) if v is not None}

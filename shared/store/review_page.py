@@ -1,5 +1,6 @@
 """The queries behind the review page: one page of a review set's items with the models' labels and this
-reviewer's, membership of an image in the set, and where the reviewer's first unlabelled image is."""
+reviewer's, membership of an image in the set, the RDE clusters with a box in an image, and where the
+reviewer's first unlabelled image is."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from datetime import datetime
 from sqlalchemy import Select, and_, exists, func, select, tuple_
 from sqlalchemy.orm import Session
 
-from shared.db import Archive, Image, ImageLabel, ReviewItem, ReviewLabel, ReviewSet
+from shared.db import (
+    Archive, DetectionRow, Image, ImageLabel, RdeCluster, RdeMember, ReviewItem, ReviewLabel, ReviewSet,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,16 @@ def review_page(session: Session, set_id: int, reviewer: str, offset: int, limit
 
 def in_review_set(session: Session, set_id: int, image_id: int) -> bool:
     return session.get(ReviewItem, (set_id, image_id)) is not None
+
+
+def clusters_with_image(session: Session, detector_version_id: int, image_id: int) -> list[int]:
+    """The ids of this detector version's RDE clusters with a box in this image."""
+    return list(session.scalars(
+        select(RdeMember.cluster_id).distinct()
+        .join(DetectionRow, DetectionRow.id == RdeMember.detection_id)
+        .join(RdeCluster, RdeCluster.id == RdeMember.cluster_id)
+        .where(DetectionRow.image_id == image_id, RdeCluster.detector_version_id == detector_version_id)
+        .order_by(RdeMember.cluster_id)))
 
 
 def first_unlabelled(session: Session, set_id: int, reviewer: str) -> int | None:

@@ -30,6 +30,9 @@ def test_every_bad_file_is_data_and_the_run_goes_on(tiny_detector, classify_pyth
            "TRAPLINE_DETECTOR__WEIGHTS": str(tiny_detector), "TRAPLINE_BATCH_SIZE": "8",
            "TRAPLINE_CLASSIFY_PYTHON": classify_python, "TRAPLINE_MODEL_ROOT": str(tmp_path / "models")}
 
+    subprocess.run([sys.executable, "-m", "producer.cli", "models", "import", "detector", "--file", str(tiny_detector)],
+                   env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+
     # When `trapline run` scans it and runs both stages
     run = subprocess.run([sys.executable, "-m", "producer.cli", "run", str(root), "--region", "finnmark"],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,14 +29,15 @@ SMALL = {"TRAPLINE_DETECTOR__AUGMENT_IMAGE_SIZE": "416", "TRAPLINE_DETECTOR__TIL
 
 @pytest.fixture
 def photographs(camera_traps: Path, tmp_path: Path) -> Path:
-    """Seven photographs, links into ../shared: 1280 × 720 time-lapse frames and larger ones (several tiles)."""
+    """Seven photographs copied from ../shared (links out of an archive are not followed): 1280 × 720 time-lapse
+    frames and larger ones (several tiles)."""
     folder = tmp_path / "archive" / "site1" / "cam1"
     folder.mkdir(parents=True)
     frames = sorted((camera_traps / "hannaboe-camera_trap_workflow").rglob("*.JPG"))[:4]
     large = sorted(p for p in camera_traps.rglob("*.jpg") if p.stat().st_size > 900_000)[:3]
     assert len(frames) == 4 and len(large) == 3
     for n, path in enumerate([*frames, *large]):
-        (folder / f"{n:02d}_{path.name}").symlink_to(path)
+        shutil.copyfile(path, folder / f"{n:02d}_{path.name}")
     return tmp_path / "archive"
 
 
@@ -83,6 +85,7 @@ def test_the_preset_in_embedded_mode(photographs: Path, tiny_detector: Path, cla
     environment = {"TRAPLINE_DATABASE_URL": f"sqlite:///{database}", "TRAPLINE_DETECTOR__WEIGHTS": str(tiny_detector),
                    "TRAPLINE_CLASSIFY_PYTHON": classify_python, **SMALL}
 
+    trapline(["models", "import", "detector", "--file", str(tiny_detector)], environment, tmp_path)
     run = trapline(["run", str(photographs), "--region", "finnmark", "--detector-preset", "celis2024"], environment,
                    tmp_path)
 
@@ -95,6 +98,7 @@ def test_the_preset_in_distributed_mode(photographs: Path, tiny_detector: Path, 
                                         tmp_path: Path) -> None:
     environment = {"TRAPLINE_DATABASE_URL": postgres_url, "TRAPLINE_REDIS_URL": redis_url,
                    "TRAPLINE_DETECTOR__WEIGHTS": str(tiny_detector), "TRAPLINE_RDE__AUTO": "false", **SMALL}
+    trapline(["models", "import", "detector", "--file", str(tiny_detector)], environment, tmp_path)
     trapline(["scan", str(photographs), "--region", "finnmark"], environment, tmp_path)
     trapline(["enqueue", "--detector-preset", "celis2024"], environment, tmp_path)
 

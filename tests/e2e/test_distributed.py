@@ -95,7 +95,8 @@ def test_two_stages_on_workers_and_postgres(
         "TRAPLINE_DETECTOR__WEIGHTS": str(tiny_detector), "TRAPLINE_BATCH_SIZE": "16",
         "TRAPLINE_CLASSIFY_PYTHON": classify_python, "TRAPLINE_MODEL_ROOT": str(tmp_path / "models"),
     }
-    # Given registered photographs and imported classifiers
+    # Given registered photographs, imported classifiers and a registered detector file
+    trapline(["models", "import", "detector", "--file", str(tiny_detector)], environment, tmp_path)
     scanned = trapline(["scan", str(camera_traps), "--region", "finnmark"], environment, tmp_path)
     assert "302 images seen, 302 new" in scanned.stdout
     rescanned = trapline(["scan", str(camera_traps), "--region", "finnmark"], environment, tmp_path)
@@ -105,8 +106,8 @@ def test_two_stages_on_workers_and_postgres(
     trapline(["models", "import", "crops", "--file", str(tiny_classifiers["crops"]),
               "--classes-file", str(tiny_classifiers["classes"])], environment, tmp_path)
     listed = json.loads(trapline(["models", "list", "--json"], environment, tmp_path).stdout)
-    assert {(m["kind"], m["region"], m["promoted"], len(m["classes"])) for m in listed} == {
-        ("quality", "finnmark", True, 2), ("crops", None, True, 16)}
+    assert {(m["kind"], m["region"], m["promoted"], len(m["classes"] or ())) for m in listed} == {
+        ("quality", "finnmark", True, 2), ("crops", None, True, 16), ("detector", None, False, 0)}
     enqueued = trapline(["enqueue"], environment, tmp_path)
     assert "enqueued: 302 images in 19 batches" in enqueued.stdout
     assert "enqueued: 0 images" in trapline(["enqueue"], environment, tmp_path).stdout  # nothing twice

@@ -55,6 +55,8 @@ def test_run_interrupted_then_resumed(camera_traps, tiny_detector, tiny_classifi
     subprocess.run([*cli, "crops", "--file", str(tiny_classifiers["crops"]),
                     "--classes-file", str(tiny_classifiers["classes"])],
                    env=env, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    subprocess.run([*cli, "detector", "--file", str(tiny_detector)], env=env, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=300)
 
     # Given a run interrupted with Ctrl-C as soon as its first batch is stored (later, on a loaded machine,
     # the run may already have finished)

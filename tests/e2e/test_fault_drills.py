@@ -158,6 +158,7 @@ def start_run(tmp_path: Path, photos: Path, detector: Path, redis_url: str, data
     }
     run = Run(environment, tmp_path, store.make_sessionmaker(store.make_engine(database_url)),
               WorkerProcesses(environment, tmp_path / "logs", "detect"))
+    assert "registered detector" in run.trapline("models", "import", "detector", "--file", str(detector))
     assert f"{IMAGES} images seen, {IMAGES} new" in run.trapline("scan", str(photos))
     batches = -(-IMAGES // BATCH_SIZE)
     assert f"enqueued: {IMAGES} images in {batches} batches" in run.trapline("enqueue")

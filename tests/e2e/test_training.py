@@ -112,7 +112,7 @@ def test_train_register_promote_and_use(
         assert run.epoch == run.total_epochs == 6 and run.attempts == 1
         losses = [epoch["loss"] for epoch in run.history]
         assert len(losses) == 6 and losses[-1] < losses[0]
-        assert session.scalar(select(func.count(ModelVersion.id))) == 1
+        assert session.scalar(select(func.count(ModelVersion.id))) == 1  # no detector registered yet
         version = session.get(ModelVersion, run.model_version_id)
         assert not version.promoted and version.manifest["classes"] == ["animal", "empty"]
         manifest = version.manifest
@@ -140,6 +140,7 @@ def test_train_register_promote_and_use(
     promoted = trapline(["models", "promote", str(version.id)], environment, tmp_path)
     assert f"promoted crops model version {version.id}" in promoted.stdout
     archive = camera_traps / TUNNEL / "vj_ga_hu_1"
+    trapline(["models", "import", "detector", "--file", str(tiny_detector)], environment, tmp_path)
     trapline(["scan", str(archive), "--region", "finnmark"], environment, tmp_path)
     assert "enqueued: 100 images" in trapline(["enqueue"], environment, tmp_path).stdout
     detect = WorkerProcesses(environment, tmp_path / "logs", "detect")

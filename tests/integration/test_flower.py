@@ -59,11 +59,12 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.fixture
 def flower(redis_url: str, tmp_path: Path) -> Iterator[int]:
-    """`trapline flower --basic-auth=watcher:secret` on a free port, without --address."""
+    """`trapline flower` on a free port, without --address, its login in the environment (as compose passes it:
+    not on the command line, which `ps` shows)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "flower", f"--port={port}", "--basic-auth=watcher:secret"],
-        env={**os.environ, "TRAPLINE_REDIS_URL": redis_url}, cwd=tmp_path,
+        [sys.executable, "-m", "producer.cli", "flower", f"--port={port}"],
+        env={**os.environ, "TRAPLINE_REDIS_URL": redis_url, "FLOWER_BASIC_AUTH": "watcher:secret"}, cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -18,7 +18,8 @@ class WorkerProcesses:
 
     def __init__(self, environment: dict[str, str], log_dir: Path, queue: str = "detect",
                  python: str = sys.executable) -> None:
-        self.environment = {**os.environ, **environment}
+        # the workers end with this test process, even when it is killed (worker/__main__.py:end_with_parent)
+        self.environment = {**os.environ, **environment, "TRAPLINE_PARENT_PID": str(os.getpid())}
         self.log_dir = log_dir
         self.queue = queue
         self.python = python

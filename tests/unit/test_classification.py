@@ -33,7 +33,8 @@ from shared.schemas import (
 )
 from worker.ml.classification import ClassifyItem, LoadedClassifier, classify_images
 from worker.ml.classifier import build_resnet50
-from worker.tasks import WorkerContext, classify_batch
+from worker.context import ModelUnavailable, WorkerContext
+from worker.stages import classify_batch
 
 pytestmark = pytest.mark.classify
 
@@ -176,8 +177,12 @@ def test_a_changed_model_file_is_not_loaded(db_url, sessions, stored_batch, monk
     payload, paths = stored_batch
     with paths["crops"].open("ab") as handle:
         handle.write(b"tampered")
-    with pytest.raises(ChecksumMismatch):
+    with pytest.raises(ModelUnavailable, match="differs from the recorded") as raised:
         classify_batch(WorkerContext(Settings(database_url=db_url)), payload, "classify@host")
+    assert isinstance(raised.value.__cause__, ChecksumMismatch)
+    with sessions() as session:  # recorded on the batch, which stays queued: `trapline run` stops with the reason
+        batch = session.get(Batch, payload.batch_id)
+        assert (batch.status, "differs from the recorded" in batch.error) == (BatchStatus.QUEUED, True)
 
 
 def test_the_classify_task_uses_each_regions_crop_model_and_its_junk_classes(db_url, sessions, models, monkeypatch,

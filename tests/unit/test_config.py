@@ -133,3 +133,18 @@ def test_get_settings_reads_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert config.get_settings() is first
     assert first.batch_size == 32
+
+
+@pytest.mark.parametrize("field", ["database_url", "redis_url", "broker_url"])
+def test_the_placeholder_password_of_env_example_is_refused(field: str) -> None:
+    from pydantic import ValidationError
+
+    from shared.config import describe_errors
+
+    url = {"database_url": "postgresql+psycopg://trapline:change-me@db/trapline",
+           "redis_url": "redis://:change-me@redis:6379/0", "broker_url": "redis://:change-me@redis:6379/0"}[field]
+    with pytest.raises(ValidationError) as raised:
+        Settings(**{field: url})
+    [line] = describe_errors(raised.value.errors())
+    assert "change-me" in line and "@" not in line  # the URL itself is never repeated
+    Settings(**{field: url.replace("change-me", "s3cret")})

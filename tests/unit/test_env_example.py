@@ -118,3 +118,15 @@ def test_env_example_lists_every_compose_variable():
         used |= {m["name"] for m in COMPOSE_VARIABLE.finditer(compose_file.read_text(encoding="utf-8"))}
     listed = {name for name, _, _ in parse_env_example()}
     assert not used - listed, f"used in docker-compose*.yml but not in .env.example: {sorted(used - listed)}"
+
+
+def test_keras_is_pinned_at_a_version_without_the_safe_mode_bypasses() -> None:
+    """Keras before 3.11.3 could run code from a model file despite safe_mode (Lambda layers in .keras and
+    HDF5 files); every environment that loads classifiers pins at least that."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    groups = {"": project["project"]["dependencies"], **project["project"]["optional-dependencies"]}
+    pins = [spec for specs in groups.values() for spec in specs if re.match(r"keras\b", spec)]
+    assert pins and all(re.search(r">=\s*3\.11\.3\b", spec) for spec in pins), pins

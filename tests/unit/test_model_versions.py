@@ -108,3 +108,54 @@ def test_a_worker_keeps_the_options_the_producer_recorded(session: Session) -> N
     manifest = session.get(type(version), version.id).manifest
     assert manifest["megadetector_version"] == "v5a.0.0"
     assert DetectionOptions.of_manifest(manifest).tile_size == 640
+
+
+def _detected(session: Session, version_id: int, image_ids: list[int]) -> None:
+    from shared import store
+    from shared.schemas import DetectOutcome, OutcomeStatus
+
+    store.outcomes.save_detect_outcomes(session, None, version_id, [
+        DetectOutcome(i, OutcomeStatus.DONE, detections=[]) for i in image_ids])
+
+
+def test_results_are_read_from_the_configured_detector_or_the_chosen_one(session: Session, tmp_path: Path) -> None:
+    from producer.model_versions import results_detector
+    from shared.errors import NotFound
+    from tests.unit.records import add_archive, add_detector, image_ids
+
+    ids = list(image_ids(session, add_archive(session, ["a/1.JPG", "a/2.JPG"])).values())
+    other = add_detector(session, "md_other.pt")
+    _detected(session, other.id, ids)
+    configured = DetectorSettings(weights="MDV5A")
+
+    # Given results of another detector only, the configured one's (none) are not silently read
+    with pytest.raises(NotFound, match="the configured detector MDV5A has no results") as raised:
+        results_detector(session, configured)
+    assert raised.value.hint.startswith(f"detector versions with results: {other.id}: md_other.pt (2 images)")
+    assert "--detector" in raised.value.hint
+
+    # --detector by id or name reads them; an unknown one is named with the choices
+    assert results_detector(session, configured, str(other.id)).id == other.id
+    assert results_detector(session, configured, "md_other.pt").id == other.id
+    with pytest.raises(NotFound, match="no detector version 'nope' has results"):
+        results_detector(session, configured, "nope")
+
+    # and once the configured detector has results, they are its
+    mdv5a = current_detector(session, configured)
+    _detected(session, mdv5a.id, ids[:1])
+    assert results_detector(session, configured).id == mdv5a.id
+
+
+def test_a_detector_file_is_registered_for_every_version_of_it(session: Session) -> None:
+    from shared import store
+    from tests.unit.records import add_detector
+
+    plain = add_detector(session, "md_x.pt")
+    tiled = add_detector(session, "md_x.pt [tiles]")
+    assert not store.model_versions.detector_file_registered(session, plain.sha256)
+
+    store.model_versions.register_detector_file(session, plain)
+
+    assert store.model_versions.detector_file_registered(session, plain.sha256)
+    session.expire_all()
+    assert tiled.manifest["registered"] is True

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from producer.status import gather, render
@@ -85,3 +85,16 @@ def test_status_report_with_a_broker_that_is_down(session: Session, batches: int
     assert report.as_json()["workers"][0] == {
         "worker": "classify0@c", "stage": "classify", "batches": 1, "images": 20, "images_per_s": 0.5, "running": 0,
         "last_finished": "2026-11-27T12:00:40+00:00"}
+
+
+def test_status_shows_batches_that_no_worker_can_start_and_why(session: Session, batches: int, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    queued = session.scalar(select(Batch.id).where(Batch.status == BatchStatus.QUEUED))
+    store.batches.record_batch_error(session, queued, "cannot load the detector md.pt: BadZipFile")
+
+    report = gather(session, session.get(ModelVersion, batches), create_celery(Settings(), broker_url="memory://"))
+
+    assert "1 detect batch(es) cannot start: cannot load the detector md.pt: BadZipFile" in render(report)
+    assert report.as_json()["blocked"] == [
+        {"stage": "detect", "reason": "cannot load the detector md.pt: BadZipFile", "batches": 1}]

@@ -12,7 +12,7 @@ from shared import store
 from shared.checksums import file_sha256
 from shared.config import Settings
 from shared.schemas import ModelKind
-from worker.tasks import WorkerContext
+from worker.context import WorkerContext
 
 pytestmark = pytest.mark.detect
 
@@ -31,6 +31,7 @@ def load(db_url: str, sessions, weights: Path, threads: int) -> None:  # session
     with sessions.begin() as session:
         version = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, weights.name, str(weights),
                                              file_sha256(weights))
+        store.model_versions.register_detector_file(session, version)
         session.expunge(version)
     settings = Settings(database_url=db_url, detector={"weights": str(weights), "torch_threads": threads})
     WorkerContext(settings).detector(version)

@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from shared.schemas import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from shared.crop_model import allowed_classes, restricted_prediction
 from shared.labels import for_region
 from shared.schemas import (
@@ -65,14 +66,16 @@ class _Prepared:
 
 
 def _prepare(item: ClassifyItem, crop_threshold: float, quality: LoadedClassifier | None,
-             crops: LoadedClassifier | None) -> _Prepared:
+             crops: LoadedClassifier | None, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+             max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> _Prepared:
     """Read and decode one image once; cut what each model needs, at that model's input size."""
     start = time.perf_counter()
     try:
-        data = read_source(item.source)
+        data = read_source(item.source, max_bytes)
         full_resolution = crops is not None or (quality is not None and quality.preprocessing == CLASSIFIER_PREPROCESSING)
-        image = decode(data).image if full_resolution else None
-        whole = whole_image_input(data, quality.input_side, quality.preprocessing, image) if quality else None
+        image = decode(data, max_pixels=max_pixels).image if full_resolution else None
+        whole = whole_image_input(data, quality.input_side, quality.preprocessing, image,
+                                  max_pixels=max_pixels) if quality else None
     except ImageError as error:
         return _Prepared(item, error=error, decode_s=time.perf_counter() - start)
     inputs = []
@@ -85,9 +88,11 @@ def _prepare(item: ClassifyItem, crop_threshold: float, quality: LoadedClassifie
 def classify_images(
     items: Sequence[ClassifyItem], *, quality: Mapping[str | None, LoadedClassifier],
     crops: Mapping[str | None, LoadedClassifier], crop_threshold: float = 0.1, batch_size: int = 32,
-    decode_threads: int = 4,
+    decode_threads: int = 4, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[ClassifyOutcome]:
-    """Raw quality and crop outputs for every item; unreadable images are failed outcomes.
+    """Raw quality and crop outputs for every item; unreadable images, files over ``max_file_bytes`` and
+    images over ``max_image_pixels`` are failed outcomes (read or decoded no further).
 
     ``quality`` and ``crops`` map a region to its model (key ``None``: the model for regions without
     their own). A missing model gives ``None`` outputs, which the label rules read as "Good" and
@@ -101,7 +106,8 @@ def classify_images(
 
     with ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode") as pool:
         prepared = list(pool.map(
-            lambda item: _prepare(item, crop_threshold, quality_model(item.region), crop_model(item.region)),
+            lambda item: _prepare(item, crop_threshold, quality_model(item.region), crop_model(item.region),
+                                  max_file_bytes, max_image_pixels),
             items,
         ))
     start = time.perf_counter()

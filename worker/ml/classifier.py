@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from shared.schemas import DEFAULT_MAX_IMAGE_PIXELS
 from shared.schemas import CLASSIFIER_PREPROCESSING, DRAFT_PREPROCESSING, PREPROCESSINGS
 from worker.ml.images import decode
 
@@ -95,7 +96,7 @@ def preprocess(images: Sequence[Image.Image], input_size: tuple[int, int] = (INP
 
 
 def whole_image_input(data: bytes, size: int, preprocessing: str = CLASSIFIER_PREPROCESSING,
-                      decoded: Image.Image | None = None) -> Image.Image:
+                      decoded: Image.Image | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """An image file's bytes as a whole-image classifier sees them (before scaling by 1/255): RGB, squashed
     to ``size × size`` with NEAREST. ``preprocessing`` says how it is decoded, and training and inference
     both come here, so a model always sees what it was trained on:
@@ -105,14 +106,15 @@ def whole_image_input(data: bytes, size: int, preprocessing: str = CLASSIFIER_PR
     * ``DRAFT_PREPROCESSING`` (models trapline trains): JPEGs decoded at the smallest DCT scale that keeps
       both sides ≥ ``size`` (Pillow ``draft``), which is faster and averages rather than skips pixels.
 
-    Raises ``worker.ml.images.ImageError`` for an unreadable file, ``ValueError`` for an unknown id.
+    Raises ``worker.ml.images.ImageError`` for an unreadable file or one of more than ``max_pixels`` pixels,
+    ``ValueError`` for an unknown id.
     """
     if preprocessing not in PREPROCESSINGS:
         raise ValueError(f"unknown preprocessing {preprocessing!r}; expected one of {', '.join(PREPROCESSINGS)}")
     if preprocessing == DRAFT_PREPROCESSING:
-        image = decode(data, min_side=size).image
+        image = decode(data, min_side=size, max_pixels=max_pixels).image
     else:
-        image = decoded if decoded is not None else decode(data).image
+        image = decoded if decoded is not None else decode(data, max_pixels=max_pixels).image
     return image.convert("RGB").resize((size, size), RESAMPLE)
 
 

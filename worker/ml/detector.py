@@ -41,14 +41,6 @@ def _package_output_to_log() -> Iterator[None]:
 
 
 
-def resolve_weights(source: str) -> Path:
-    """A local weights file: a known model name is downloaded (and MD5-checked) by megadetector."""
-    from megadetector.detection.run_detector import try_download_known_detector
-
-    with _package_output_to_log():
-        return Path(try_download_known_detector(source))
-
-
 @dataclass(frozen=True, slots=True)
 class PreparedImage:
     """An image letterboxed for the detector (MegaDetector's own preprocessing)."""
@@ -160,12 +152,16 @@ def _detections(result: dict[str, Any]) -> list[Detection] | None:
 
 def load_megadetector(
     source: str, expected_sha256: str | None = None, *, force_cpu: bool = False, image_size: int | None = None,
-    torch_threads: int = 0,
+    torch_threads: int = 0, download_dir: Path | None = None, progress: bool = False, trusted: bool = True,
 ) -> MegaDetector:
-    """Load MegaDetector by known name (``MDV5A``) or path, refusing a file whose SHA-256 is not
-    ``expected_sha256`` when one is given. ``torch_threads`` > 0 sets this process's PyTorch
-    intra-op threads (0 keeps PyTorch's default: every core)."""
-    path = resolve_weights(source)
+    """Load MegaDetector by known name (``MDV5A``: fetched into ``download_dir``, MD5-checked) or path,
+    refusing a file whose SHA-256 is not ``expected_sha256`` when one is given. ``torch_threads`` > 0 sets this
+    process's PyTorch intra-op threads (0 keeps PyTorch's default: every core). ``trusted`` False (a file the
+    user has not registered): only a known release's file is loaded (``worker.ml.weights.resolve``)."""
+    from worker.ml.weights import resolve
+
+    folder = download_dir or Path.home() / ".cache" / "trapline" / "megadetector"
+    path = resolve(source, folder, progress, trusted)
     sha256 = verified_sha256(path, expected_sha256)
     import torch
     from megadetector.detection.run_detector import load_detector

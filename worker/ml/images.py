@@ -12,13 +12,15 @@ import io
 import math
 import threading
 import warnings
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from shared.containers import read_image_bytes
+from shared.schemas import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+from shared.containers import TooLarge, read_image_bytes
 from shared.schemas import Failure, ImageFlag, ImageMetadata, ImageSource
 
 EXIF_IFD = 0x8769
@@ -50,19 +52,23 @@ class DecodedImage:
     flags: tuple[ImageFlag, ...] = ()
 
 
-def read_source(source: ImageSource) -> bytes:
-    """The bytes of an image file or archive member."""
+def read_source(source: ImageSource, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The bytes of an image file or archive member; one over ``max_bytes`` is refused unread."""
     try:
-        return read_image_bytes(source)
+        return read_image_bytes(source, max_bytes)
+    except TooLarge as error:
+        raise ImageError(Failure.TOO_LARGE, str(error)) from error
     except FileNotFoundError as error:
         raise ImageError(Failure.MISSING, str(error)) from error
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise ImageError(Failure.UNREADABLE, str(error)) from error
 
 
-def decode(data: bytes, long_side: int | None = None, min_side: int | None = None) -> DecodedImage:
+def decode(data: bytes, long_side: int | None = None, min_side: int | None = None,
+           max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> DecodedImage:
     """Decode ``data`` to RGB; with ``long_side`` (or ``min_side``), JPEGs are decoded at the smallest
-    DCT scale whose long (or short) side is still at least that many pixels (Pillow ``draft``)."""
+    DCT scale whose long (or short) side is still at least that many pixels (Pillow ``draft``).
+    An image of more than ``max_pixels`` (by its header) is refused before any pixel is decoded."""
     if not data:
         raise ImageError(Failure.ZERO_BYTE, "the file is empty")
     try:
@@ -75,6 +81,7 @@ def decode(data: bytes, long_side: int | None = None, min_side: int | None = Non
         raise ImageError(Failure.NOT_AN_IMAGE, "not a format Pillow can read") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(Failure.DECODE_ERROR, str(error)) from error
+    check_pixels(image, max_pixels)  # Image.open read the header only: nothing decoded yet
 
     metadata = _metadata(image, data)
     flags: tuple[ImageFlag, ...] = ()
@@ -88,9 +95,19 @@ def decode(data: bytes, long_side: int | None = None, min_side: int | None = Non
             raise ImageError(Failure.DECODE_ERROR, str(error)) from error
         image = _decode_truncated(data, long_side, min_side)
         flags = (ImageFlag.TRUNCATED,)
-    except (SyntaxError, ValueError, TypeError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        raise ImageError(Failure.TOO_LARGE, str(error)) from error
+    except (SyntaxError, ValueError, TypeError) as error:
         raise ImageError(Failure.DECODE_ERROR, str(error)) from error
     return DecodedImage(to_rgb(_oriented(image)), metadata, flags)
+
+
+def check_pixels(image: Image.Image, max_pixels: int) -> None:
+    """ImageError (too large) for an opened, not yet loaded image of more than ``max_pixels`` pixels."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(Failure.TOO_LARGE, f"{width} × {height} = {width * height} pixels, over the limit of "
+                                            f"{max_pixels} (TRAPLINE_MAX_IMAGE_PIXELS)")
 
 
 def _decode_truncated(data: bytes, long_side: int | None, min_side: int | None = None) -> Image.Image:
@@ -106,6 +123,8 @@ def _decode_truncated(data: bytes, long_side: int | None, min_side: int | None =
             image = Image.open(io.BytesIO(data))
             _draft(image, long_side, min_side)
             image.load()
+        except Image.DecompressionBombError as error:
+            raise ImageError(Failure.TOO_LARGE, str(error)) from error
         except (OSError, SyntaxError, ValueError) as error:
             raise ImageError(Failure.DECODE_ERROR, str(error)) from error
         finally:

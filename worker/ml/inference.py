@@ -22,6 +22,7 @@ from typing import TypeVar
 from PIL import Image
 
 from shared.chunking import chunked
+from shared.schemas import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from shared.schemas import (
     DetectionOptions, DetectOutcome, Detection, Failure, ImageFlag, ImageMetadata, ImageSource, OutcomeStatus,
 )
@@ -71,13 +72,14 @@ def _views(detector: MegaDetector, key: int, image: Image.Image, options: Detect
     return tuple(views)
 
 
-def _decode_one(detector: MegaDetector, source: ImageSource, options: DetectionOptions) -> _Decoded:
+def _decode_one(detector: MegaDetector, source: ImageSource, options: DetectionOptions,
+                max_bytes: int = DEFAULT_MAX_FILE_BYTES, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> _Decoded:
     start = time.perf_counter()
     try:
         draft = None
         if options.decode == "draft":
             draft = options.augment_image_size if options.augment else options.image_size or detector.image_size
-        decoded = decode(read_source(source), long_side=draft)
+        decoded = decode(read_source(source, max_bytes), long_side=draft, max_pixels=max_pixels)
         views = _views(detector, source.image_id, decoded.image, options)
         return _Decoded(source, views, decoded.image.size, decoded.metadata, decoded.flags, None,
                         time.perf_counter() - start)
@@ -103,13 +105,16 @@ def ahead(pool: Executor, work: Callable[[T], R], items: Iterable[T], limit: int
 
 def detect_images(
     detector: MegaDetector, sources: Sequence[ImageSource], *, threshold: float, decode_threads: int = 4,
-    infer_batch: int = 8, options: DetectionOptions = PLAIN,
+    infer_batch: int = 8, options: DetectionOptions = PLAIN, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[DetectOutcome]:
     """Run MegaDetector on every source as ``options`` say; failures are outcomes, never exceptions.
-    ``infer_batch`` images are detected together, their views in forward passes of at most ``infer_batch``."""
+    ``infer_batch`` images are detected together, their views in forward passes of at most ``infer_batch``.
+    Files over ``max_file_bytes`` and images over ``max_image_pixels`` fail as too large, unread or undecoded."""
     outcomes: list[DetectOutcome] = []
     with ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode") as pool:
-        decoded = ahead(pool, lambda s: _decode_one(detector, s, options), sources, 2 * infer_batch)
+        decoded = ahead(pool, lambda s: _decode_one(detector, s, options, max_file_bytes, max_image_pixels),
+                        sources, 2 * infer_batch)
         for group in chunked(decoded, infer_batch):
             outcomes.extend(_infer_group(detector, group, threshold, options, infer_batch))
     return outcomes

@@ -170,6 +170,17 @@ def test_an_unknown_cluster_is_not_found(session: Session) -> None:
         decide(session, 99, True, "ann", RULES, CROP_THRESHOLD)
 
 
+@pytest.mark.parametrize("reviewer", ["x" * 129, "  "])
+def test_a_reviewer_name_that_does_not_fit_is_refused(session: Session, reviewer: str) -> None:
+    from shared.errors import UsageProblem
+
+    detector_id, _ = _camera(session)
+    cluster = _cluster(session, detector_id)
+    with pytest.raises(UsageProblem, match="1 to 128 characters"):
+        decide(session, cluster.id, True, reviewer, RULES, CROP_THRESHOLD)
+    assert decide(session, cluster.id, True, "x" * 128, RULES, CROP_THRESHOLD).status == "confirmed"
+
+
 def test_md_json_writes_a_suppressed_box_with_negative_confidence(session: Session) -> None:
     detector_id, ids = _camera(session)
     decide(session, _cluster(session, detector_id).id, True, "ann", RULES, CROP_THRESHOLD)

@@ -18,7 +18,8 @@ from shared.schemas import Detection, DetectOutcome, Failure, ImageMetadata, Out
 from tests.unit.records import add_detector
 from tests.unit.stand_ins import FakeDetector
 from tests.unit.synthetic import jpeg
-from worker.tasks import WorkerContext, detect_batch
+from worker.context import WorkerContext
+from worker.stages import detect_batch
 
 ROCK = (0.40, 0.55, 0.10, 0.08)
 OPTIONS = RdeOptions(occurrences=5)

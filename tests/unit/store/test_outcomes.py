@@ -11,6 +11,7 @@ from shared import aggregates, store
 from shared.db import Batch, Image, Outcome
 from shared.schemas import (
     BatchStatus,
+    Stage,
     DetectOutcome,
     Failure,
     ImageFlag,
@@ -25,7 +26,7 @@ def test_a_redelivered_batch_replaces_its_rows(session: Session, setup) -> None:
     _, version, ids = setup
     one, two, three = (ids[p] for p in PATHS[:3])
     batch_id = store.batches.create_batch(session, DETECT, version.id, [one, two, three])
-    store.batches.start_batch(session, batch_id, "w1")
+    store.batches.claim_batch(session, batch_id, "w1")
     store.outcomes.save_detect_outcomes(session, batch_id, version.id, [
         done(one, (1, 0.9), (2, 0.3)), done(two, (1, 0.5)), failed(three, Failure.DECODE_ERROR, "first try"),
     ])
@@ -95,11 +96,14 @@ def test_flags_detail_and_timings_are_stored(session: Session, setup) -> None:
     assert aggregates.failures(session, version.id) == [("detect", "file unreadable", 1)]
 
 
-def test_saving_nothing_writes_nothing(session: Session, setup) -> None:
+def test_a_batch_with_no_outcomes_is_closed_and_nothing_is_written(session: Session, setup) -> None:
+    # e.g. a batch whose images were deleted before a worker took it: it must not stay open for ever
     _, version, ids = setup
-    batch_id = store.batches.create_batch(session, DETECT, version.id, [ids[PATHS[0]]])
+    detect = store.batches.create_batch(session, DETECT, version.id, [ids[PATHS[0]]])
+    classify = store.batches.create_batch(session, Stage.CLASSIFY, version.id, [ids[PATHS[0]]])
 
-    store.outcomes.save_detect_outcomes(session, batch_id, version.id, [])
+    store.outcomes.save_detect_outcomes(session, detect, version.id, [])
+    store.outcomes.save_classify_outcomes(session, classify, version.id, [], {}, {}, {}, {})
 
-    assert session.get(Batch, batch_id).status == BatchStatus.QUEUED
+    assert [session.get(Batch, b).status for b in (detect, classify)] == [BatchStatus.DONE] * 2
     assert session.scalar(select(func.count(Outcome.id))) == 0

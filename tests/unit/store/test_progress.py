@@ -18,10 +18,10 @@ def test_stage_progress_counts_each_state(session: Session, setup) -> None:
     archive, version, ids = setup
     one, two, three, four, five, _ = (ids[p] for p in PATHS)
     finished = store.batches.create_batch(session, DETECT, version.id, [one, two])
-    store.batches.start_batch(session, finished, "w")
+    store.batches.claim_batch(session, finished, "w")
     store.outcomes.save_detect_outcomes(session, finished, version.id, [done(one), failed(two)])
     running = store.batches.create_batch(session, DETECT, version.id, [three, four])
-    store.batches.start_batch(session, running, "w")
+    store.batches.claim_batch(session, running, "w")
     store.batches.create_batch(session, DETECT, version.id, [five])
     session.commit()
 
@@ -47,7 +47,7 @@ def test_stage_progress_of_a_fresh_archive(session: Session, setup) -> None:
 def test_throughput_is_measured_from_batch_start_to_the_last_outcome(session: Session, setup) -> None:
     _, version, ids = setup
     batch_id = store.batches.create_batch(session, DETECT, version.id, [ids[p] for p in PATHS[:4]])
-    store.batches.start_batch(session, batch_id, "w")
+    store.batches.claim_batch(session, batch_id, "w")
     store.outcomes.save_detect_outcomes(session, batch_id, version.id, [done(ids[p]) for p in PATHS[:4]])
     start = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     session.execute(update(Batch).values(started_at=start))
