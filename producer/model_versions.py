@@ -107,12 +107,12 @@ def register_detector(settings: Settings, python: str, sessions: sessionmaker[Se
 def results_detector(session: Session, detector: DetectorSettings, chosen: str | None = None) -> ModelVersion:
     """The detector version whose results a command reads: ``chosen`` (``--detector``: a version id or name),
     else the configured one; when that has no results but others do, the error names them."""
-    from shared.store.model_versions import detectors_with_results, has_results
+    from shared.store.model_versions import detectors_with_results, has_results, model_versions
 
-    if chosen is not None:
-        versions = [v for v, _ in detectors_with_results(session)]
-        for version in versions:
-            if chosen in (str(version.id), version.name):
+    if chosen is not None:  # existence per version, not a count over every outcome (10 million rows)
+        for version in model_versions(session):
+            if (version.kind == ModelKind.DETECTOR and chosen in (str(version.id), version.name)
+                    and has_results(session, version.id)):
                 return version
         raise NotFound(f"no detector version {chosen!r} has results", _choices(session))
     version = current_detector(session, detector)

@@ -1,0 +1,64 @@
+"""bench/archive_scale.py at a small size, as CI's smoke test of it: the generated archive is one trapline's
+commands read without complaint, every command runs to the end, and nothing about time is asserted."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from bench import archive_scale
+from bench.archive_rows import generate
+from shared.db import DetectionRow, Image, ImageLabel, Outcome
+from shared.schemas import OutcomeStatus, Stage
+from shared.store.engine import make_engine, make_sessionmaker
+from shared.store.results import image_results
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_command_runs_on_a_generated_postgresql_archive(postgres_server_url, redis_url, capsys):
+    # Given a PostgreSQL server and Redis, when the benchmark runs at two small sizes
+    measured = archive_scale.main(["--sizes", "300,600", "--redis-url", redis_url,
+                                   "--database-url", postgres_server_url])
+
+    # Then every command exited 0 at both sizes, and the growth table was printed
+    assert {(m.command, m.images) for m in measured} == {(c, n) for c in archive_scale.COMMANDS for n in (300, 600)}
+    assert [m for m in measured if m.exit_code != 0] == []
+    page = [m for m in measured if m.command == "review-page"]
+    assert all(f"{archive_scale.PAGE} items from the middle" in m.note for m in page)
+    output = capsys.readouterr().out
+    assert "growth from 300 to 600 images" in output and "export-csv" in output
+
+
+def test_the_sqlite_run_needs_no_postgresql(redis_url):
+    measured = archive_scale.main(["--sizes", "200", "--sqlite", "--redis-url", redis_url,
+                                   "--commands", "status,export-csv,review-sample,metrics"])
+
+    assert [(m.command, m.exit_code) for m in measured] == [
+        ("status", 0), ("export-csv", 0), ("review-sample", 0), ("metrics", 0)]
+
+
+def test_generated_rows_are_what_the_store_reads(sqlite_url):
+    # Given 1,000 generated images
+    engine = make_engine(sqlite_url)
+    archive = generate(engine, 1000, seed=3)
+    sessions = make_sessionmaker(engine)
+
+    with sessions() as session:
+        results = list(image_results(session, archive.archive_id, archive.detector_id))
+        detect = dict(session.execute(select(Outcome.status, func.count()).where(Outcome.stage == Stage.DETECT)
+                                      .group_by(Outcome.status)).all())
+        labelled = session.scalar(select(func.count()).select_from(ImageLabel))
+        boxes = session.scalar(select(func.count()).select_from(DetectionRow))
+        images = session.scalar(select(func.count()).select_from(Image))
+    engine.dispose()
+
+    # Then pending images have no outcome, every detected image has labels, boxes come most confident first
+    assert images == 1000 and len(results) == 1000 - archive.pending
+    assert 50 <= archive.pending <= 150  # a tenth
+    assert detect[OutcomeStatus.DONE] == labelled and detect.get(OutcomeStatus.FAILED, 0) < 20
+    assert 3 <= boxes / labelled <= 4.5
+    for result in results:
+        confs = [row.conf for row in result.detections]
+        assert confs == sorted(confs, reverse=True)
+        assert (result.labels is None) == (result.outcome.status == OutcomeStatus.FAILED)
