@@ -94,6 +94,10 @@ def generate(engine: Engine, images: int, seed: int = 0, root: str = "/bench/arc
     counts = {table: 0 for table in COLUMNS}
     writer = _copy if engine.dialect.name == "postgresql" else _executemany
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql" and connection.scalar(text("SELECT rolsuper FROM pg_roles "
+                                                                          "WHERE rolname = current_user")):
+            # The rows are consistent by construction: skip the foreign-key triggers (half the COPY's time).
+            connection.execute(text("SET LOCAL session_replication_role = replica"))
         for table, chunk in rows.chunks():
             writer(connection, table, chunk)
             counts[table] += len(chunk)
