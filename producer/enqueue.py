@@ -27,7 +27,7 @@ from shared.store import image_labels, images, outcomes
 
 log = logging.getLogger(__name__)
 
-BATCHES_PER_COMMIT = 50  # batch rows committed together before their messages are sent
+BATCHES_PER_COMMIT = 200  # batch rows committed together before their messages are sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,22 +79,20 @@ def enqueue_pending(
     sessions: sessionmaker[Session], app: Celery, stage: Stage, detector_version_id: int, batch_size: int,
     archive_id: int | None = None,
 ) -> Enqueued:
-    """Batch every image without a result or an open batch, commit the batches, send them."""
+    """Batch every image without a result or an open batch, commit the batches, send them. Per chunk of
+    :data:`BATCHES_PER_COMMIT` batches: one query for the ids, one INSERT each for the batches and their items,
+    one executemany for the task ids; memory holds one chunk."""
     batches = count = 0
     with sessions() as session:
         chunks = batch_rows.pending_image_ids(session, stage, detector_version_id, batch_size * BATCHES_PER_COMMIT,
                                               archive_id)
         for ids in chunks:
-            created = [
-                (batch_rows.create_batch(session, stage, detector_version_id, ids[i:i + batch_size]),
-                 ids[i:i + batch_size])
-                for i in range(0, len(ids), batch_size)
-            ]
+            parts = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+            created = list(zip(batch_rows.create_batches(session, stage, detector_version_id, parts), parts,
+                               strict=True))
             session.commit()
-            for batch_id, batch_ids in created:
-                _send(app, session, ProcessBatch(batch_id=batch_id, stage=stage,
-                                                 detector_version_id=detector_version_id, image_ids=batch_ids))
-            session.commit()
+            _send_all(app, session, [ProcessBatch(batch_id=batch_id, stage=stage, detector_version_id=detector_version_id,
+                                                  image_ids=batch_ids) for batch_id, batch_ids in created])
             batches += len(created)
             count += len(ids)
     log.info("enqueued %d images in %d batches for %s", count, batches, stage)
@@ -110,26 +108,43 @@ def resend_open_batches(sessions: sessionmaker[Session], app: Celery, stage: Sta
     with sessions() as session:
         for batch_id, detector_version_id, ids in batch_rows.open_batches(session, stage):
             if ids:
-                _send(app, session, ProcessBatch(batch_id=batch_id, stage=stage,
-                                                 detector_version_id=detector_version_id, image_ids=ids))
+                try:
+                    task_id = _send(app, ProcessBatch(batch_id=batch_id, stage=stage,
+                                                      detector_version_id=detector_version_id, image_ids=ids))
+                except ServiceUnavailable:
+                    session.commit()  # the task ids recorded so far
+                    raise
+                batch_rows.set_batch_task(session, batch_id, task_id)
                 batches += 1
                 count += len(ids)
         session.commit()
     return Enqueued(batches, count)
 
 
-def _send(app: Celery, session: Session, payload: ProcessBatch) -> None:
-    """Send one batch whose row is committed; a broker that cannot be reached ends the command with what to do
-    (the batch rows are already in the database, so nothing is lost)."""
+def _send_all(app: Celery, session: Session, payloads: list[ProcessBatch]) -> None:
+    """Send committed batches and record their task ids (those sent, also when the broker fails midway)."""
+    sent: list[tuple[int, str]] = []
     try:
-        task_id = send_batch(app, payload)
+        for payload in payloads:
+            sent.append((payload.batch_id, _send(app, payload)))
+    except ServiceUnavailable:
+        batch_rows.set_batch_tasks(session, sent)
+        session.commit()
+        raise
+    batch_rows.set_batch_tasks(session, sent)
+    session.commit()
+
+
+def _send(app: Celery, payload: ProcessBatch) -> str:
+    """Send one batch whose row is committed and return its task id; a broker that cannot be reached ends the
+    command with what to do (the batch rows are already in the database, so nothing is lost)."""
+    try:
+        return send_batch(app, payload)
     except (kombu.exceptions.OperationalError, ConnectionError, OSError) as error:
-        session.commit()  # the task ids recorded so far
         raise ServiceUnavailable(
             f"cannot reach the broker at {masked(app.conf.broker_url)}: {error}",
             f"the batches are saved in the database; once the broker is up, `trapline enqueue --stage "
             f"{payload.stage.value} --resume` sends them") from error
-    batch_rows.set_batch_task(session, payload.batch_id, task_id)
 
 
 def enqueue_stage(sessions: sessionmaker[Session], app: Celery, settings: Settings, stage: Stage,

@@ -43,6 +43,8 @@ ROUTES_GET = {
 }
 IMAGE_PATH = re.compile(r"^/images/(\d{1,10})\.jpg$")
 CLUSTER_PATH = re.compile(r"^/api/clusters/(\d{1,10})$")
+AFTER, FROM, BEFORE = "after", "from", "before"  # where a keyset page of items lies relative to its item
+NEAR_SIDES = (AFTER, FROM, BEFORE)
 
 
 class RequestError(Exception):
@@ -51,6 +53,16 @@ class RequestError(Exception):
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Near:
+    """A page of items asked for next to an item of the set (an image id): the items ``after`` it, ``from`` it
+    on, or ``before`` it; ``position`` is the item's own, when the page knows it, to number the page's items."""
+
+    side: str
+    image_id: int
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,8 @@ class Handler(BaseHTTPRequestHandler):
         if route == "state":
             return _json(app.state(query.get("reviewer", "")))
         if route == "items":
-            return _json(app.items(_int(query, "offset", 0), _int(query, "limit", 50), query.get("reviewer", "")))
+            return _json(app.items(_int(query, "offset", 0), _int(query, "limit", 50), query.get("reviewer", ""),
+                                   _near(query)))
         if route == "clusters":
             return _json(app.clusters(query.get("status") or None, _int(query, "offset", 0), _int(query, "limit", 20)))
         raise RequestError(HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
@@ -263,6 +276,17 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 def _json(value: Any, status: HTTPStatus = HTTPStatus.OK) -> Reply:
     return Reply(json.dumps(value).encode(), "application/json", status)
+
+
+def _near(query: dict[str, str]) -> Near | None:
+    """The item a keyset page lies next to (``after``, ``from`` or ``before``: an image id), if asked for."""
+    sides = [side for side in NEAR_SIDES if side in query]
+    if not sides:
+        return None
+    if len(sides) > 1:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"give one of {', '.join(NEAR_SIDES)}")
+    position = _int(query, "position", 0) if "position" in query else None
+    return Near(sides[0], _int(query, sides[0], 0), position)
 
 
 def _int(query: dict[str, str], name: str, default: int) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from producer.review_http import ID_MAX, RequestError, ReviewServer
+from producer.review_http import BEFORE, FROM, ID_MAX, Near, RequestError, ReviewServer
 from producer.review_security import check_binding
 from shared import aggregates
 from shared.config import Settings
@@ -74,18 +74,28 @@ class ReviewApp:
         return {
             "set": {"id": self.set_id, "fraction": review_set.fraction, "seed": review_set.seed,
                     "all_animals": review_set.all_animals, "items": total},
-            "progress": {"mine": mine, "anyone": anyone, "first_unlabelled": first},
+            "progress": {"mine": mine, "anyone": anyone, "first_unlabelled": first and first.position,
+                         "first_unlabelled_id": first and first.image_id},
             "labels": list(REVIEW_LABELS), "reviewer": self.default_reviewer, "suspected_clusters": suspected,
             "thresholds": {DETECTION_CATEGORIES[c]: self.rules.thresholds.for_category(c) for c in DETECTION_CATEGORIES},
         }
 
-    def items(self, offset: int, limit: int, reviewer: str) -> dict[str, Any]:
+    def items(self, offset: int, limit: int, reviewer: str, near: Near | None = None) -> dict[str, Any]:
+        """A page of items: from ``offset`` (a jump: its cost grows with the offset), or next to an item of the
+        set (``near``: the next or previous page, at the same cost wherever it is)."""
+        limit = min(limit, PAGE_SIZE_MAX)
         with self.sessions() as session:
-            page = review_page.review_page(session, self.set_id, reviewer, offset, min(limit, PAGE_SIZE_MAX))
+            if near is None:
+                page = review_page.review_page(session, self.set_id, reviewer, offset, limit)
+            elif near.side == BEFORE:
+                page = review_page.page_before(session, self.set_id, reviewer, near.image_id, limit, near.position)
+            else:
+                page = review_page.page_after(session, self.set_id, reviewer, near.image_id, limit,
+                                              inclusive=near.side == FROM, position=near.position)
             ids = [item.image_id for item in page]
             boxes = results.detections_of(session, ids, self.detector_version_id)
             crops = results.crops_of(session, {i.image_id: i.label for i in page if i.label is not None})
-            return {"offset": offset, "items": [
+            return {"offset": page[0].position if near is not None and page else offset, "items": [
                 {"position": item.position, "image_id": item.image_id, "path": item.path, "site": item.site,
                  "camera": item.camera, "taken_at": item.taken_at.isoformat() if item.taken_at else None,
                  "reason": item.reason, "mine": item.mine, **_model_labels(item.label),

@@ -36,7 +36,10 @@ class Image(Base):
     """
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("archive_id", "rel_path"),)
+    __table_args__ = (
+        UniqueConstraint("archive_id", "rel_path"),
+        Index("ix_images_site_camera", "site", "camera"),  # one camera's images (RDE, deployments)
+    )
 
     id: Mapped[bigid]
     archive_id: Mapped[int] = mapped_column(ForeignKey("archives.id", ondelete="CASCADE"), index=True)
@@ -114,6 +117,7 @@ class Outcome(Base):
     __table_args__ = (
         UniqueConstraint("image_id", "stage", "detector_version_id"),
         Index("ix_outcomes_stage_finished", "stage", "finished_at"),
+        Index("ix_outcomes_stage_detector_status", "stage", "detector_version_id", "status"),  # status: counts
     )
 
     id: Mapped[bigid]
@@ -360,3 +364,20 @@ class Deployment(Base):
     bait: Mapped[bool | None] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(1024))  # "deployments.csv:7"
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ProgressCount(Base):
+    """Changes of the counts `trapline status` shows, appended by PostgreSQL triggers (migration 0012): images
+    registered per archive (``stage`` None) and outcomes per stage, detector version and status. The current
+    count is the sum of the changes, read without counting millions of rows; ``shared.store.progress_counts``
+    folds the changes into one row per key now and then. SQLite has no triggers for it: counts there come from
+    the indexes."""
+
+    __tablename__ = "progress_counts"
+
+    id: Mapped[bigid]
+    archive_id: Mapped[int | None]  # images: the archive they were registered in
+    stage: Mapped[str | None] = mapped_column(String(32))  # None: images registered
+    detector_version_id: Mapped[int | None]
+    status: Mapped[str | None] = mapped_column(String(32))
+    delta: Mapped[int] = mapped_column(BigInteger)

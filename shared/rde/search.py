@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy.orm import Session
 
-from shared import aggregates
 from shared.config import RdeSettings
 from shared.rde.clustering import RdeOptions, find_repeats
 from shared.store import rde
@@ -47,7 +46,7 @@ def search(session: Session, detector_version_id: int, options: RdeOptions, came
     cameras = [camera] if camera is not None else rde.rde_cameras(session, detector_version_id)
     results = []
     for name in cameras:
-        rde.claim_rde_run(session, detector_version_id, name, aggregates.camera_image_count(session, name), MANUAL)
+        rde.claim_rde_run(session, detector_version_id, name, rde.camera_image_count(session, name), MANUAL)
         results.append(search_camera(session, detector_version_id, name, options))
     return results
 

@@ -7,43 +7,44 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, and_, exists, func, select, update
+from sqlalchemy import ARRAY, BigInteger, ColumnElement, Integer, and_, bindparam, cast, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Batch, BatchItem, Image, Outcome
 from shared.schemas import BatchStatus, OutcomeStatus, Stage
+from shared.store import progress_counts
 from shared.store.engine import insert, insert_many
 
 OPEN = (BatchStatus.QUEUED, BatchStatus.RUNNING)
 ERROR_CHARS = 1024  # of a batch's error, as the column holds it
 
 
-def stage_images(stage: Stage, detector_version_id: int) -> list[ColumnElement[bool]]:
-    """The images a stage works on: every image for detect, the ones the detector processed for classify."""
-    if stage != Stage.CLASSIFY:
-        return []
-    return [exists().where(Outcome.image_id == Image.id, Outcome.stage == Stage.DETECT,
-                           Outcome.detector_version_id == detector_version_id, Outcome.status == OutcomeStatus.DONE)]
-
-
-def _without_result(stage: Stage, detector_version_id: int) -> ColumnElement[bool]:
+def _without_result(stage: Stage, detector_version_id: int, after: int) -> ColumnElement[bool]:
+    """No outcome and no open batch (and, for classify, a done detect outcome). Each subquery also says that its
+    image ids lie above ``after`` (true already through the join): PostgreSQL then starts its index scans
+    there, instead of from the first id for every chunk."""
     has_outcome = exists().where(
-        Outcome.image_id == Image.id, Outcome.stage == stage, Outcome.detector_version_id == detector_version_id
+        Outcome.image_id == Image.id, Outcome.image_id > after, Outcome.stage == stage,
+        Outcome.detector_version_id == detector_version_id,
     )
     in_open_batch = exists().where(
-        BatchItem.image_id == Image.id, BatchItem.batch_id == Batch.id, Batch.stage == stage,
-        Batch.detector_version_id == detector_version_id, Batch.status.in_(OPEN),
+        BatchItem.image_id == Image.id, BatchItem.image_id > after, BatchItem.batch_id == Batch.id,
+        Batch.stage == stage, Batch.detector_version_id == detector_version_id, Batch.status.in_(OPEN),
     )
-    return and_(~has_outcome, ~in_open_batch, *stage_images(stage, detector_version_id))
+    needed = [] if stage != Stage.CLASSIFY else [exists().where(
+        Outcome.image_id == Image.id, Outcome.image_id > after, Outcome.stage == Stage.DETECT,
+        Outcome.detector_version_id == detector_version_id, Outcome.status == OutcomeStatus.DONE)]
+    return and_(~has_outcome, ~in_open_batch, *needed)
 
 
 def pending_image_ids(
     session: Session, stage: Stage, detector_version_id: int, chunk: int, archive_id: int | None = None
 ) -> Iterator[list[int]]:
-    """Ids of images with neither a result nor an open batch, in chunks, by keyset pagination."""
+    """Ids of images with neither a result nor an open batch, in chunks, by keyset pagination: each chunk one
+    anti-join over the ids after the last chunk's."""
     last = 0
     while True:
-        query = select(Image.id).where(Image.id > last, _without_result(stage, detector_version_id))
+        query = select(Image.id).where(Image.id > last, _without_result(stage, detector_version_id, last))
         if archive_id is not None:
             query = query.where(Image.archive_id == archive_id)
         ids = list(session.scalars(query.order_by(Image.id).limit(chunk)))
@@ -54,16 +55,42 @@ def pending_image_ids(
 
 
 def create_batch(session: Session, stage: Stage, detector_version_id: int, image_ids: Sequence[int]) -> int:
-    batch = Batch(stage=stage, detector_version_id=detector_version_id, status=BatchStatus.QUEUED, size=len(image_ids))
-    session.add(batch)
-    session.flush()
-    insert_many(session, insert(session, BatchItem.__table__),
-                [{"batch_id": batch.id, "image_id": i} for i in image_ids])
-    return batch.id
+    return create_batches(session, stage, detector_version_id, [image_ids])[0]
+
+
+def create_batches(session: Session, stage: Stage, detector_version_id: int, parts: Sequence[Sequence[int]]
+                   ) -> list[int]:
+    """One queued batch per list of image ids, in one INSERT of the batches and one of their items; returns
+    the batches' ids in the lists' order."""
+    if not parts:
+        return []
+    statement = insert(session, Batch).returning(Batch.id, sort_by_parameter_order=True)
+    ids = list(session.scalars(statement, [
+        {"stage": stage, "detector_version_id": detector_version_id, "status": BatchStatus.QUEUED,
+         "size": len(image_ids), "attempts": 0} for image_ids in parts]))
+    batch_ids = [batch_id for batch_id, image_ids in zip(ids, parts, strict=True) for _ in image_ids]
+    image_ids = [i for part in parts for i in part]
+    if session.get_bind().dialect.name == "postgresql":  # two arrays: executemany would send a statement per row
+        items = BatchItem.__table__
+        pairs = select(func.unnest(cast(batch_ids, ARRAY(Integer))), func.unnest(cast(image_ids, ARRAY(BigInteger))))
+        session.execute(insert(session, items).from_select([items.c.batch_id, items.c.image_id], pairs))
+    else:
+        insert_many(session, insert(session, BatchItem.__table__),
+                    [{"batch_id": b, "image_id": i} for b, i in zip(batch_ids, image_ids, strict=True)])
+    return ids
 
 
 def set_batch_task(session: Session, batch_id: int, task_id: str) -> None:
     session.execute(update(Batch).where(Batch.id == batch_id).values(task_id=task_id))
+
+
+def set_batch_tasks(session: Session, tasks: Sequence[tuple[int, str]]) -> None:
+    """Record many batches' task ids in one executemany."""
+    if tasks:
+        session.connection().execute(
+            update(Batch.__table__).where(Batch.__table__.c.id == bindparam("batch_id"))
+            .values(task_id=bindparam("task_id")),
+            [{"batch_id": batch_id, "task_id": task_id} for batch_id, task_id in tasks])
 
 
 def open_batches(session: Session, stage: Stage) -> list[tuple[int, int, list[int]]]:
@@ -148,5 +175,8 @@ def blocked_batches(session: Session, detector_version_id: int | None = None) ->
 
 
 def finish_batch(session: Session, batch_id: int | None, now: datetime) -> None:
+    """The batch is done; every FOLD_EVERY-th batch also folds the kept counts (``progress_counts.fold``)."""
     if batch_id is not None:
         session.execute(update(Batch).where(Batch.id == batch_id).values(status=BatchStatus.DONE, finished_at=now))
+        if batch_id % progress_counts.FOLD_EVERY == 0:
+            progress_counts.fold(session)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.orm import Session
 
 from shared.db import Batch, BatchItem, Image, Outcome
 from shared.schemas import BatchStatus, OutcomeStatus, Stage
-from shared.store.batches import OPEN, stage_images
+from shared.store import progress_counts
+from shared.store.batches import OPEN
 
 RATE_WINDOW = timedelta(minutes=5)  # throughput is measured over the most recent outcomes
 
@@ -41,50 +42,74 @@ class StageProgress:
 
 def stage_progress(session: Session, stage: Stage, detector_version_id: int,
                    archive_id: int | None = None) -> StageProgress:
-    image_filter = [] if archive_id is None else [Image.archive_id == archive_id]
-    total = session.scalar(select(func.count(Image.id))
-                           .where(*image_filter, *stage_images(stage, detector_version_id))) or 0
-    by_status = dict(session.execute(
-        select(Outcome.status, func.count(Outcome.id))
-        .join(Image, Image.id == Outcome.image_id)
-        .where(Outcome.stage == stage, Outcome.detector_version_id == detector_version_id, *image_filter)
-        .group_by(Outcome.status)
-    ).all())
-    no_outcome = ~exists().where(Outcome.image_id == BatchItem.image_id, Outcome.stage == stage,
-                                 Outcome.detector_version_id == detector_version_id)
-    in_batches = dict(session.execute(
-        select(Batch.status, func.count(func.distinct(BatchItem.image_id)))
-        .join(BatchItem, BatchItem.batch_id == Batch.id)
-        .join(Image, Image.id == BatchItem.image_id)
-        .where(Batch.stage == stage, Batch.detector_version_id == detector_version_id, Batch.status.in_(OPEN),
-               no_outcome, *image_filter)
-        .group_by(Batch.status)
-    ).all())
+    """A stage's progress: images (classify: the detector's done outcomes, one per image) and outcomes by status
+    from the counts PostgreSQL keeps (``progress_counts``), or on SQLite and for one archive from indexed counts
+    (``ix_outcomes_stage_detector_status``, index-only; images are joined only to keep to one archive); and
+    the images of the few open batches (``ix_batches_stage_status``)."""
+    if archive_id is None and progress_counts.kept(session):  # PostgreSQL keeps them: no count of millions
+        kept = progress_counts.counts(session, detector_version_id)
+        by_status = {status: n for (of, status), n in kept.outcomes.items() if of == stage}
+        total = kept.images if stage == Stage.DETECT else kept.outcomes.get((Stage.DETECT, OutcomeStatus.DONE), 0)
+    else:
+        by_status = _outcome_counts(session, stage, detector_version_id, archive_id)
+        if stage == Stage.CLASSIFY:  # the images the detector processed: exactly one done detect outcome each
+            total = _outcome_counts(session, Stage.DETECT, detector_version_id, archive_id).get(OutcomeStatus.DONE, 0)
+        else:
+            total = session.scalar(select(func.count()).select_from(Image)
+                                   .where(*([] if archive_id is None else [Image.archive_id == archive_id]))) or 0
     done = by_status.get(OutcomeStatus.DONE, 0)
     failed = by_status.get(OutcomeStatus.FAILED, 0)
+    in_batches = _open_batch_images(session, stage, detector_version_id, archive_id)
     queued = in_batches.get(BatchStatus.QUEUED, 0)
     running = in_batches.get(BatchStatus.RUNNING, 0)
     return StageProgress(
         stage=stage, total=total, pending=max(total - done - failed - queued - running, 0), queued=queued,
         running=running, done=done, failed=failed,
-        images_per_s=_recent_rate(session, stage, detector_version_id, image_filter),
+        images_per_s=_recent_rate(session, stage, detector_version_id, archive_id),
     )
 
 
-def _recent_rate(session: Session, stage: Stage, detector_version_id: int, image_filter: list) -> float | None:
-    latest = session.scalar(
-        select(func.max(Outcome.finished_at)).join(Image, Image.id == Outcome.image_id)
-        .where(Outcome.stage == stage, Outcome.detector_version_id == detector_version_id, *image_filter)
-    )
+def _of_archive(query: Select, image_id: ColumnElement, archive_id: int | None) -> Select:
+    """``query`` kept to one archive's images (or as it is): a join, only when needed."""
+    if archive_id is None:
+        return query
+    return query.join(Image, Image.id == image_id).where(Image.archive_id == archive_id)
+
+
+def _outcome_counts(session: Session, stage: Stage, detector_version_id: int, archive_id: int | None
+                    ) -> dict[str, int]:
+    query = (select(Outcome.status, func.count())
+             .where(Outcome.stage == stage, Outcome.detector_version_id == detector_version_id)
+             .group_by(Outcome.status))
+    return {OutcomeStatus(status): n for status, n in session.execute(_of_archive(query, Outcome.image_id, archive_id))}
+
+
+def _open_batch_images(session: Session, stage: Stage, detector_version_id: int, archive_id: int | None
+                       ) -> dict[str, int]:
+    """Images of queued and running batches without an outcome yet, by batch status: the open batches first
+    (few), then their items."""
+    no_outcome = ~exists().where(Outcome.image_id == BatchItem.image_id, Outcome.stage == stage,
+                                 Outcome.detector_version_id == detector_version_id)
+    query = (select(Batch.status, func.count(func.distinct(BatchItem.image_id)))
+             .join(BatchItem, BatchItem.batch_id == Batch.id)
+             .where(Batch.stage == stage, Batch.status.in_(OPEN), Batch.detector_version_id == detector_version_id,
+                    no_outcome)
+             .group_by(Batch.status))
+    return {BatchStatus(status): n
+            for status, n in session.execute(_of_archive(query, BatchItem.image_id, archive_id))}
+
+
+def _recent_rate(session: Session, stage: Stage, detector_version_id: int, archive_id: int | None) -> float | None:
+    this_stage = (Outcome.stage == stage, Outcome.detector_version_id == detector_version_id)
+    latest = session.scalar(_of_archive(select(func.max(Outcome.finished_at)).where(*this_stage),
+                                        Outcome.image_id, archive_id))
     if latest is None:
         return None
     window_start = latest - RATE_WINDOW
-    first_batch_start, count = session.execute(
+    first_batch_start, count = session.execute(_of_archive(
         select(func.min(Batch.started_at), func.count(Outcome.id))
         .join(Batch, Batch.id == Outcome.batch_id)
-        .join(Image, Image.id == Outcome.image_id)
-        .where(Outcome.stage == stage, Outcome.detector_version_id == detector_version_id,
-               Outcome.finished_at >= window_start, *image_filter)
+        .where(*this_stage, Outcome.finished_at >= window_start), Outcome.image_id, archive_id)
     ).one()
     if not count or first_batch_start is None:
         return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, false, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.db import DetectionRow, Image, Outcome, RdeCluster, RdeMember, RdeRun
@@ -14,13 +14,31 @@ from shared.errors import NotFound
 from shared.rde.clustering import Box, Cluster
 from shared.schemas import Stage
 from shared.store.engine import insert, insert_many
-from shared.store.images import camera_key
+from shared.store.images import NO_PART, camera_key
 
 MANUAL = "manual"  # a search `trapline rde` asked for (an automatic one is "auto")
 
 
 def _same(column: ColumnElement, value: str | None) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
+
+
+def _part(column: ColumnElement, value: str) -> ColumnElement[bool]:
+    """``coalesce(column, '-') = value`` as the column's index can serve it."""
+    return or_(column == value, column.is_(None)) if value == NO_PART else column == value
+
+
+def of_camera(camera: str) -> ColumnElement[bool]:
+    """Images of one camera as RDE and deployments name it (``site/camera``, ``-`` for a missing part): the
+    same images as ``camera_key() == camera``, on the site and camera columns themselves, which
+    ``ix_images_site_camera`` serves. A name with several slashes may split in several places: each is tried."""
+    splits = [n for n, char in enumerate(camera) if char == "/"]
+    return or_(false(), *(and_(_part(Image.site, camera[:n]), _part(Image.camera, camera[n + 1:])) for n in splits))
+
+
+def camera_image_count(session: Session, camera: str) -> int:
+    """Images of one camera (``site/camera``), from the index alone."""
+    return session.scalar(select(func.count()).select_from(Image).where(of_camera(camera))) or 0
 
 
 def completed_cameras(session: Session, detector_version_id: int, image_ids: Sequence[int]) -> list[tuple[str, int]]:
@@ -80,7 +98,7 @@ def rde_boxes(session: Session, detector_version_id: int, camera: str) -> list[B
         select(Image.rel_path, DetectionRow.id, DetectionRow.image_id, DetectionRow.x, DetectionRow.y, DetectionRow.w,
                DetectionRow.h, DetectionRow.conf, DetectionRow.category)
         .join(Image, Image.id == DetectionRow.image_id)
-        .where(DetectionRow.detector_version_id == detector_version_id, camera_key() == camera,
+        .where(DetectionRow.detector_version_id == detector_version_id, of_camera(camera),
                DetectionRow.id.not_in(decided))).all()
     rows.sort(key=lambda r: (r[0], r[2], -r[7], r[1]))
     return [Box(i, image_id, (x, y, w, h), conf, category) for _, i, image_id, x, y, w, h, conf, category in rows]

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from producer.review import sample
+from producer.review_http import AFTER, BEFORE, FROM, Near
 from producer.review_server import ReviewApp, ReviewServer, open_review
 from shared import store
 from shared.db import DetectionRow, Image, RdeCluster, ReviewLabel
@@ -103,7 +104,10 @@ def test_page_and_state(server: ReviewServer) -> None:
     status, _, body = get(server, "/api/state?reviewer=ann")
     state = json.loads(body)
     assert state["set"]["items"] == 8 and state["set"]["fraction"] == 1.0
-    assert state["progress"] == {"mine": 0, "anyone": 0, "first_unlabelled": 0}
+    assert state["progress"] == {"mine": 0, "anyone": 0, "first_unlabelled": 0,
+                                 "first_unlabelled_id": state["progress"]["first_unlabelled_id"]}
+    first = json.loads(get(server, "/api/items?offset=0&limit=1")[2])["items"][0]
+    assert state["progress"]["first_unlabelled_id"] == first["image_id"]
     assert state["labels"] == ["Animal", "Empty", "Human", "Bad"]
     assert state["reviewer"] == "default name" and state["suspected_clusters"] == 1
     assert state["thresholds"] == {"animal": 0.1, "person": 0.1, "vehicle": 0.1}
@@ -121,6 +125,24 @@ def test_items_come_a_page_at_a_time_in_path_order_with_boxes_and_labels(server:
     assert page["items"][1]["final_label"] == "Empty" and len(page["items"][1]["boxes"]) == 1
 
 
+def test_the_next_and_previous_pages_are_asked_for_next_to_an_item(server: ReviewServer) -> None:
+    everything = json.loads(get(server, "/api/items?offset=0&limit=8&reviewer=ann")[2])["items"]
+    third = everything[2]["image_id"]
+    after = json.loads(get(server, f"/api/items?after={third}&position=2&limit=3&reviewer=ann")[2])
+    assert after["items"] == everything[3:6] and after["offset"] == 3
+    assert json.loads(get(server, f"/api/items?from={third}&position=2&limit=2")[2])["items"] == [
+        {**i, "mine": None} for i in everything[2:4]]
+    before = json.loads(get(server, f"/api/items?before={everything[6]['image_id']}&position=6&limit=3")[2])["items"]
+    assert before == everything[3:6]
+    unnumbered = json.loads(get(server, f"/api/items?before={third}&limit=5")[2])["items"]
+    assert [i["image_id"] for i in unnumbered] == [i["image_id"] for i in everything[:2]]
+    assert [i["position"] for i in unnumbered] == [None, None]
+    assert json.loads(get(server, f"/api/items?after={everything[7]['image_id']}")[2])["items"] == []
+    assert json.loads(get(server, "/api/items?after=999999")[2])["items"] == []  # not in the set
+    assert get(server, f"/api/items?after={third}&before={third}")[0] == 400
+    assert get(server, "/api/items?after=x")[0] == 400
+
+
 def test_a_label_is_saved_at_once_and_replaces_the_reviewers_earlier_one(
         server: ReviewServer, review: tuple[ReviewApp, dict[str, int]], sessions: sessionmaker[Session]) -> None:
     _, ids = review
@@ -133,7 +155,9 @@ def test_a_label_is_saved_at_once_and_replaces_the_reviewers_earlier_one(
                                       ReviewLabel.source)).all()
     assert rows == [(first, "Bad", "ann", "web")]
     state = json.loads(get(server, "/api/state?reviewer=ann")[2])
-    assert state["progress"] == {"mine": 1, "anyone": 1, "first_unlabelled": 1}
+    second = json.loads(get(server, "/api/items?offset=1&limit=1")[2])["items"][0]
+    assert state["progress"] == {"mine": 1, "anyone": 1, "first_unlabelled": 1,
+                                 "first_unlabelled_id": second["image_id"]}
     item = json.loads(get(server, "/api/items?offset=0&limit=1&reviewer=ann")[2])["items"][0]
     assert item["mine"] == "Bad"
 
@@ -198,18 +222,36 @@ def test_a_large_set_is_paged_and_the_first_unlabelled_found(sessions: sessionma
     with sessions.begin() as session:
         detector = add_detector(session)
         ids = add_images(session, "/data/big", None, [(f"s{i % 7}/IMG_{i:05}.JPG", f"s{i % 7}") for i in range(3000)])
+        for root in ("/data/zoo", "/data/ant"):  # archives in root order around it: paging crosses them
+            ids |= {f"{root}:{p}": i for p, i in add_images(session, root, None, [(f"IMG_{i:03}.JPG", None)
+                                                                                 for i in range(150)]).items()}
         for image_id in ids.values():
             add_label(session, image_id, detector, "Empty")
         session.flush()
         set_id = sample(session, detector.id, 1.0, False, 0).set_id
-        ordered = [item.image_id for item in store.review_page.review_page(session, set_id, "ann", 0, 3000)]
+        ordered = [item.image_id for item in store.review_page.review_page(session, set_id, "ann", 0, 4000)]
         store.review.save_review_labels(session, [(i, "Empty", "ann", "web") for i in ordered[:1234]], NOW)
     app = ReviewApp(sessions, set_id, detector.id, LabelRules(), 0.1)
     assert len(app.items(0, 10_000, "ann")["items"]) == 200  # never more than a page
     state = app.state("ann")
     assert state["progress"]["first_unlabelled"] == 1234 and state["progress"]["mine"] == 1234
+    assert {image_id for path, image_id in ids.items() if path.startswith("/data/ant:")} == set(ordered[:150])
+    assert state["progress"]["first_unlabelled_id"] == ordered[1234]
     page = app.items(1234, 2, "ann")["items"]
     assert page[0]["image_id"] == ordered[1234] and page[0]["mine"] is None
+    # walking the whole set page by page, forward and backward, gives path order and the same positions
+    walked, near = [], Near(FROM, ordered[0], 0)
+    while items := app.items(0, 200, "ann", near)["items"]:
+        walked += items
+        near = Near(AFTER, items[-1]["image_id"], items[-1]["position"])
+    assert len(ordered) == 3300
+    assert [i["image_id"] for i in walked] == ordered and [i["position"] for i in walked] == list(range(3300))
+    back, near = [], Near(BEFORE, ordered[-1], 3299)
+    while items := app.items(0, 170, "ann", near)["items"]:
+        back = items + back
+        near = Near(BEFORE, items[0]["image_id"], items[0]["position"])
+    assert [i["image_id"] for i in back] == ordered[:-1] and back[0]["position"] == 0
+    assert [i["mine"] for i in walked[1233:1235]] == ["Empty", None]
     assert app.state("bob")["progress"]["first_unlabelled"] == 0
 
 

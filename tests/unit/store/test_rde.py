@@ -92,3 +92,22 @@ def test_rejecting_a_cluster_keeps_a_box_that_a_confirmed_cluster_still_suppress
     assert suppressed() == {A: [False], B: [False], BETWEEN: [False] * 4}
     store.rde.decide_cluster(session, second.id, True, "ann")
     assert suppressed() == {A: [False], B: [True], BETWEEN: [True] * 4}
+
+
+def test_a_camera_is_found_on_its_site_and_camera_columns_as_its_name_finds_it(session: Session) -> None:
+    from shared.db import Image
+    from shared.store.images import camera_key
+    from shared.store.rde import of_camera
+
+    archive = add_archive(session, [f"p{n}.JPG" for n in range(8)])
+    parts = [("s1", "c1"), ("s1", None), (None, "c1"), (None, None), ("-", "c1"), ("s/x", "y"), ("s", "x/y"),
+             ("", "c1")]
+    for (site, camera), image_id in zip(parts, sorted(image_ids(session, archive).values()), strict=True):
+        session.get(Image, image_id).site, session.get(Image, image_id).camera = site, camera
+    session.flush()
+    names = ["s1/c1", "s1/-", "-/c1", "-/-", "s/x/y", "/c1", "nothing", "s1", "-", "/", "s1/c1/"]
+    for name in names:
+        by_key = set(session.scalars(select(Image.id).where(camera_key() == name)))
+        assert set(session.scalars(select(Image.id).where(of_camera(name)))) == by_key, name
+        assert store.rde.camera_image_count(session, name) == len(by_key)
+    assert store.rde.camera_image_count(session, "-/c1") == 2 and store.rde.camera_image_count(session, "s/x/y") == 2
