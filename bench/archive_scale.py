@@ -5,7 +5,8 @@ image, 30 % animal images, 10 % pending, labels and crops) into a fresh database
 then each command runs as its own ``trapline`` process against it, as a user would run it: ``status``, ``enqueue``
 (the pending tenth), the three exports, ``review sample -o``, then a tenth of the drawn items gets a person's
 label (written as ``review import`` writes them), ``metrics``, ``report``, ``rde`` over every camera, and the
-review page's next 50 items from the middle of the set (an HTTP request to ``trapline review serve``). Each
+review page's next 50 items in the middle of the set (an HTTP request to ``trapline review serve``, as the
+page's script asks after the last item it shows). Each
 command's wall time and peak resident memory (``wait4``'s maxrss of its process) are printed; with two or
 more sizes, each command's growth exponent (``log(t₂/t₁) / log(n₂/n₁)``, 1 = linear) between the smallest and
 the largest size, for time and for memory. Nothing is extrapolated; nothing is asserted.
@@ -219,22 +220,27 @@ def _label_sample(engine) -> int:
 
 
 def _review_page(archive: Generated, env: dict[str, str], folder: Path, engine) -> Measured:
-    """``trapline review serve`` started, its first page fetched (warm-up), then the page at the middle of the
-    set and the reviewer's first unlabelled item, as the page's script asks for them; the time of those two."""
+    """``trapline review serve`` started; a jump to the middle of the set (untimed), then what a reviewer waits
+    for at each page turn there: the next page, asked for after the last item shown (the time measured); and,
+    in the note, the page's state (progress counts and the first unlabelled item, asked for on load)."""
     with engine.connect() as connection:
         items = connection.scalar(text("SELECT count(*) FROM review_items WHERE set_id = "
                                        "(SELECT max(id) FROM review_sets)")) or 0
     try:
         with _server(env, folder, _free_port()) as base:
-            _get(f"{base}/api/items?offset=0&limit={PAGE}&reviewer=bench")
+            middle = _get(f"{base}/api/items?offset={items // 2}&limit={PAGE}&reviewer=bench")["items"]
+            last = middle[-1]
             start = time.perf_counter()
-            page = _get(f"{base}/api/items?offset={items // 2}&limit={PAGE}&reviewer=bench")
-            _get(f"{base}/api/state?reviewer=bench")
+            page = _get(f"{base}/api/items?after={last['image_id']}&position={last['position']}&limit={PAGE}"
+                        "&reviewer=bench")["items"]
             seconds = time.perf_counter() - start
-    except (OSError, RuntimeError) as error:
-        return Measured("review-page", archive.images, 0.0, 0.0, 1, str(error))
+            start = time.perf_counter()
+            _get(f"{base}/api/state?reviewer=bench")
+            state = time.perf_counter() - start
+    except (OSError, RuntimeError, KeyError, IndexError) as error:
+        return Measured("review-page", archive.images, 0.0, 0.0, 1, f"{type(error).__name__}: {error}")
     return Measured("review-page", archive.images, seconds, 0.0, 0,
-                    f"set of {items:,} items; {len(page.get('items', []))} items from the middle + progress")
+                    f"set of {items:,} items: next {len(page)} items from the middle; page state {state:.2f} s")
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ def test_every_command_runs_on_a_generated_postgresql_archive(postgres_server_ur
     assert {(m.command, m.images) for m in measured} == {(c, n) for c in archive_scale.COMMANDS for n in (300, 600)}
     assert [m for m in measured if m.exit_code != 0] == []
     page = [m for m in measured if m.command == "review-page"]
-    assert all(f"{archive_scale.PAGE} items from the middle" in m.note for m in page)
+    assert all(f"next {archive_scale.PAGE} items from the middle" in m.note for m in page)
     output = capsys.readouterr().out
     assert "growth from 300 to 600 images" in output and "export-csv" in output
 
