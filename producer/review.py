@@ -5,7 +5,6 @@ their labels (all or nothing), and measure the models against those labels (``sh
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,8 +20,8 @@ from shared.labels import BAD_THRESHOLD
 from shared.spreadsheet import spreadsheet_safe, undo_spreadsheet_safe
 from shared.store import images, review
 from shared.review import (
-    MAX_REVIEWER, REVIEW_LABELS, STAGE_CLASSES, STRATA, Reviewed, draw_sample, errors, manual_share, stage_confidence,
-    stage_pair, weighted_accuracy,
+    MAX_REVIEWER, REVIEW_LABELS, STAGE_CLASSES, STRATA, Reviewed, check_fraction, draw_stream, errors, manual_share,
+    stage_confidence, stage_pair, summarize_draw, weighted_accuracy,
 )
 
 LIST_COLUMNS = ("path", "site", "model_label", "reason", "label")  # the sample as people receive it
@@ -43,13 +42,22 @@ class SampleResult:
 
 
 def sample(session: Session, detector_version_id: int, fraction: float, all_animals: bool, seed: int) -> SampleResult:
-    """Draw (or re-draw, idempotently) the review sample of every classified image."""
-    candidates = review.review_candidates(session, detector_version_id)
-    drawn = draw_sample(candidates, fraction, all_animals, seed)
-    review_set, added = review.save_review_set(session, detector_version_id, fraction, all_animals, seed, STRATA,
-                                              len(candidates), drawn)
-    return SampleResult(review_set.id, len(drawn), added, dict(Counter(d.reason for d in drawn)),
-                        len({d.stratum for d in drawn}))
+    """Draw (or re-draw, idempotently: the draw is deterministic) the review sample of every classified image,
+    ``shared.review.draw_sample``'s sample, in the database: the strata are counted there, their images streamed
+    through ``draw_stream`` and the random items written as they come, then the all-animals items added in SQL
+    (after the random ones, which keep their reason). Memory holds one stratum's drawn positions."""
+    check_fraction(fraction)
+    sizes = review.stratum_sizes(session, detector_version_id)
+    review_set = review.ensure_review_set(session, detector_version_id, fraction, all_animals, seed, STRATA,
+                                          sum(sizes.values()))
+    before = review.item_count(session, review_set.id)
+    review.add_items(session, review_set.id,
+                     draw_stream(review.stream_strata(session, detector_version_id), sizes, fraction, seed))
+    if all_animals:
+        review.add_all_animals(session, review_set.id, detector_version_id, sizes)
+    summary = summarize_draw(sizes, fraction, all_animals)
+    return SampleResult(review_set.id, summary.drawn, review.item_count(session, review_set.id) - before,
+                        summary.by_reason, summary.strata)
 
 
 def sample_to(session: Session, detector_version_id: int, fraction: float, all_animals: bool, seed: int,
@@ -72,11 +80,12 @@ def write_list(session: Session, set_id: int, out: IO[str]) -> int:
     formula get a ``'`` in front (``shared.spreadsheet``); the import takes it off the path again."""
     writer = csv.writer(out)
     writer.writerow(LIST_COLUMNS)
-    rows = review.review_items(session, set_id)
-    for path, item, label in rows:
-        cells = [path, item.stratum.rsplit("/", 1)[0], label.final_label if label else "", item.reason, ""]
+    written = 0
+    for path, stratum, final_label, reason in review.review_list(session, set_id):
+        cells = [path, stratum.rsplit("/", 1)[0], final_label or "", reason, ""]
         writer.writerow([spreadsheet_safe(cell) for cell in cells])
-    return len(rows)
+        written += 1
+    return written
 
 
 def read_labels(session: Session, path: Path, reviewer: str | None) -> list[tuple[int, str, str, str]]:
@@ -148,18 +157,15 @@ def stage_metrics(items: Sequence[Reviewed], stage: str, bad_threshold: float = 
 def metrics(session: Session, detector_version_id: int, stages: Sequence[str],
             archive_id: int | None = None, bad_threshold: float = BAD_THRESHOLD) -> dict[str, Any]:
     """Per region: each stage's metrics against people's labels, and the manual-inspection share (counted in
-    SQL, so an archive of millions of images is never loaded); optionally one archive. ``bad_threshold`` is
-    the configured Bad threshold (``settings.quality.bad_threshold``), for the quality stage's confidences."""
-    reviewed = review.reviewed_images(session, detector_version_id)
-    if archive_id is not None:
-        keep = aggregates.images_in_archive(session, [r.image_id for r in reviewed], archive_id)
-        reviewed = [r for r in reviewed if r.image_id in keep]
+    SQL, so an archive of millions of images is never loaded; one region's labelled images at a time);
+    optionally one archive. ``bad_threshold`` is the configured Bad threshold
+    (``settings.quality.bad_threshold``), for the quality stage's confidences."""
     counts = aggregates.labels_by_region(session, detector_version_id, archive_id)
     sampled = aggregates.sampled_non_animal_by_region(session, detector_version_id, archive_id)
     report: dict[str, Any] = {}
     for region in sorted(counts, key=lambda r: r or ""):
         images, animals = counts[region]
-        items = [item for item in reviewed if item.region == region]
+        items = review.reviewed_images(session, detector_version_id, archive_id, regions=[region])
         report[region or "-"] = {
             "images": images, "reviewed": len(items),
             "manual_share": manual_share(images, animals, sampled.get(region, 0)),

@@ -17,7 +17,6 @@ from datetime import datetime
 from sqlalchemy import and_, distinct, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from shared.chunking import chunked
 from shared.db import (
     Archive, Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome, RdeCluster, RdeMember,
     ReviewItem, ReviewLabel, ReviewSet, TrainingRun,
@@ -26,7 +25,6 @@ from shared.labels import ANIMAL, PERSON, VEHICLE, Thresholds
 from shared.schemas import ImageFlag, OutcomeStatus, Stage
 from shared.store.images import camera_key
 
-ID_CHUNK = 2_000  # ids per IN (...) list (SQLite allows 32766 bound parameters)
 NO_SITE = "-"  # the site of images whose path pattern named none
 NO_REASON = "unknown"  # a failed outcome without a failure reason
 # GROUP BY the plain columns and fill in NO_SITE here: a bound default inside coalesce() in both SELECT and
@@ -270,14 +268,6 @@ def sampled_non_animal_by_region(session: Session, detector_version_id: int,
                *_in_archive(archive_id))
         .group_by(Image.region))
     return {region: n for region, n in rows}
-
-
-def images_in_archive(session: Session, image_ids: Sequence[int], archive_id: int) -> set[int]:
-    """Those of ``image_ids`` (a review's few thousand, not an archive) that belong to the archive."""
-    found: set[int] = set()
-    for chunk in chunked(image_ids, ID_CHUNK):
-        found.update(session.scalars(select(Image.id).where(Image.id.in_(chunk), Image.archive_id == archive_id)))
-    return found
 
 
 def models_used(session: Session, detector_version_id: int,

@@ -8,6 +8,12 @@ added ("all images containing animals are manually reviewed"). An image drawn at
 ``random`` even when it is also an Animal: only random items, weighted by the size of their stratum, estimate
 accuracy, because the all-animals rule over-samples Animal.
 
+The database draws the same sample without holding the archive: it counts the strata (``GROUP BY``), streams
+each stratum's images in image-id order and keeps those at the positions ``drawn_positions`` names
+(``random.Random.sample`` only takes the population's length and indexes it, so drawing positions from
+``range(size)`` picks the same images as drawing from the members), and adds the all-animals items in SQL.
+``draw_sample`` states the rule over candidates in memory; ``draw_stream`` is its random part over a stream.
+
 **Comparisons.** People label an image Animal, Empty, Human or Bad. Each stage is compared on what it decides:
 
 * ``final``: the final label (Human > Bad > Animal/Empty) against the person's label;
@@ -22,10 +28,11 @@ accuracy, because the all-animals rule over-samples Animal.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from shared.labels import BAD_THRESHOLD, QualityLabel, quality_label
@@ -63,22 +70,85 @@ class Drawn:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class SampleSummary:
+    """What a draw holds, from the strata's sizes alone: items per reason (reasons with none left out) and the
+    strata with at least one item."""
+
+    drawn: int
+    by_reason: dict[str, int]
+    strata: int
+
+
+def stratum_name(site: str | None, final_label: str) -> str:
+    return f"{site or '-'}/{final_label}"
+
+
 def stratum_of(candidate: Candidate) -> str:
-    return f"{candidate.site or '-'}/{candidate.final_label}"
+    return stratum_name(candidate.site, candidate.final_label)
+
+
+def is_animal_stratum(stratum: str) -> bool:
+    return stratum.rsplit("/", 1)[-1] == ANIMAL
+
+
+def check_fraction(fraction: float) -> None:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction} must be in (0, 1]")
+
+
+def draw_count(fraction: float, size: int) -> int:
+    """Images drawn at random from a stratum of ``size``: ``ceil(fraction · size)``."""
+    return math.ceil(round(fraction * size, 9))  # ceil(0.1 · 30) is 3, not 4
+
+
+def drawn_positions(stratum: str, size: int, fraction: float, seed: int) -> list[int]:
+    """The positions (0-based, in image-id order) of a stratum's images drawn at random, ascending."""
+    return sorted(random.Random(f"{seed}/{stratum}").sample(range(size), draw_count(fraction, size)))
+
+
+def draw_stream(rows: Iterable[tuple[str, int]], sizes: Mapping[str, int], fraction: float,
+                seed: int) -> Iterator[Drawn]:
+    """The random items of ``draw_sample`` from (stratum, image id) rows that come stratum by stratum, in
+    image-id order within each, and the strata's sizes; holds one stratum's drawn positions at a time."""
+    check_fraction(fraction)
+    for name, members in itertools.groupby(rows, key=lambda row: row[0]):
+        size = sizes[name]
+        wanted = iter(drawn_positions(name, size, fraction, seed))
+        position = next(wanted, None)
+        for index, (_, image_id) in enumerate(members):
+            if index == position:
+                yield Drawn(image_id, name, size, RANDOM)
+                position = next(wanted, None)
+
+
+def summarize_draw(sizes: Mapping[str, int], fraction: float, all_animals: bool) -> SampleSummary:
+    """The numbers of ``draw_sample``'s result, from the strata's sizes: the random items of each stratum, and
+    with ``all_animals`` the Animal strata's other images."""
+    by_reason: Counter[str] = Counter()
+    strata = 0
+    for name, size in sizes.items():
+        drawn = draw_count(fraction, size)
+        by_reason[RANDOM] += drawn
+        if all_animals and is_animal_stratum(name):
+            by_reason[ALL_ANIMALS] += size - drawn
+            drawn = size
+        strata += drawn > 0
+    reasons = {reason: n for reason, n in by_reason.items() if n}
+    return SampleSummary(sum(reasons.values()), reasons, strata)
 
 
 def draw_sample(candidates: Iterable[Candidate], fraction: float, all_animals: bool, seed: int) -> list[Drawn]:
-    """The review sample, sorted by image id (see the module doc). ``fraction`` in (0, 1]."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction {fraction} must be in (0, 1]")
+    """The review sample, sorted by image id (see the module doc). ``fraction`` in (0, 1]. In memory: the
+    statement of the rule, which the store's streaming draw reproduces item for item."""
+    check_fraction(fraction)
     strata: dict[str, list[Candidate]] = defaultdict(list)
     for candidate in candidates:
         strata[stratum_of(candidate)].append(candidate)
     drawn: dict[int, Drawn] = {}
     for name in sorted(strata):
         members = sorted(strata[name], key=lambda c: c.image_id)
-        count = math.ceil(round(fraction * len(members), 9))  # ceil(0.1 · 30) is 3, not 4
-        for candidate in random.Random(f"{seed}/{name}").sample(members, count):
+        for candidate in random.Random(f"{seed}/{name}").sample(members, draw_count(fraction, len(members))):
             drawn[candidate.image_id] = Drawn(candidate.image_id, name, len(members), RANDOM)
         if all_animals:
             for candidate in members:

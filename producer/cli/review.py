@@ -35,10 +35,12 @@ def review_sample(ctx: click.Context, fraction: float | None, all_animals: bool 
                   output: Path | None) -> None:
     """Draw the review sample of the classified images (re-drawing with the same settings adds nothing)."""
     from producer.review import sample_to
+    from shared.store.engine import one_snapshot
 
     settings = context.settings(ctx)
     options = settings.review
     with context.sessions(settings).begin() as session:
+        one_snapshot(session)  # the strata are counted, then read: the same images both times
         result = sample_to(session, detector_id(ctx, session), options.fraction if fraction is None else fraction,
                            options.all_animals if all_animals is None else all_animals,
                            options.seed if seed is None else seed, output)

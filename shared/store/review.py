@@ -1,48 +1,107 @@
 """Review sets (the sample people check) and people's labels: drawing, listing, importing, and reading the
-labelled images back with the models' labels for the metrics."""
+labelled images back with the models' labels for the metrics.
+
+Nothing here reads the archive into memory: strata are counted with ``GROUP BY``, the draw streams the
+classified images stratum by stratum (``shared.review.draw_stream`` keeps the drawn ones), the all-animals
+items are an ``INSERT … SELECT``, the reviewers' list is streamed, and the metrics read only labelled images."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Select, and_, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from shared.chunking import chunked
 from shared.db import Archive, DetectionRow, Image, ImageLabel, ReviewItem, ReviewLabel, ReviewSet
-from shared.labels import ANIMAL
-from shared.review import Candidate, Drawn, Reviewed
-from shared.store.engine import INSERT_CHUNK, insert
+from shared.labels import ANIMAL as ANIMAL_CATEGORY
+from shared.review import ALL_ANIMALS, ANIMAL, Drawn, Reviewed, is_animal_stratum, stratum_name
+from shared.store.engine import INSERT_CHUNK, insert, insert_many
+
+STREAM_ROWS = 5_000  # rows fetched at a time from a server-side cursor when streaming a set or the archive
+ITEM_COLUMNS = ("set_id", "image_id", "stratum", "stratum_size", "reason")
 
 
-def review_candidates(session: Session, detector_version_id: int) -> list[Candidate]:
-    """Every classified image of this detector version, with its site and final label."""
-    rows = session.execute(select(ImageLabel.image_id, Image.site, ImageLabel.final_label)
+def stratum_sizes(session: Session, detector_version_id: int) -> dict[str, int]:
+    """Classified images of this detector version per stratum (site × final label), counted in the database."""
+    rows = session.execute(select(Image.site, ImageLabel.final_label, func.count())
                            .join(Image, Image.id == ImageLabel.image_id)
-                           .where(ImageLabel.detector_version_id == detector_version_id))
-    return [Candidate(image_id, site, final) for image_id, site, final in rows]
+                           .where(ImageLabel.detector_version_id == detector_version_id)
+                           .group_by(Image.site, ImageLabel.final_label))
+    sizes: dict[str, int] = defaultdict(int)
+    for site, final_label, n in rows:
+        sizes[stratum_name(site, final_label)] += n  # no site, "" and "-" are one stratum
+    return dict(sizes)
 
 
-def save_review_set(session: Session, detector_version_id: int, fraction: float, all_animals: bool, seed: int,
-                    strata: str, candidates: int, drawn: Sequence[Drawn]) -> tuple[ReviewSet, int]:
-    """The review set of these parameters and population (created once) with ``drawn`` added; returns it and
-    the items added. Drawing again from the same images adds nothing: the draw is deterministic."""
+def _site_of_stratum() -> ColumnElement[str]:
+    """The site as a stratum names it: ``-`` for none (``shared.review.stratum_name``)."""
+    return func.coalesce(func.nullif(Image.site, ""), "-")
+
+
+def stream_strata(session: Session, detector_version_id: int) -> Iterator[tuple[str, int]]:
+    """(stratum, image id) of every classified image, stratum after stratum and in image-id order within
+    each, from a server-side cursor (``shared.review.draw_stream``'s input)."""
+    site = _site_of_stratum()
+    rows = session.execute(select(site, ImageLabel.final_label, ImageLabel.image_id)
+                           .join(Image, Image.id == ImageLabel.image_id)
+                           .where(ImageLabel.detector_version_id == detector_version_id)
+                           .order_by(site, ImageLabel.final_label, ImageLabel.image_id)
+                           .execution_options(yield_per=STREAM_ROWS))
+    for site_name, final_label, image_id in rows:
+        yield stratum_name(site_name, final_label), image_id
+
+
+def ensure_review_set(session: Session, detector_version_id: int, fraction: float, all_animals: bool, seed: int,
+                      strata: str, candidates: int) -> ReviewSet:
+    """The review set of these parameters and population, created once."""
     key = (ReviewSet.detector_version_id == detector_version_id, ReviewSet.fraction == fraction,
            ReviewSet.all_animals.is_(all_animals), ReviewSet.seed == seed, ReviewSet.candidates == candidates)
     session.execute(insert(session, ReviewSet).values(
         detector_version_id=detector_version_id, fraction=fraction, all_animals=all_animals, seed=seed, strata=strata,
         candidates=candidates,
     ).on_conflict_do_nothing(index_elements=["detector_version_id", "fraction", "all_animals", "seed", "candidates"]))
-    review_set = session.scalar(select(ReviewSet).where(*key))
-    added = 0
-    rows = ({"set_id": review_set.id, "image_id": d.image_id, "stratum": d.stratum, "stratum_size": d.stratum_size,
-             "reason": d.reason} for d in drawn)
-    for chunk in chunked(rows, INSERT_CHUNK):
-        added += session.execute(insert(session, ReviewItem).values(chunk)
-                                 .on_conflict_do_nothing(index_elements=["set_id", "image_id"])).rowcount
-    return review_set, added
+    return session.scalar(select(ReviewSet).where(*key))
+
+
+def item_count(session: Session, set_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.set_id == set_id)) or 0
+
+
+def add_items(session: Session, set_id: int, drawn: Iterable[Drawn]) -> None:
+    """Add ``drawn`` to the set, ``INSERT_CHUNK`` at a time; items already there stay as they are."""
+    statement = insert(session, ReviewItem).on_conflict_do_nothing(index_elements=["set_id", "image_id"])
+    for chunk in chunked(({"set_id": set_id, "image_id": d.image_id, "stratum": d.stratum,
+                           "stratum_size": d.stratum_size, "reason": d.reason} for d in drawn), INSERT_CHUNK):
+        insert_many(session, statement, chunk)
+
+
+def save_review_set(session: Session, detector_version_id: int, fraction: float, all_animals: bool, seed: int,
+                    strata: str, candidates: int, drawn: Iterable[Drawn]) -> tuple[ReviewSet, int]:
+    """The review set of these parameters and population (created once) with ``drawn`` added; returns it and
+    the items added. Drawing again from the same images adds nothing: the draw is deterministic."""
+    review_set = ensure_review_set(session, detector_version_id, fraction, all_animals, seed, strata, candidates)
+    before = item_count(session, review_set.id)
+    add_items(session, review_set.id, drawn)
+    return review_set, item_count(session, review_set.id) - before
+
+
+def add_all_animals(session: Session, set_id: int, detector_version_id: int, sizes: Mapping[str, int]) -> None:
+    """Add every image whose final label is Animal to the set (reason ``animal``) in one ``INSERT … SELECT``;
+    those already there (drawn at random) keep their item. ``sizes``: the strata's sizes."""
+    animal_sizes = {name: n for name, n in sizes.items() if is_animal_stratum(name)}
+    if not animal_sizes:
+        return
+    stratum = _site_of_stratum() + f"/{ANIMAL}"
+    images = (select(literal(set_id), ImageLabel.image_id, stratum, case(animal_sizes, value=stratum, else_=0),
+                     literal(ALL_ANIMALS))
+              .join(Image, Image.id == ImageLabel.image_id)
+              .where(ImageLabel.detector_version_id == detector_version_id, ImageLabel.final_label == ANIMAL))
+    session.execute(insert(session, ReviewItem).from_select(ITEM_COLUMNS, images)
+                    .on_conflict_do_nothing(index_elements=["set_id", "image_id"]))
 
 
 def review_set(session: Session, set_id: int | None = None) -> ReviewSet | None:
@@ -52,17 +111,20 @@ def review_set(session: Session, set_id: int | None = None) -> ReviewSet | None:
     return session.scalar(select(ReviewSet).order_by(ReviewSet.id.desc()).limit(1))
 
 
-def review_items(session: Session, set_id: int) -> list[tuple[str, ReviewItem, ImageLabel | None]]:
-    """A review set's items with each image's full path and current labels, in path order."""
+def review_list(session: Session, set_id: int) -> Iterator[tuple[str, str, str | None, str]]:
+    """A review set's items in path order, streamed: (full path, stratum, the image's final label or None when
+    it has no labels of the set's detector, reason)."""
     rows = session.execute(
-        select(Archive.root, Image.rel_path, ReviewItem, ImageLabel)
+        select(Archive.root, Image.rel_path, ReviewItem.stratum, ImageLabel.final_label, ReviewItem.reason)
         .join(Image, Image.id == ReviewItem.image_id).join(Archive, Archive.id == Image.archive_id)
         .join(ReviewSet, ReviewSet.id == ReviewItem.set_id)
         .outerjoin(ImageLabel, and_(ImageLabel.image_id == Image.id,
                                     ImageLabel.detector_version_id == ReviewSet.detector_version_id))
         .where(ReviewItem.set_id == set_id).order_by(Archive.root, Image.rel_path)
+        .execution_options(yield_per=STREAM_ROWS)
     )
-    return [(str(Path(root) / rel_path), item, label) for root, rel_path, item, label in rows]
+    for root, rel_path, stratum, final_label, reason in rows:
+        yield str(Path(root) / rel_path), stratum, final_label, reason
 
 
 def save_review_labels(session: Session, labels: Iterable[tuple[int, str, str, str]], when: datetime) -> int:
@@ -85,33 +147,40 @@ def _latest_review_label_only(query: Select) -> Select:
     return query.join(latest, and_(latest.c.image_id == ReviewLabel.image_id, latest.c.at == ReviewLabel.labelled_at))
 
 
-def reviewed_images(session: Session, detector_version_id: int) -> list[Reviewed]:
-    """Every image with a person's label and model labels; the latest label when several people gave one,
-    with the image's item of the newest review set that drew it."""
+def reviewed_images(session: Session, detector_version_id: int, archive_id: int | None = None,
+                    regions: Sequence[str | None] | None = None) -> list[Reviewed]:
+    """Every image with a person's label and model labels (optionally of one archive, of some regions), in
+    path order; the latest label when several people gave one, with the image's item of the newest review set
+    of the detector that drew it. Reads labelled images only, as columns."""
     top_animal = (select(func.max(DetectionRow.conf)).where(
         DetectionRow.image_id == ReviewLabel.image_id, DetectionRow.detector_version_id == detector_version_id,
-        DetectionRow.category == ANIMAL, DetectionRow.suppressed.is_(False)).scalar_subquery())
-    rows = session.execute(
-        _latest_review_label_only(select(ReviewLabel, ImageLabel, Image, Archive.root, top_animal))
+        DetectionRow.category == ANIMAL_CATEGORY, DetectionRow.suppressed.is_(False)).scalar_subquery())
+    drawn = aliased(ReviewItem)
+    newest_set = (select(func.max(drawn.set_id)).join(ReviewSet, ReviewSet.id == drawn.set_id)
+                  .where(drawn.image_id == ReviewLabel.image_id, ReviewSet.detector_version_id == detector_version_id)
+                  .correlate(ReviewLabel).scalar_subquery())
+    query = (_latest_review_label_only(
+        select(Image.id, Archive.root, Image.rel_path, Image.region, ReviewLabel.label, ImageLabel.final_label,
+               ImageLabel.quality_label, ImageLabel.detection_label, ImageLabel.animal_present, ReviewItem.stratum,
+               ReviewItem.stratum_size, ReviewItem.reason, ImageLabel.p_bad, top_animal).select_from(ReviewLabel))
         .join(ImageLabel, and_(ImageLabel.image_id == ReviewLabel.image_id,
                                ImageLabel.detector_version_id == detector_version_id))
         .join(Image, Image.id == ReviewLabel.image_id).join(Archive, Archive.id == Image.archive_id)
-        .order_by(Archive.root, Image.rel_path, ReviewLabel.id)
-    ).all()
-    items: dict[int, ReviewItem] = {}
-    for item in session.scalars(select(ReviewItem).join(ReviewSet, ReviewSet.id == ReviewItem.set_id)
-                                .where(ReviewSet.detector_version_id == detector_version_id)
-                                .order_by(ReviewItem.set_id)):
-        items[item.image_id] = item  # the newest set wins
+        .outerjoin(ReviewItem, and_(ReviewItem.image_id == ReviewLabel.image_id, ReviewItem.set_id == newest_set))
+        .order_by(Archive.root, Image.rel_path, ReviewLabel.id))
+    if archive_id is not None:
+        query = query.where(Image.archive_id == archive_id)
+    if regions is not None:
+        query = query.where(_in_regions(regions))
     result: dict[int, Reviewed] = {}
-    for review, label, image, root, animal_conf in rows:
-        item = items.get(image.id)
-        result[image.id] = Reviewed(
-            image.id, str(Path(root) / image.rel_path), image.region, review.label, label.final_label,
-            label.quality_label, label.detection_label, label.animal_present,
-            item.stratum if item else None, item.stratum_size if item else None, item.reason if item else None,
-            label.p_bad, animal_conf)
-    return list(result.values())
+    for image_id, root, rel_path, region, human, *labels, p_bad, animal_conf in session.execute(query):
+        result[image_id] = Reviewed(image_id, str(Path(root) / rel_path), region, human, *labels, p_bad, animal_conf)
+    return list(result.values())  # two latest labels at one time: the later row's, in the first one's place
+
+
+def _in_regions(regions: Sequence[str | None]) -> ColumnElement[bool]:
+    named = [r for r in regions if r is not None]
+    return or_(Image.region.in_(named), *([Image.region.is_(None)] if None in regions else []))
 
 
 def latest_review_labels(session: Session, region: str | None = None) -> list[tuple[str, str]]:

@@ -116,6 +116,29 @@ def test_reviewed_images_takes_the_latest_label(session: Session, reviewed: Mode
     assert (items[path("f5")].region, items[path("f5")].p_bad, items[path("y1")].quality_label) == ("finnmark", 0.97, None)
 
 
+def test_reviewed_images_takes_the_item_of_the_newest_set(session: Session, reviewed: ModelVersion) -> None:
+    f1 = next(i.image_id for i in store.review.reviewed_images(session, reviewed.id) if i.path == path("f1"))
+    newer, _ = store.review.save_review_set(session, reviewed.id, 0.9, True, 0, "site,final_label", 7,
+                                            [Drawn(f1, "s1/Animal", 9, ALL_ANIMALS)])
+    session.flush()
+
+    items = {item.path: item for item in store.review.reviewed_images(session, reviewed.id)}
+
+    assert newer.id > 1
+    assert (items[path("f1")].stratum_size, items[path("f1")].reason) == (9, ALL_ANIMALS)
+    assert (items[path("f3")].stratum_size, items[path("f3")].reason) == (3, RANDOM)  # only in the older set
+
+
+def test_reviewed_images_of_a_region_or_an_archive_are_those_of_all(session: Session, reviewed: ModelVersion) -> None:
+    every = store.review.reviewed_images(session, reviewed.id)
+    yamal = store.images.get_or_create_archive(session, YAMAL, "yamal", "{site}/...")
+
+    for regions in (["finnmark"], ["yamal"], [None], ["finnmark", None], []):
+        assert store.review.reviewed_images(session, reviewed.id, regions=regions) == [
+            i for i in every if i.region in regions]
+    assert store.review.reviewed_images(session, reviewed.id, yamal.id) == [i for i in every if i.region == "yamal"]
+
+
 def test_metrics_per_region_and_stage(session: Session, reviewed: ModelVersion) -> None:
     report = metrics(session, reviewed.id, ["final", "quality", "detect", "crops"])
 

@@ -20,11 +20,14 @@ from shared.review import (
     Candidate,
     Reviewed,
     draw_sample,
+    draw_stream,
+    drawn_positions,
     errors,
     manual_share,
     stage_confidence,
     stage_pair,
     stratum_of,
+    summarize_draw,
     weighted_accuracy,
 )
 
@@ -123,6 +126,47 @@ def test_no_candidates_no_draw() -> None:
 def test_fraction_outside_zero_one(fraction: float) -> None:
     with pytest.raises(ValueError, match="must be in"):
         draw_sample(POOL, fraction, all_animals=False, seed=0)
+
+
+def stream_of(pool: list[Candidate]) -> list[tuple[str, int]]:
+    """(stratum, image id), stratum by stratum in image-id order, as the store streams them."""
+    return sorted((stratum_of(c), c.image_id) for c in pool)
+
+
+# 3 strata of sizes 1..400 (the pool and set branches of random.sample), "-" from no site and ""
+BIG = (candidates("A", EMPTY, 1, 400) + candidates("A", ANIMAL, 1001, 77) + candidates(None, EMPTY, 2001, 3)
+       + candidates("", EMPTY, 3001, 2) + candidates("B", BAD, 4001, 1))
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.25, 1 / 3, 0.9, 1.0])
+@pytest.mark.parametrize("seed", [0, 5, 99])
+def test_draw_stream_is_the_random_part_of_draw_sample(fraction: float, seed: int) -> None:
+    pool = list(BIG)
+    random.Random(seed).shuffle(pool)
+    sizes = Counter(stratum_of(c) for c in pool)
+
+    streamed = list(draw_stream(stream_of(pool), sizes, fraction, seed))
+
+    expected = draw_sample(pool, fraction, all_animals=False, seed=seed)
+    assert sorted(streamed, key=lambda d: d.image_id) == expected
+
+
+@pytest.mark.parametrize("fraction", [1e-12, 0.01, 0.1, 1 / 3, 1.0])
+@pytest.mark.parametrize("all_animals", [False, True])
+def test_summarize_draw_counts_what_draw_sample_draws(fraction: float, all_animals: bool) -> None:
+    drawn = draw_sample(BIG, fraction, all_animals, seed=3)
+
+    summary = summarize_draw(Counter(stratum_of(c) for c in BIG), fraction, all_animals)
+
+    assert (summary.drawn, summary.by_reason, summary.strata) == (
+        len(drawn), dict(Counter(d.reason for d in drawn)), len({d.stratum for d in drawn}))
+
+
+def test_drawn_positions_are_those_random_sample_takes_from_the_members() -> None:
+    members = [Candidate(i * 7, "A", EMPTY) for i in range(50)]
+    picked = random.Random("4/A/Empty").sample(members, 5)
+
+    assert [members[p] for p in drawn_positions("A/Empty", 50, 0.1, 4)] == sorted(picked, key=lambda c: c.image_id)
 
 
 # --- stage comparisons --------------------------------------------------------------------------
