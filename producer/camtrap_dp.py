@@ -32,16 +32,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.chunking import chunked
-from shared.db import Archive, Deployment, ReviewLabel
+from shared.db import Archive, Deployment
 from shared.deployments import iso, localize
 from shared.errors import TraplineError
 from shared.crop_model import PAPER_CROP_MODEL, CropModel
 from shared.labels import ANIMAL, PERSON, VEHICLE, Thresholds, counted
 from shared.schemas import OutcomeStatus
 from shared.store import deployments as deployment_rows
-from shared.store import model_versions, results, review
-from shared.store.results import ImageResult
+from shared.store import export_rows, model_versions
+from shared.store.export_rows import ImageResult, ReviewRow
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ class MediaItem:
 
     result: ImageResult
     deployment: Deployment
-    reviews: Sequence[ReviewLabel]
+    reviews: Sequence[ReviewRow]
     archive: Archive
 
 
@@ -181,7 +180,7 @@ def machine_observations(result: ImageResult, thresholds: Thresholds, models: di
     return [Observation("blank", classified_by=used, timestamp=when)]
 
 
-def human_observations(reviews: Iterable[ReviewLabel]) -> list[Observation]:
+def human_observations(reviews: Iterable[ReviewRow]) -> list[Observation]:
     """People's labels of one image; a label outside the review vocabulary is left out."""
     return [Observation(REVIEW_TYPES[r.label], method="human", classified_by=r.reviewer,
                         timestamp=r.labelled_at, comments=f"review label {r.label} ({r.source})")
@@ -207,7 +206,7 @@ def deployment_row(deployment: Deployment) -> dict[str, Any]:
 
 def media_row(item: MediaItem, file_path: str, observations: Sequence[Observation]) -> dict[str, Any]:
     image = item.result.image
-    name = PurePosixPath(image.rel_path).name
+    name = _file_name(image.rel_path)
     exif = {k: v for k, v in (("Make", image.make), ("Model", image.model), ("SerialNumber", image.serial)) if v}
     hidden = any(o.type in ("human", "unclassified") for o in observations)
     return {"mediaID": str(image.id), "deploymentID": item.deployment.id, "captureMethod": CAPTURE_METHOD,
@@ -228,11 +227,32 @@ def observation_row(item: MediaItem, observation_id: str, timestamp: str, o: Obs
             "classificationProbability": o.probability, "observationComments": o.comments}
 
 
-def _writer(path: Path, columns: Sequence[str]) -> tuple[Any, csv.DictWriter]:
-    out = path.open("w", newline="", encoding="utf-8")
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="raise", lineterminator="\n")
-    writer.writeheader()
-    return out, writer
+def _file_name(rel_path: str) -> str:
+    """``PurePosixPath(rel_path).name``, without building the path for a plain one."""
+    name = rel_path.rpartition("/")[2]
+    return name if name not in ("", ".") else PurePosixPath(rel_path).name
+
+
+class _Table:
+    """One CSV table of the package: its header, then rows given as dicts (columns left out are empty), each cell
+    through ``_cell``, as ``csv.DictWriter`` writes them (a key that is no column is an error)."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.out = path.open("w", newline="", encoding="utf-8")
+        self.columns, self.known = tuple(columns), frozenset(columns)
+        self.writer = csv.writer(self.out, lineterminator="\n")
+        self.writer.writerow(self.columns)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not row.keys() <= self.known:
+            raise ValueError(f"not columns of the table: {sorted(row.keys() - self.known)}")
+        self.writer.writerow([_cell(value) for value in map(row.get, self.columns)])
+
+    def __enter__(self) -> _Table:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.out.close()
 
 
 @dataclass(slots=True)
@@ -248,27 +268,25 @@ def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterab
                  crop_models: Mapping[int, CropModel] | None = None) -> Written:
     """deployments.csv, media.csv and observations.csv, one image at a time."""
     written = Written()
-    out, writer = _writer(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS)
-    with out:
+    with _Table(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS) as table:
         for deployment in deployments:
-            writer.writerow({k: _cell(v) for k, v in deployment_row(deployment).items()})
+            table.write(deployment_row(deployment))
             written.deployments += 1
-    media_out, media = _writer(out_dir / "media.csv", MEDIA_COLUMNS)
-    observations_out, observations = _writer(out_dir / "observations.csv", OBSERVATION_COLUMNS)
-    with media_out, observations_out:
+    with (_Table(out_dir / "media.csv", MEDIA_COLUMNS) as media,
+          _Table(out_dir / "observations.csv", OBSERVATION_COLUMNS) as observations):
         for item in items:
             machine = machine_observations(item.result, thresholds, models, info.scientific_names, crop_models)
             people = human_observations(item.reviews)
             rel_path = item.result.image.rel_path
             file_path = f"{Path(item.archive.root).name}/{rel_path}" if prefix_archive else rel_path
             row = media_row(item, file_path, [*machine, *people])
-            media.writerow({k: _cell(v) for k, v in row.items()})
+            media.write(row)
             ids = [f"{row['mediaID']}-m{n}" for n in range(1, len(machine) + 1)]
             ids += [f"{row['mediaID']}-h{review.id}" for review in item.reviews if review.label in REVIEW_TYPES]
             for observation_id, observation in zip(ids, [*machine, *people], strict=True):
-                cells = observation_row(item, observation_id, row["timestamp"], observation)
-                observations.writerow({k: _cell(v) for k, v in cells.items()})
-                written.scientific_names.update(filter(None, [observation.scientific_name]))
+                observations.write(observation_row(item, observation_id, row["timestamp"], observation))
+                if observation.scientific_name:
+                    written.scientific_names.add(observation.scientific_name)
             written.media += 1
             written.observations += len(ids)
     return written
@@ -331,11 +349,11 @@ def media_items(session: Session, archives: Sequence[Archive], detector_version_
     """Every image of ``archives`` that belongs to one of ``deployments``, with its results, in chunks."""
     by_id = {d.id: d for d in deployments}
     for archive in archives:
-        stream = results.image_results(session, archive.id, detector_version_id, CHUNK, processed_only=False)
-        for chunk in chunked(stream, CHUNK):
+        for chunk in export_rows.result_chunks(session, archive.id, detector_version_id, CHUNK, processed_only=False,
+                                               probabilities=False):
             ids = [r.image.id for r in chunk]
             owners = deployment_rows.deployments_of(session, ids)
-            reviews = review.review_labels_of(session, ids)
+            reviews = export_rows.reviews_of(session, ids)
             for result in chunk:
                 deployment = by_id.get(owners.get(result.image.id, ""))
                 if deployment is not None:

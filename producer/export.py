@@ -1,26 +1,25 @@
 """Exports: MegaDetector batch output format 1.6 and the per-image CSV (FORMATS.md).
 
-Both stream from the database one chunk of images at a time, so a million-image archive is
-written without holding it in memory.
+Both stream plain rows from the database (``shared.store.export_rows``: a server-side cursor, no ORM objects), so a
+million-image archive is written at database speed without holding it in memory. The CSV's boxes arrive reduced
+in SQL (highest confidence and counted boxes per category); its label cells are computed once per distinct labels.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
 from shared.crop_model import CROP_CLASSES, DEFAULT_REGION_PROFILES, CropModel, allowed_classes
-from shared.db import Archive, DetectionRow, ModelVersion
-from shared.labels import (
-    ANIMAL, DETECTION_CATEGORIES, PERSON, VEHICLE, Thresholds, counted, detection_label, max_conf_per_category,
-)
-from shared.schemas import Detection, DetectionOptions, OutcomeStatus
-from shared.spreadsheet import spreadsheet_safe
-from shared.store.results import ImageResult
+from shared.db import Archive, ModelVersion
+from shared.labels import DETECTION_CATEGORIES, DetectionLabel
+from shared.schemas import DetectionOptions, OutcomeStatus
+from shared.spreadsheet import FORMULA_STARTS, QUOTE, spreadsheet_safe
+from shared.store.export_rows import ImageResult, ImageSummary
 
 FORMAT_VERSION = "1.6"
 CONF_DIGITS = 3  # MegaDetector's rounding of confidences
@@ -31,6 +30,7 @@ MDV5_THRESHOLDS = (0.2, 0.05)
 UNKNOWN_THRESHOLDS = (0.2, 0.1)
 
 TOP_CLASSIFICATIONS = 3  # classes listed per cropped detection in MD JSON
+CSV_CHUNK = 1_000  # rows handed to the csv writer at once
 
 CSV_LEADING = (
     "image_id", "archive", "rel_path", "region", "site", "camera", "timestamp", "width", "height",
@@ -48,10 +48,6 @@ def csv_columns(crop_classes: Sequence[str] = CROP_CLASSES) -> list[str]:
     return [*CSV_LEADING, *(f"count_{c}" for c in crop_classes), *CSV_TRAILING]
 
 
-def _detections(rows: Iterable[DetectionRow]) -> list[Detection]:
-    return [row.to_detection() for row in rows]
-
-
 @dataclass(frozen=True, slots=True)
 class CropCategories:
     """The crop models whose classifications an export carries (by version id), and one category id per class.
@@ -64,6 +60,7 @@ class CropCategories:
 
     models: Mapping[int, ModelVersion]
     ids: Mapping[str, int]
+    _ranked: dict[tuple[int, str | None], tuple] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, models: Sequence[ModelVersion]) -> CropCategories:
@@ -73,6 +70,19 @@ class CropCategories:
                 ids.setdefault(name, len(ids))
         return cls({m.id: m for m in models}, ids)
 
+    def columns(self, model: ModelVersion, region: str | None) -> tuple[Sequence[str], list[int], list[str]]:
+        """The model's classes, the indices of those allowed in ``region`` (its own profiles, else the paper's),
+        and each class's category id as text; once per model and region."""
+        found = self._ranked.get((model.id, region))
+        if found is None:
+            manifest = model.manifest or {}
+            classes = CropModel.of(manifest).classes
+            allowed = allowed_classes(region, manifest.get("regions") or DEFAULT_REGION_PROFILES)
+            found = self._ranked[model.id, region] = (
+                classes, [i for i, name in enumerate(classes) if allowed is None or name in allowed],
+                [str(self.ids[name]) if name in self.ids else "" for name in classes])
+        return found
+
 
 def crop_columns(models: Sequence[ModelVersion]) -> tuple[str, ...]:
     """The CSV's count columns: every class of ``models`` (``CropCategories`` order), or the paper's 16."""
@@ -80,39 +90,44 @@ def crop_columns(models: Sequence[ModelVersion]) -> tuple[str, ...]:
 
 
 def md_image_entry(result: ImageResult, crops: CropCategories | None = None) -> dict[str, Any]:
-    """One ``images[]`` entry: failures get ``detections: null``; boxes sorted by conf; cropped
-    animal boxes carry their top region-restricted crop classes, from the crop model of the image's labels."""
+    """One ``images[]`` entry: failures get ``detections: null``; boxes sorted by conf (a suppressed box with its
+    confidence negated, ``DetectionRow.to_detection``); cropped animal boxes carry their top region-restricted crop
+    classes, from the crop model of the image's labels."""
     image, outcome = result.image, result.outcome
     entry: dict[str, Any] = {"file": image.rel_path}
     if outcome is None or outcome.status == OutcomeStatus.FAILED:
         entry["failure"] = (outcome.failure if outcome else None) or "not processed"
         entry["detections"] = None
         return entry
-    entry["detections"] = [
-        {"category": str(d.category), "conf": round(d.conf, CONF_DIGITS),
-         "bbox": [round(v, COORD_DIGITS) for v in d.bbox]}
-        for d in _detections(result.detections)  # stored order: conf descending, as classified
+    detections = entry["detections"] = [
+        {"category": str(b.category), "conf": round(-b.conf if b.suppressed else b.conf, CONF_DIGITS),
+         "bbox": [round(b.x, COORD_DIGITS), round(b.y, COORD_DIGITS), round(b.w, COORD_DIGITS),
+                  round(b.h, COORD_DIGITS)]}
+        for b in result.detections  # stored order: conf descending, as classified
     ]
     model = crops.models.get(result.labels.crops_version_id) if crops and result.labels else None
     if model is not None and result.crops:
-        manifest = model.manifest or {}
-        classes = CropModel.of(manifest).classes
-        allowed = allowed_classes(image.region, manifest.get("regions") or DEFAULT_REGION_PROFILES)
+        classes, allowed, categories = crops.columns(model, image.region)
         for index, crop in result.crops.items():
-            if index < len(entry["detections"]):
-                entry["detections"][index]["classifications"] = _top_classes(crop.probabilities, classes, allowed,
-                                                                             crops.ids)
+            if index < len(detections):
+                detections[index]["classifications"] = _top_classes(crop.probabilities, classes, allowed, categories)
     if image.width and image.height:
         entry["width"], entry["height"] = image.width, image.height
     entry["datetime"] = image.taken_at.strftime(MD_DATETIME_FORMAT) if image.taken_at else None
     return entry
 
 
-def _top_classes(probabilities: Sequence[float], classes: Sequence[str], allowed: Collection[str] | None,
-                 ids: Mapping[str, int]) -> list:
-    ranked = sorted(((p, i) for i, p in enumerate(probabilities) if allowed is None or classes[i] in allowed),
-                    reverse=True)
-    return [[str(ids[classes[i]]), round(p, CONF_DIGITS)] for p, i in ranked[:TOP_CLASSIFICATIONS]]
+def _top_classes(probabilities: Sequence[float], classes: Sequence[str], allowed: list[int],
+                 categories: list[str]) -> list:
+    """The ``TOP_CLASSIFICATIONS`` most probable allowed classes, [category id, probability] (ties: the later
+    class first)."""
+    if len(probabilities) < len(classes):  # a model's output shorter than its classes: rank what there is
+        allowed = [i for i in allowed if i < len(probabilities)]
+    elif len(probabilities) > len(classes):
+        raise IndexError(f"{len(probabilities)} probabilities for {len(classes)} classes")
+    ranked = sorted(zip(map(probabilities.__getitem__, allowed), allowed, strict=True), reverse=True)
+    ranked = ranked[:TOP_CLASSIFICATIONS]
+    return [[categories[i], round(p, CONF_DIGITS)] for p, i in ranked]
 
 
 def md_info(detector: ModelVersion, settings: dict[str, Any], completed: datetime) -> dict[str, Any]:
@@ -156,55 +171,120 @@ def write_md_json(out: IO[str], results: Iterable[ImageResult], info: dict[str, 
     return count
 
 
-def csv_row(result: ImageResult, archive: Archive, thresholds: Thresholds, names: dict[int, str],
-            crop_classes: Sequence[str] = CROP_CLASSES) -> dict[str, Any]:
-    """One image's row; ``names`` maps model version ids to their names."""
-    image, outcome, labels = result.image, result.outcome, result.labels
-    row: dict[str, Any] = {
-        "image_id": image.id, "archive": archive.root, "rel_path": image.rel_path, "region": image.region,
-        "site": image.site, "camera": image.camera,
-        "timestamp": image.taken_at.isoformat(sep=" ") if image.taken_at else "",
-        "width": image.width, "height": image.height,
-        "detector": names.get(outcome.detector_version_id, "") if outcome else "",
-        "failure": outcome.failure if outcome else "not processed", "flags": (outcome.flags if outcome else "") or "",
-    }
-    if outcome is None or outcome.status == OutcomeStatus.FAILED:
-        return row
-    detections = _detections(result.detections)
-    best = max_conf_per_category(detections)
-    boxes = counted(detections, thresholds)
-    row.update({
-        "md_label": detection_label(detections, thresholds).value, "md_max_conf": round(max(best.values()), CONF_DIGITS),
-        "max_conf_animal": round(best[ANIMAL], CONF_DIGITS), "max_conf_person": round(best[PERSON], CONF_DIGITS),
-        "max_conf_vehicle": round(best[VEHICLE], CONF_DIGITS),
-        "n_animal": sum(d.category == ANIMAL for d in boxes), "n_person": sum(d.category == PERSON for d in boxes),
-        "n_vehicle": sum(d.category == VEHICLE for d in boxes), "failure": "",
-    })
-    if labels is not None:
-        counts = labels.counts or {}
-        row.update({
-            "quality_p_bad": "" if labels.p_bad is None else round(labels.p_bad, CONF_DIGITS),
-            "quality_label": labels.quality_label or "", **{f"count_{c}": counts.get(c, 0) for c in crop_classes},
-            "animal_total": "" if labels.animal_total is None else labels.animal_total,
-            "animal_present": labels.animal_present, "has_human": int(labels.has_human),
-            "final_label": labels.final_label, "v_quality": labels.v_quality,
-            "quality_model": names.get(labels.quality_version_id, ""), "crops_model": names.get(labels.crops_version_id, ""),
-        })
-    return row
+class CsvLines:
+    """Lines of the per-image CSV (FORMATS.md §3) from ``ImageSummary`` rows, exactly as ``csv.writer`` (the
+    excel dialect) writes the cells, each text cell spreadsheet-safe (``shared.spreadsheet``) first. Cells that
+    repeat across an archive are rendered once (bounded caches): each distinct labels' cells (class counts,
+    labels, model names) and each distinct region, site and camera."""
+
+    CACHED = 65_536  # distinct entries kept per cache (a few hundred bytes each)
+
+    def __init__(self, names: Mapping[int, str], crop_classes: Sequence[str] = CROP_CLASSES) -> None:
+        self.names = {version: _cell(spreadsheet_safe(name)) for version, name in names.items()}
+        self.crop_classes = tuple(crop_classes)
+        self.no_labels = "," * (len(self.crop_classes) + 6)  # quality_p_bad … v_quality: len + 7 empty cells
+        self._labels: dict[tuple, tuple[str, str]] = {}
+        self._places: dict[tuple, str] = {}
+
+    def line(self, archive: str, s: ImageSummary) -> str:
+        """One image's line; ``archive``: the archive's root as a cell (``text_cell``)."""
+        (image_id, rel_path, region, site, camera, taken_at, width, height, status, failure, flags, detector_id,
+         best_animal, best_person, best_vehicle, n_animal, n_person, n_vehicle, p_bad,
+         final_label, quality_label, counts, total, present, has_human, v_quality, quality_id, crops_id) = s
+        place = self._places.get((region, site, camera))
+        if place is None:
+            place = self._cached(self._places, (region, site, camera),
+                                 f"{text_cell(region)},{text_cell(site)},{text_cell(camera)}")
+        head = (f"{image_id},{archive},{text_cell(rel_path)},{place},"
+                f"{taken_at.isoformat(sep=' ') if taken_at else ''},{'' if width is None else width},"
+                f"{'' if height is None else height},")
+        if status is None:
+            return f"{head}{NO_BOXES},{self.no_labels},,,,not processed,\r\n"
+        detector = self.names.get(detector_id, "")
+        if status == OutcomeStatus.FAILED:
+            return f"{head}{NO_BOXES},{self.no_labels},{detector},,,{text_cell(failure)},{text_cell(flags)}\r\n"
+        # shared.labels.max_conf_per_category: 0.0 unless a box's (possibly negated) confidence is above it;
+        # rounding is monotonic, so the rounded maximum is the maximum of the rounded ones
+        animal = round(best_animal, CONF_DIGITS) if best_animal is not None and best_animal > 0.0 else 0.0
+        person = round(best_person, CONF_DIGITS) if best_person is not None and best_person > 0.0 else 0.0
+        vehicle = round(best_vehicle, CONF_DIGITS) if best_vehicle is not None and best_vehicle > 0.0 else 0.0
+        n_animal, n_person, n_vehicle = n_animal or 0, n_person or 0, n_vehicle or 0
+        boxes = (f"{MD_LABELS[n_animal > 0, n_person > 0 or n_vehicle > 0]},{max(animal, person, vehicle)!r},"
+                 f"{animal!r},{person!r},{vehicle!r},{n_animal},{n_person},{n_vehicle}")
+        if final_label is None:
+            return f"{head}{boxes},{self.no_labels},{detector},,,,{text_cell(flags)}\r\n"
+        key = (final_label, quality_label, counts, total, present, has_human, v_quality, quality_id, crops_id)
+        found = self._labels.get(key)
+        labels, models = found if found is not None else self._label_cells(key)
+        p_bad_cell = "" if p_bad is None else repr(round(p_bad, CONF_DIGITS))
+        return f"{head}{boxes},{p_bad_cell},{labels},{detector},{models},,{text_cell(flags)}\r\n"
+
+    def _label_cells(self, key: tuple) -> tuple[str, str]:
+        """quality_label … v_quality, and quality_model, crops_model, as cells (kept for the next image)."""
+        final_label, quality_label, counts_json, total, present, has_human, v_quality, quality_id, crops_id = key
+        counts = (json.loads(counts_json) if counts_json is not None else None) or {}
+        labels = (quality_label or "", *(counts.get(c, 0) for c in self.crop_classes),
+                  "" if total is None else total, present, int(has_human), final_label, v_quality)
+        return self._cached(self._labels, key, (
+            ",".join(_cell(spreadsheet_safe(v)) for v in labels),
+            f"{self.names.get(quality_id, '')},{self.names.get(crops_id, '')}"))
+
+    def _cached(self, cache: dict, key: tuple, value: Any) -> Any:
+        if len(cache) >= self.CACHED:
+            cache.clear()
+        cache[key] = value
+        return value
 
 
-def write_csv(
-    out: IO[str], results: Iterable[tuple[Archive, ImageResult]], thresholds: Thresholds, names: dict[int, str],
-    crop_classes: Sequence[str] = CROP_CLASSES,
-) -> int:
-    """The per-image CSV: detection label and counts from the thresholds, the paper's labels. It is meant for
-    spreadsheets: a text cell that one would run as a formula (a site folder ``=HYPERLINK(…)``) gets a ``'``
-    in front (``shared.spreadsheet``); numbers are written as they are."""
-    writer = csv.DictWriter(out, fieldnames=csv_columns(crop_classes), extrasaction="raise")
-    writer.writeheader()
+# Detection label from (animal counted, person or vehicle counted), as shared.labels.detection_label decides it.
+MD_LABELS = {(False, False): DetectionLabel.EMPTY.value, (True, False): DetectionLabel.ANIMAL.value,
+             (False, True): DetectionLabel.HUMAN.value, (True, True): DetectionLabel.ANIMAL_HUMAN.value}
+NO_BOXES = "," * 7  # md_label … n_vehicle: 8 empty cells
+RISKY_STARTS = frozenset({QUOTE, *(start[0] for start in FORMULA_STARTS)})  # all that spreadsheet_safe may change
+
+
+def _cell(value: Any) -> str:
+    """A value as ``csv.writer`` (excel dialect, QUOTE_MINIMAL) writes it: None empty, text quoted when it holds
+    a comma, a quote (doubled) or a line break, floats by ``repr``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        if '"' in value:
+            return '"' + value.replace('"', '""') + '"'
+        return f'"{value}"' if "," in value or "\n" in value or "\r" in value else value
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def text_cell(text: str | None) -> str:
+    """A text cell of the per-image CSV: spreadsheet-safe, then as ``csv.writer`` writes it (a first-character
+    test first: most cells pass at once)."""
+    if not text:
+        return ""
+    if text[0] in RISKY_STARTS:
+        text = spreadsheet_safe(text)
+    return _cell(text) if "," in text or '"' in text or "\n" in text or "\r" in text else text
+
+
+def write_csv(out: IO[str], rows: Iterable[tuple[Archive, ImageSummary]], names: Mapping[int, str],
+              crop_classes: Sequence[str] = CROP_CLASSES) -> int:
+    """The per-image CSV from ``shared.store.export_rows.image_summaries`` (detection label and counts from the
+    thresholds those were read with, the paper's labels); ``names`` maps model version ids to their names. It is
+    meant for spreadsheets: a text cell that one would run as a formula (a site folder ``=HYPERLINK(…)``) gets a
+    ``'`` in front (``shared.spreadsheet``); numbers are written as they are."""
+    csv.writer(out).writerow(csv_columns(crop_classes))
+    lines = CsvLines(names, crop_classes)
+    line = lines.line
+    roots: dict[int, str] = {}  # id(archive) -> its root as a cell
+    text: list[str] = []
     count = 0
-    for archive, result in results:
-        row = csv_row(result, archive, thresholds, names, crop_classes)
-        writer.writerow({column: spreadsheet_safe(value) for column, value in row.items()})
-        count += 1
-    return count
+    for archive, summary in rows:
+        root = roots.get(id(archive))
+        if root is None:
+            root = roots[id(archive)] = text_cell(archive.root)
+        text.append(line(root, summary))
+        if len(text) == CSV_CHUNK:
+            out.write("".join(text))
+            count += len(text)
+            text.clear()
+    out.write("".join(text))
+    return count + len(text)

@@ -18,7 +18,7 @@ from shared.errors import UsageProblem
 from shared.labels import Thresholds
 from shared.review import STAGES
 from shared.schemas import ModelKind
-from shared.store import images, model_versions, results
+from shared.store import export_rows, images, model_versions, results
 
 FORMATS = ("md-json", "csv", "camtrap-dp")
 
@@ -68,10 +68,11 @@ def export(session: Session, settings: Settings, fmt: str, output: Path, archive
             count = exporter.write_md_json(out, results.image_results(session, archives[0].id, detector.id), info,
                                            crop_models)
         else:
-            rows = ((a, r) for a in archives for r in results.image_results(session, a.id, detector.id))
+            rows = ((a, s) for a in archives
+                    for s in export_rows.image_summaries(session, a.id, detector.id, thresholds))
             names = {v.id: v.name for v in model_versions.model_versions(session)}
             columns = exporter.crop_columns(crop_models or model_versions.promoted_models(session, ModelKind.CROPS))
-            count = exporter.write_csv(out, rows, thresholds, names, columns)
+            count = exporter.write_csv(out, rows, names, columns)
     return f"wrote {count} images to {output}"
 
 

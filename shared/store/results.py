@@ -1,56 +1,31 @@
 """Reading results back: each image with its detect outcome, boxes, labels and crop classifications (for
-the exports and the review page), and the stored boxes the classify stage works on."""
+the exports, streamed as plain rows by ``shared.store.export_rows``; for the review page), and the stored boxes
+the classify stage works on."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
-from sqlalchemy import and_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.db import Classification, DetectionRow, Image, ImageLabel, ModelVersion, Outcome
-from shared.schemas import Detection, ImageSource, Stage
-from shared.store.image_labels import image_labels_of
+from shared.db import Classification, DetectionRow, Image, ImageLabel, ModelVersion
+from shared.schemas import Detection, ImageSource
+from shared.store import export_rows
+from shared.store.export_rows import ImageResult
 from shared.store.images import load_sources
 
-
-@dataclass(frozen=True, slots=True)
-class ImageResult:
-    """One image with its detect outcome, boxes, labels and crop classifications (for exports)."""
-
-    image: Image
-    outcome: Outcome | None
-    detections: list[DetectionRow]
-    labels: ImageLabel | None = None
-    crops: dict[int, Classification] | None = None  # detection index -> crop classification
+__all__ = ["ImageResult", "classify_inputs", "crop_models_used", "crops_of", "detections_of", "image_results"]
 
 
 def image_results(
-    session: Session, archive_id: int, detector_version_id: int, chunk: int = 1000, processed_only: bool = True
+    session: Session, archive_id: int, detector_version_id: int, chunk: int = export_rows.CHUNK,
+    processed_only: bool = True,
 ) -> Iterator[ImageResult]:
-    """Images of an archive ordered by path, with detect outcomes and boxes, streamed in chunks."""
-    last_path = ""
-    while True:
-        query = (
-            select(Image, Outcome)
-            .outerjoin(Outcome, and_(Outcome.image_id == Image.id, Outcome.stage == Stage.DETECT,
-                                     Outcome.detector_version_id == detector_version_id))
-            .where(Image.archive_id == archive_id, Image.rel_path > last_path)
-            .order_by(Image.rel_path)
-            .limit(chunk)
-        )
-        rows = session.execute(query).all()
-        if not rows:
-            return
-        ids = [image.id for image, _ in rows]
-        boxes = detections_of(session, ids, detector_version_id)
-        labels = image_labels_of(session, ids, detector_version_id)
-        crops = crops_of(session, labels)
-        for image, outcome in rows:
-            if outcome is not None or not processed_only:
-                yield ImageResult(image, outcome, boxes[image.id], labels.get(image.id), crops.get(image.id))
-        last_path = rows[-1][0].rel_path
+    """Images of an archive ordered by path, with detect outcomes, boxes, labels and crops, streamed
+    (``shared.store.export_rows``: plain rows, no ORM objects)."""
+    for results in export_rows.result_chunks(session, archive_id, detector_version_id, chunk, processed_only):
+        yield from results
 
 
 def detections_of(session: Session, image_ids: Sequence[int], detector_version_id: int) -> dict[int, list[DetectionRow]]:

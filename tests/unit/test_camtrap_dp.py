@@ -349,3 +349,17 @@ def test_cli_export_asks_for_what_the_profile_needs_and_names_undeployed_images(
     assert "wrote a Camtrap DP package to" in done.stdout and "2 deployments, 4 media, 6 observations" in done.stdout
     assert sorted(p.name for p in out.iterdir()) == ["datapackage.json", "deployments.csv", "media.csv",
                                                      "observations.csv"]
+
+
+def test_a_package_is_byte_identical_to_the_reference(session: Session, tmp_path: Path) -> None:
+    """The tables as the exports wrote them before they streamed plain rows (tests/support/export_reference.py)."""
+    from tests.support.export_dataset import build
+    from tests.support.export_reference import camtrap_both_ways
+
+    varied = build(session, tmp_path)
+
+    new, old = camtrap_both_ways(session, tmp_path / "out", varied.archives, varied.detector.id, Thresholds(), INFO)
+
+    assert new == old
+    assert old["observations.csv"].count(b"\n") > 100
+    assert all(text in old["observations.csv"] for text in (b"unclassified", b"crop class", b"review label", b"Bad image"))

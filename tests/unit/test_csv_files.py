@@ -23,6 +23,7 @@ from producer.review import ReviewImportError, read_labels, sample, write_list
 from producer.training import LabelProblems
 from producer.training import read_labels as read_training_labels
 from shared import store
+from shared.store.export_rows import image_summaries
 from shared.db import ReviewLabel
 from shared.deployments import DeploymentErrors
 from shared.errors import TraplineError, UsageProblem
@@ -63,8 +64,8 @@ def evil(session: Session) -> dict[str, int]:
 def export_rows(session: Session, detector_id: int) -> list[dict[str, str]]:
     archive = store.images.archives_at(session, None)[0]
     out = io.StringIO()
-    results = [(archive, r) for r in store.results.image_results(session, archive.id, detector_id)]
-    assert write_csv(out, results, Thresholds(), {detector_id: "md_v5a.0.0.pt"}) == 2
+    summaries = [(archive, s) for s in image_summaries(session, archive.id, detector_id, Thresholds())]
+    assert write_csv(out, summaries, {detector_id: "md_v5a.0.0.pt"}) == 2
     return list(csv.DictReader(io.StringIO(out.getvalue())))
 
 

@@ -21,6 +21,7 @@ from shared.schemas import (
     ClassifyOutcome, CropClassification, Detection, DetectionOptions, DetectOutcome, Failure, ImageFlag, ImageMetadata, ModelKind,
     OutcomeStatus,
 )
+from shared.store import export_rows
 from shared.store.results import ImageResult
 from tests.unit.records import SHA_A, add_detector, image_ids
 
@@ -160,8 +161,9 @@ def test_md_json_of_no_images_is_valid_json(session: Session, results) -> None:
 
 def read_csv(session: Session, archive: Archive, version: ModelVersion, thresholds: Thresholds) -> list[dict]:
     out = io.StringIO()
-    rows = [(archive, r) for r in all_results(session, archive, version, processed_only=False)]
-    assert write_csv(out, rows, thresholds, {version.id: "md_v5a.0.0.pt"}) == 5
+    rows = [(archive, s) for s in export_rows.image_summaries(session, archive.id, version.id, thresholds,
+                                                              processed_only=False)]
+    assert write_csv(out, rows, {version.id: "md_v5a.0.0.pt"}) == 5
     out.seek(0)
     reader = csv.DictReader(out)
     assert reader.fieldnames == csv_columns()
@@ -268,7 +270,7 @@ def test_csv_has_a_count_column_per_class_of_every_crop_model_used(session: Sess
     columns = crop_columns(store.results.crop_models_used(session, [archive.id], detector.id))
     out = io.StringIO()
 
-    write_csv(out, [(archive, r) for r in all_results(session, archive, detector)], Thresholds(),
+    write_csv(out, [(archive, s) for s in export_rows.image_summaries(session, archive.id, detector.id, Thresholds())],
               {v.id: v.name for v in crops.values()}, columns)
 
     out.seek(0)
@@ -278,3 +280,56 @@ def test_csv_has_a_count_column_per_class_of_every_crop_model_used(session: Sess
         "1", "0", "crops.keras")
     assert (rows["yamal"]["count_snow_owl"], rows["yamal"]["animal_total"], rows["yamal"]["crops_model"]) == (
         "1", "1", "yamal.keras")
+
+
+# --- byte for byte as the reference (the writers before issue 14) -----------------------------------------------------
+
+
+@pytest.fixture
+def varied(session: Session, tmp_path: Path):
+    from tests.support.export_dataset import build
+
+    return build(session, tmp_path)
+
+
+@pytest.mark.parametrize("thresholds", [Thresholds(), Thresholds(animal=0.2, person=0.0005, vehicle=1.0)])
+@pytest.mark.parametrize("processed_only", [True, False])
+def test_csv_is_byte_identical_to_the_reference(session: Session, varied, thresholds: Thresholds,
+                                                processed_only: bool) -> None:
+    from tests.support.export_reference import csv_both_ways
+
+    used = store.results.crop_models_used(session, [a.id for a in varied.archives], varied.detector.id)
+    names = {v.id: v.name for v in store.model_versions.model_versions(session)}
+
+    new, old = csv_both_ways(session, varied.archives, varied.detector.id, thresholds, names, crop_columns(used),
+                             processed_only)
+
+    assert new == old
+    assert len(old.splitlines()) > 150 and ("not processed" in old) == (not processed_only)
+    assert all(text in old for text in ("'=/data/evil,root", "'@cam", "Animal_Human", "truncated", "snow_owl"))
+
+
+@pytest.mark.parametrize("chunk", [7, 2_000])
+@pytest.mark.parametrize("processed_only", [True, False])
+def test_md_json_is_byte_identical_to_the_reference(session: Session, varied, chunk: int,
+                                                    processed_only: bool) -> None:
+    from tests.support.export_reference import md_json_both_ways
+
+    for archive in varied.archives:
+        used = store.results.crop_models_used(session, [archive.id], varied.detector.id)
+        new, old = md_json_both_ways(session, archive, varied.detector, used, chunk, processed_only)
+
+        assert new == old
+        assert '"classifications"' in old and '"conf": -' in old and '"failure"' in old
+
+
+@pytest.mark.parametrize("text", ["plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", " lead", "trail ", "\ttab",
+                                  "=1+2", "'=x", "-0.5", "@cam", "", "ø,\"\r\n", "'", "''+", "\x00nul"])
+def test_text_cells_are_what_csv_writer_and_spreadsheet_safe_make_of_them(text: str) -> None:
+    from producer.export import text_cell
+    from shared.spreadsheet import spreadsheet_safe
+
+    out = io.StringIO()
+    csv.writer(out).writerow(["x", spreadsheet_safe(text), "y"])
+
+    assert out.getvalue() == f"x,{text_cell(text)},y\r\n"
