@@ -7,7 +7,7 @@ then each command runs as its own ``trapline`` process against it, as a user wou
 label (written as ``review import`` writes them), ``metrics``, ``report``, ``rde`` over every camera, and the
 review page's next 50 items in the middle of the set (an HTTP request to ``trapline review serve``, as the
 page's script asks after the last item it shows). Each
-command's wall time and peak resident memory (``wait4``'s maxrss of its process) are printed; with two or
+command's wall time and peak resident memory (maxrss of its process, taken by a small launcher process) are printed; with two or
 more sizes, each command's growth exponent (``log(t₂/t₁) / log(n₂/n₁)``, 1 = linear) between the smallest and
 the largest size, for time and for memory. Nothing is extrapolated; nothing is asserted.
 
@@ -170,22 +170,28 @@ def _measure(command: str, archive: Generated, env: dict[str, str], folder: Path
     return Measured(command, n, seconds, peak, code, note)
 
 
+# A small process between the benchmark and each command: a child forked from the benchmark itself would count
+# the benchmark's own resident memory (copied at fork, kept in maxrss across exec) as the command's peak.
+_LAUNCHER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[2:]); "
+             "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+             "sys.exit(code)")
+
+
 def _trapline(env: dict[str, str], folder: Path, *arguments: str) -> tuple[float, float, int]:
-    """Run one ``trapline`` command; (seconds, peak resident MB, exit code). Its output goes to a log file."""
-    log_file = folder / "commands.log"
+    """Run one ``trapline`` command; (seconds, peak resident MB of its process, exit code). Its output goes to a
+    log file."""
+    log_file, peak_file = folder / "commands.log", folder / "peak-kb"
     with log_file.open("a") as out:
         out.write(f"$ trapline {' '.join(arguments)}\n")
         out.flush()
         start = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "producer.cli", *arguments], env=env, cwd=folder,
-                                   stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+        code = subprocess.call([sys.executable, "-S", "-c", _LAUNCHER, str(peak_file), sys.executable, "-m",
+                                "producer.cli", *arguments], env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
         seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
+    if code != 0:
         tail = log_file.read_text().splitlines()[-5:]
-        log.warning("trapline %s exited %d:\n%s", " ".join(arguments), process.returncode, "\n".join(tail))
-    return seconds, usage.ru_maxrss / 1024, process.returncode
+        log.warning("trapline %s exited %d:\n%s", " ".join(arguments), code, "\n".join(tail))
+    return seconds, int(peak_file.read_text()) / 1024, code
 
 
 def _environment(url: str, redis_url: str) -> dict[str, str]:

@@ -55,6 +55,7 @@ def sample(session: Session, detector_version_id: int, fraction: float, all_anim
                      draw_stream(review.stream_strata(session, detector_version_id), sizes, fraction, seed))
     if all_animals:
         review.add_all_animals(session, review_set.id, detector_version_id, sizes)
+    review.refresh_statistics(session)
     summary = summarize_draw(sizes, fraction, all_animals)
     return SampleResult(review_set.id, summary.drawn, review.item_count(session, review_set.id) - before,
                         summary.by_reason, summary.strata)

@@ -92,14 +92,16 @@ def rde_boxes(session: Session, detector_version_id: int, camera: str) -> list[B
     """One camera's detections in the megadetector package's visiting order: images by path (code point order,
     whatever the database's collation), each image's boxes by confidence, highest first, then id. Boxes already
     in a cluster a person decided on are left out."""
-    decided = (select(RdeMember.detection_id).join(RdeCluster, RdeCluster.id == RdeMember.cluster_id)
-               .where(RdeCluster.status != "suspected"))
+    # NOT EXISTS, not NOT IN: with NOT IN PostgreSQL hashes the decided boxes and scans every detection of the
+    # archive for each camera (0.4 s per camera at 1M images); the anti-join probes only the camera's boxes.
+    decided = exists().where(RdeMember.detection_id == DetectionRow.id, RdeCluster.id == RdeMember.cluster_id,
+                             RdeCluster.status != "suspected")
     rows = session.execute(
         select(Image.rel_path, DetectionRow.id, DetectionRow.image_id, DetectionRow.x, DetectionRow.y, DetectionRow.w,
                DetectionRow.h, DetectionRow.conf, DetectionRow.category)
         .join(Image, Image.id == DetectionRow.image_id)
         .where(DetectionRow.detector_version_id == detector_version_id, of_camera(camera),
-               DetectionRow.id.not_in(decided))).all()
+               ~decided)).all()
     rows.sort(key=lambda r: (r[0], r[2], -r[7], r[1]))
     return [Box(i, image_id, (x, y, w, h), conf, category) for _, i, image_id, x, y, w, h, conf, category in rows]
 

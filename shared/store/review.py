@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, text
 from sqlalchemy.orm import Session, aliased
 
 from shared.chunking import chunked
@@ -102,6 +102,14 @@ def add_all_animals(session: Session, set_id: int, detector_version_id: int, siz
               .where(ImageLabel.detector_version_id == detector_version_id, ImageLabel.final_label == ANIMAL))
     session.execute(insert(session, ReviewItem).from_select(ITEM_COLUMNS, images)
                     .on_conflict_do_nothing(index_elements=["set_id", "image_id"]))
+
+
+def refresh_statistics(session: Session) -> None:
+    """Tell PostgreSQL's planner how many items the sets now hold. Without it, until autovacuum comes by, it
+    takes a new set of half a million items for a few hundred, and the review page's keyset walk becomes a
+    sort of the whole set (1.4 s per page instead of 1.5 ms at 1M images)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE review_items"))
 
 
 def review_set(session: Session, set_id: int | None = None) -> ReviewSet | None:
