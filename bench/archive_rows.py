@@ -120,6 +120,21 @@ def generate(engine: Engine, images: int, seed: int = 0, root: str = "/bench/arc
     return Generated(archive_id, root, detector.id, images, rows.pending, counts)
 
 
+def existing(engine: Engine, root: str = "/bench/archive") -> Generated:
+    """The archive that :func:`generate` wrote earlier into this database (``archive_scale --reuse``)."""
+    with engine.connect() as connection:
+        archive_id = connection.scalar(text("SELECT id FROM archives WHERE root = :r"), {"r": root})
+        if archive_id is None:
+            raise LookupError(f"no generated archive {root} in this database")
+        detector_id = connection.scalar(text("SELECT detector_version_id FROM outcomes WHERE stage = 'detect' "
+                                             "LIMIT 1"))
+        rows = {table: connection.scalar(text(f"SELECT count(*) FROM {table}")) for table in COLUMNS}
+        pending = connection.scalar(text(
+            "SELECT count(*) FROM images i WHERE i.archive_id = :a AND NOT EXISTS "
+            "(SELECT 1 FROM outcomes o WHERE o.image_id = i.id AND o.stage = 'detect')"), {"a": archive_id})
+    return Generated(archive_id, root, detector_id, rows["images"], pending, rows)
+
+
 def _detector(session) -> ModelVersion:
     """The detector version the default settings mean (``MDV5A``), so every command finds it unconfigured."""
     from producer.model_versions import current_detector

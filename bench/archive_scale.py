@@ -12,7 +12,11 @@ more sizes, each command's growth exponent (``log(t₂/t₁) / log(n₂/n₁)``,
 the largest size, for time and for memory. Nothing is extrapolated; nothing is asserted.
 
     python -m bench.archive_scale [--sizes 100000,1000000] [--sqlite] [--commands status,export-csv,...]
-                                  [--redis-url URL --database-url ADMIN_URL] [--keep]
+                                  [--redis-url URL --database-url ADMIN_URL] [--keep] [--reuse]
+
+``--keep`` leaves each size's database (``trapline_scale_<size>``) on the server; ``--reuse`` runs the commands on
+such a kept database instead of generating it again (a 10M-image archive takes about 35 minutes to generate),
+so generation and timing can be separate runs: ``--keep --commands ''`` first, ``--reuse`` later.
 
 Without URLs private Redis and PostgreSQL servers are started (``bench.deployment.services``). ``--sqlite``
 runs the same commands on a SQLite file instead (the embedded default), to find where it stops being
@@ -41,7 +45,7 @@ from pathlib import Path
 import redis
 from sqlalchemy import text
 
-from bench.archive_rows import Generated, generate
+from bench.archive_rows import Generated, existing, generate
 from bench.deployment import REPO, services
 from shared.migrations import ensure_schema
 from shared.store.engine import make_engine
@@ -73,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> list[Measured]:
     parser.add_argument("--redis-url")
     parser.add_argument("--database-url", help="a PostgreSQL server's admin URL (a database is made per size)")
     parser.add_argument("--keep", action="store_true", help="keep the generated databases")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time the commands on databases kept earlier (--keep) instead of generating them")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -81,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> list[Measured]:
     unknown = set(commands) - set(COMMANDS)
     if unknown:
         parser.error(f"unknown commands: {', '.join(sorted(unknown))}")
+    if (args.keep or args.reuse) and (args.sqlite or args.database_url is None):
+        parser.error("--keep and --reuse need --database-url (a server that outlives the benchmark)")
     print(f"archive_scale: {', '.join(f'{n:,}' for n in sizes)} images on "
           f"{'SQLite' if args.sqlite else 'PostgreSQL'}, {os.cpu_count()} CPU cores; commands: {', '.join(commands)}",
           flush=True)
@@ -96,11 +104,12 @@ def main(argv: Sequence[str] | None = None) -> list[Measured]:
                 url = f"sqlite:///{folder / 'trapline.db'}"
                 ensure_schema(url)
             else:
-                name = f"trapline_scale_{os.getpid()}_{n}"  # runs side by side on one server stay apart
-                url = servers.new_database(name)
+                # runs side by side on one server stay apart, unless their databases are kept for --reuse
+                name = f"trapline_scale_{n}" if args.keep or args.reuse else f"trapline_scale_{os.getpid()}_{n}"
+                url = servers.database(name) if args.reuse else servers.new_database(name)
                 if args.keep:
                     servers.created.remove(name)
-            measured += run_size(url, redis_url, n, commands, folder, args.seed)
+            measured += run_size(url, redis_url, n, commands, folder, args.seed, args.reuse)
             with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
                 client.flushdb()
     if len(sizes) > 1:
@@ -122,17 +131,25 @@ def _redis(url: str | None, folder: Path) -> Iterator[str]:
         server.stop()
 
 
-def run_size(url: str, redis_url: str, n: int, commands: Sequence[str], folder: Path, seed: int) -> list[Measured]:
+def run_size(url: str, redis_url: str, n: int, commands: Sequence[str], folder: Path, seed: int,
+             reuse: bool = False) -> list[Measured]:
     engine = make_engine(url)
+    env = _environment(url, redis_url)
     try:
         start = time.perf_counter()
-        archive = generate(engine, n, seed)
-        print(f"\n{n:,} images: generated {', '.join(f'{k} {v:,}' for k, v in archive.rows.items())} in "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
-        env = _environment(url, redis_url)
+        if reuse:
+            archive = existing(engine)
+            if archive.images != n:
+                raise SystemExit(f"the kept database holds {archive.images:,} images, not {n:,}")
+            print(f"\n{n:,} images: kept database, {', '.join(f'{k} {v:,}' for k, v in archive.rows.items())}",
+                  flush=True)
+        else:
+            archive = generate(engine, n, seed)
+            print(f"\n{n:,} images: generated {', '.join(f'{k} {v:,}' for k, v in archive.rows.items())} in "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+            _trapline(env, folder, "deployments", "import", str(_deployments(archive, folder / "deployments.csv")))
         seconds, peak, _ = _trapline(env, folder, "--help")
         print(f"  {'start-up (--help)':<18} {seconds:>8.2f} s  {peak:>7.0f} MB  every command pays this", flush=True)
-        _trapline(env, folder, "deployments", "import", str(_deployments(archive, folder / "deployments.csv")))
         results = []
         for command in commands:
             result = _measure(command, archive, env, folder, engine)
@@ -234,7 +251,8 @@ def _review_page(archive: Generated, env: dict[str, str], folder: Path, engine) 
                                        "(SELECT max(id) FROM review_sets)")) or 0
     try:
         with _server(env, folder, _free_port()) as base:
-            middle = _get(f"{base}/api/items?offset={items // 2}&limit={PAGE}&reviewer=bench")["items"]
+            middle = max(0, min(items // 2, items - 2 * PAGE))  # a full page follows it
+            middle = _get(f"{base}/api/items?offset={middle}&limit={PAGE}&reviewer=bench")["items"]
             last = middle[-1]
             start = time.perf_counter()
             page = _get(f"{base}/api/items?after={last['image_id']}&position={last['position']}&limit={PAGE}"

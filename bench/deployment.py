@@ -86,9 +86,13 @@ class Services:
         finally:
             engine.dispose()
         self.created.append(name)
-        url = make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+        url = self.database(name)
         ensure_schema(url)
         return url
+
+    def database(self, name: str) -> str:
+        """The URL of an existing database on this server (one kept by an earlier run)."""
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
 
     def flush_redis(self) -> None:
         with contextlib.closing(redis.Redis.from_url(self.redis_url)) as client:

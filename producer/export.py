@@ -8,6 +8,7 @@ in SQL (highest confidence and counted boxes per category); its label cells are 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -270,17 +271,30 @@ def write_csv(out: IO[str], rows: Iterable[tuple[Archive, ImageSummary]], names:
     """The per-image CSV from ``shared.store.export_rows.image_summaries`` (detection label and counts from the
     thresholds those were read with, the paper's labels); ``names`` maps model version ids to their names. It is
     meant for spreadsheets: a text cell that one would run as a formula (a site folder ``=HYPERLINK(…)``) gets a
-    ``'`` in front (``shared.spreadsheet``); numbers are written as they are."""
-    csv.writer(out).writerow(csv_columns(crop_classes))
+    ``'`` in front (``shared.spreadsheet``); numbers are written as they are. (``producer.csv_parts`` writes the
+    same bytes with several processes.)"""
+    write_csv_header(out, crop_classes)
     lines = CsvLines(names, crop_classes)
-    line = lines.line
     roots: dict[int, str] = {}  # id(archive) -> its root as a cell
-    text: list[str] = []
     count = 0
-    for archive, summary in rows:
+    for archive, summaries in itertools.groupby(rows, key=lambda row: row[0]):
         root = roots.get(id(archive))
         if root is None:
             root = roots[id(archive)] = text_cell(archive.root)
+        count += write_csv_lines(out, root, (summary for _, summary in summaries), lines)
+    return count
+
+
+def write_csv_header(out: IO[str], crop_classes: Sequence[str] = CROP_CLASSES) -> None:
+    csv.writer(out).writerow(csv_columns(crop_classes))
+
+
+def write_csv_lines(out: IO[str], root: str, summaries: Iterable[ImageSummary], lines: CsvLines) -> int:
+    """One archive's lines (``root``: its root as a cell, ``text_cell``), ``CSV_CHUNK`` at a time; how many."""
+    line = lines.line
+    text: list[str] = []
+    count = 0
+    for summary in summaries:
         text.append(line(root, summary))
         if len(text) == CSV_CHUNK:
             out.write("".join(text))

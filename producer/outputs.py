@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from producer import camtrap_dp, report
+from producer import camtrap_dp, csv_parts, report
 from producer import export as exporter
 from producer.model_versions import results_detector
 from shared.config import Settings
@@ -68,11 +68,16 @@ def export(session: Session, settings: Settings, fmt: str, output: Path, archive
             count = exporter.write_md_json(out, results.image_results(session, archives[0].id, detector.id), info,
                                            crop_models)
         else:
-            rows = ((a, s) for a in archives
-                    for s in export_rows.image_summaries(session, a.id, detector.id, thresholds))
             names = {v.id: v.name for v in model_versions.model_versions(session)}
             columns = exporter.crop_columns(crop_models or model_versions.promoted_models(session, ModelKind.CROPS))
-            count = exporter.write_csv(out, rows, names, columns)
+            processes = csv_parts.default_processes(settings.export_processes)
+            if session.get_bind().dialect.name == "postgresql" and processes > 1:
+                count = csv_parts.write_csv(session, out, output, archives, detector.id, thresholds, names, columns,
+                                            processes)
+            else:
+                rows = ((a, s) for a in archives
+                        for s in export_rows.image_summaries(session, a.id, detector.id, thresholds))
+                count = exporter.write_csv(out, rows, names, columns)
     return f"wrote {count} images to {output}"
 
 

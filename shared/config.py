@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     max_retries: int = Field(8, ge=0, description="Retries of a batch after database or broker errors, after 1, 2, 4 … s: 8 ride out about 4 minutes (a database failover).")
     detect_python: Path | None = Field(None, description="Interpreter of the detect environment used by `trapline run`; default: this one if it has megadetector, else .venv/detect/bin/python.")
     embedded_workers: int = Field(1, ge=1, description="Detect worker processes `trapline run` starts.")
+    export_processes: int = Field(0, ge=0, description="Processes writing `export --format csv` from PostgreSQL, "
+                                  "each a range of paths in one snapshot; 0: one per CPU core, at most 4 (SQLite: one).")
     classify_python: Path | None = Field(None, description="Interpreter of the classify environment used by `trapline run` and `models import`; default: this one if it has TensorFlow, else .venv/classify/bin/python.")
     model_root: Path = Field(Path("trapline-data/models"), description="Where imported and trained classifier files are stored, by SHA-256, with their manifests (shared storage for several machines).")
     training_root: Path = Field(Path("trapline-data/training"), description="Training runs' folders (checkpoints, logs, plots), seen by the train workers.")

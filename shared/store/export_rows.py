@@ -33,6 +33,21 @@ STREAM_ROWS = 5_000  # rows per fetch from the server-side cursor
 CHUNK = 2_000  # images whose boxes and crops are read with one query each
 
 
+class PathRange(NamedTuple):
+    """The images whose ``rel_path`` is at or after ``low`` and before ``high`` (None: unbounded), compared by the
+    database as its ORDER BY compares them."""
+
+    low: str | None = None
+    high: str | None = None
+
+    def conditions(self) -> list[Any]:
+        return [*(() if self.low is None else (Image.rel_path >= self.low,)),
+                *(() if self.high is None else (Image.rel_path < self.high,))]
+
+
+WHOLE_ARCHIVE = PathRange()
+
+
 class ImageRow(NamedTuple):
     """The columns of ``images`` the exports show."""
 
@@ -165,7 +180,7 @@ def _labels(detector_version_id: int) -> Any:
     return and_(ImageLabel.image_id == Image.id, ImageLabel.detector_version_id == detector_version_id)
 
 
-def _box_summaries(archive_id: int, detector_version_id: int, thresholds: Thresholds) -> Any:
+def _box_summaries(archive_id: int, detector_version_id: int, thresholds: Thresholds, paths: PathRange) -> Any:
     """Per image of the archive: the highest confidence and the counted boxes of each category, one GROUP BY over
     the archive's boxes (joined to the images by id; a LATERAL subquery per image, in path order, streams from
     the first row but took 1.6 times as long at a million images)."""
@@ -183,17 +198,19 @@ def _box_summaries(archive_id: int, detector_version_id: int, thresholds: Thresh
                counted(PERSON, thresholds.person).label("n_person"),
                counted(VEHICLE, thresholds.vehicle).label("n_vehicle"))
     boxes = (select(DetectionRow.image_id, *columns).join(Image, Image.id == DetectionRow.image_id)
-             .where(Image.archive_id == archive_id, DetectionRow.detector_version_id == detector_version_id)
+             .where(Image.archive_id == archive_id, DetectionRow.detector_version_id == detector_version_id,
+                    *paths.conditions())
              .group_by(DetectionRow.image_id).subquery("boxes"))
     return boxes
 
 
 def image_summaries(session: Session, archive_id: int, detector_version_id: int, thresholds: Thresholds,
-                    processed_only: bool = True) -> Iterator[ImageSummary]:
+                    processed_only: bool = True, paths: PathRange = WHOLE_ARCHIVE) -> Iterator[ImageSummary]:
     """The archive's images in path order as the per-image CSV shows them, streamed (see the module docstring);
-    ``processed_only``: only images with an outcome of this detector. The rows are the database driver's, named and
-    ordered as ``ImageSummary``'s fields (no object is made per row)."""
-    boxes = _box_summaries(archive_id, detector_version_id, thresholds)
+    ``processed_only``: only images with an outcome of this detector; ``paths``: only those in this range. The
+    rows are the database driver's, named and ordered as ``ImageSummary``'s fields (no object is made per
+    row)."""
+    boxes = _box_summaries(archive_id, detector_version_id, thresholds, paths)
     columns = (Image.id, Image.rel_path, Image.region, Image.site, Image.camera, Image.taken_at, Image.width,
                Image.height, Outcome.status, Outcome.failure, Outcome.flags, Outcome.detector_version_id,
                boxes.c.best_animal, boxes.c.best_person, boxes.c.best_vehicle, boxes.c.n_animal, boxes.c.n_person,
@@ -206,10 +223,26 @@ def image_summaries(session: Session, archive_id: int, detector_version_id: int,
         .join(Outcome, _outcomes(detector_version_id), isouter=not processed_only)
         .outerjoin(ImageLabel, _labels(detector_version_id))
         .outerjoin(boxes, boxes.c.image_id == Image.id)
-        .where(Image.archive_id == archive_id)
+        .where(Image.archive_id == archive_id, *paths.conditions())
         .order_by(Image.rel_path)
     )
     return _stream(session, statement)
+
+
+def path_ranges(session: Session, archive_id: int, parts: int, min_images: int = 1) -> list[PathRange]:
+    """The archive's paths cut into ``parts`` ranges of about as many images each, in path order (fewer, so that
+    none holds fewer than ``min_images``); each cut is an image's path, found by walking the (archive, path)
+    index. Concatenated in order, the ranges' rows are the whole archive's rows in path order."""
+    total = session.scalar(select(func.count()).select_from(Image).where(Image.archive_id == archive_id)) or 0
+    parts = max(1, min(parts, total // max(min_images, 1)))
+    cuts: list[str] = []
+    for part in range(1, parts):
+        cut = session.scalar(select(Image.rel_path).where(Image.archive_id == archive_id)
+                             .order_by(Image.rel_path).offset(total * part // parts).limit(1))
+        if cut is not None:  # paths are unique in an archive: the cuts rise as the offsets do
+            cuts.append(cut)
+    bounds = [None, *cuts, None]
+    return [PathRange(low, high) for low, high in zip(bounds, bounds[1:], strict=False)]
 
 
 def result_chunks(session: Session, archive_id: int, detector_version_id: int, chunk: int = CHUNK,

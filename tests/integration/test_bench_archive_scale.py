@@ -4,7 +4,7 @@ commands read without complaint, every command runs to the end, and nothing abou
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
 from bench import archive_scale
 from bench.archive_rows import generate
@@ -62,3 +62,28 @@ def test_generated_rows_are_what_the_store_reads(sqlite_url):
         confs = [row.conf for row in result.detections]
         assert confs == sorted(confs, reverse=True)
         assert (result.labels is None) == (result.outcome.status == OutcomeStatus.FAILED)
+
+
+def test_a_kept_archive_is_timed_again_without_generating_it(postgres_server_url, redis_url, capsys):
+    # Given a 300-image archive generated and kept (no command timed)
+    common = ["--sizes", "300", "--redis-url", redis_url, "--database-url", postgres_server_url]
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    try:
+        assert archive_scale.main([*common, "--keep", "--commands", ""]) == []
+
+        # When the commands run on it with --reuse
+        measured = archive_scale.main([*common, "--reuse", "--commands", "status,export-csv"])
+
+        # Then they ran on the kept rows: nothing was generated again
+        assert [(m.command, m.exit_code) for m in measured] == [("status", 0), ("export-csv", 0)]
+        output = capsys.readouterr().out
+        assert "300 images: kept database, images 300" in output and "generated" not in output.split("kept")[1]
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql('DROP DATABASE IF EXISTS "trapline_scale_300" WITH (FORCE)')
+        admin.dispose()
+
+
+def test_reuse_needs_a_server_that_outlives_the_benchmark():
+    with pytest.raises(SystemExit):
+        archive_scale.main(["--sizes", "300", "--reuse", "--sqlite"])
