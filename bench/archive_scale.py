@@ -15,7 +15,7 @@ the largest size, for time and for memory. Nothing is extrapolated; nothing is a
                                   [--redis-url URL --database-url ADMIN_URL] [--keep] [--reuse]
 
 ``--keep`` leaves each size's database (``trapline_scale_<size>``) on the server; ``--reuse`` runs the commands on
-such a kept database instead of generating it again (a 10M-image archive takes about 35 minutes to generate),
+such a kept database instead of generating it again (a 10M-image archive took about 20 minutes to generate here),
 so generation and timing can be separate runs: ``--keep --commands ''`` first, ``--reuse`` later.
 
 Without URLs private Redis and PostgreSQL servers are started (``bench.deployment.services``). ``--sqlite``

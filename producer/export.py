@@ -275,13 +275,9 @@ def write_csv(out: IO[str], rows: Iterable[tuple[Archive, ImageSummary]], names:
     same bytes with several processes.)"""
     write_csv_header(out, crop_classes)
     lines = CsvLines(names, crop_classes)
-    roots: dict[int, str] = {}  # id(archive) -> its root as a cell
     count = 0
-    for archive, summaries in itertools.groupby(rows, key=lambda row: row[0]):
-        root = roots.get(id(archive))
-        if root is None:
-            root = roots[id(archive)] = text_cell(archive.root)
-        count += write_csv_lines(out, root, (summary for _, summary in summaries), lines)
+    for archive, summaries in itertools.groupby(rows, key=lambda row: row[0]):  # the root's cell once per archive
+        count += write_csv_lines(out, text_cell(archive.root), (summary for _, summary in summaries), lines)
     return count
 
 
