@@ -138,6 +138,14 @@ def existing(engine: Engine, root: str = "/bench/archive") -> Generated:
     return Generated(archive_id, root, detector_id, rows["images"], pending, rows)
 
 
+def forget_enqueued(engine: Engine) -> int:
+    """Delete the batches an earlier ``enqueue`` made (none of their images has an outcome yet), so a kept archive
+    is timed as generated; how many."""
+    with engine.begin() as connection:
+        return connection.execute(text(
+            "DELETE FROM batches b WHERE NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.batch_id = b.id)")).rowcount
+
+
 def _detector(session) -> ModelVersion:
     """The detector version the default settings mean (``MDV5A``), so every command finds it unconfigured."""
     from producer.model_versions import current_detector

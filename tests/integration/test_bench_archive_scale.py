@@ -78,6 +78,20 @@ def test_a_kept_archive_is_timed_again_without_generating_it(postgres_server_url
         assert [(m.command, m.exit_code) for m in measured] == [("status", 0), ("export-csv", 0)]
         output = capsys.readouterr().out
         assert "300 images: kept database, images 300" in output and "generated" not in output.split("kept")[1]
+
+        # And enqueue, timed twice on it, finds the pending tenth unqueued both times (as generated): the second
+        # queues the same images again in new batches, the first's gone
+        queued = []
+        for _ in range(2):
+            assert [m.exit_code for m in archive_scale.main([*common, "--reuse", "--commands", "enqueue"])] == [0]
+            kept = create_engine(postgres_server_url.rsplit("/", 1)[0] + "/trapline_scale_300")
+            with kept.connect() as connection:
+                queued.append(connection.exec_driver_sql(
+                    "SELECT count(*), min(batch_id) FROM batch_items i WHERE NOT EXISTS "
+                    "(SELECT 1 FROM outcomes o WHERE o.image_id = i.image_id)").one())
+            kept.dispose()
+        (first_count, first_batch), (second_count, second_batch) = queued
+        assert first_count == second_count > 0 and second_batch > first_batch
     finally:
         with admin.connect() as connection:
             connection.exec_driver_sql('DROP DATABASE IF EXISTS "trapline_scale_300" WITH (FORCE)')
