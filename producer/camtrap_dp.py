@@ -1,7 +1,10 @@
 """Camtrap DP 1.0.2 export (FORMATS.md §2): datapackage.json, deployments.csv, media.csv, observations.csv.
 
-Media are images of registered deployments, ``captureMethod = timeLapse``, timestamps with the deployment's
-UTC offset at that moment (``shared.deployments.localize``). Observations are media-level, ``eventStart =
+Media are images of registered deployments, ``captureMethod`` from the camera's trigger (time-lapse frames
+``timeLapse``, motion and external triggers ``activityDetection``, empty where the camera did not say),
+``exifData`` what the camera recorded (``producer.export.camera_exif``), timestamps with the deployment's UTC
+offset at that moment (``shared.deployments.localize``). A deployment's ``cameraID`` is the serial number its
+images carry, else its camera folder. Observations are media-level, ``eventStart =
 eventEnd = timestamp``:
 
 * machine rows (``classificationMethod = machine``, ``classifiedBy`` = the model files): one ``animal`` per
@@ -24,7 +27,7 @@ import json
 import logging
 import mimetypes
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -32,12 +35,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from producer.export import camera_exif
 from shared.db import Archive, Deployment
 from shared.deployments import iso, localize
 from shared.errors import TraplineError
 from shared.crop_model import PAPER_CROP_MODEL, CropModel
 from shared.labels import ANIMAL, PERSON, VEHICLE, Thresholds, counted
-from shared.schemas import OutcomeStatus
+from shared.schemas import OutcomeStatus, TriggerMode
 from shared.store import deployments as deployment_rows
 from shared.store import export_rows, model_versions
 from shared.store.export_rows import ImageResult, ReviewRow
@@ -49,7 +53,9 @@ PROFILE = VERSION_URL + "camtrap-dp-profile.json"
 RESOURCES = ("deployments", "media", "observations")
 ROLES = ("contact", "principalInvestigator", "rightsHolder", "publisher", "contributor")
 SAMPLING_DESIGNS = ("simpleRandom", "systematicRandom", "clusteredRandom", "experimental", "targeted", "opportunistic")
-CAPTURE_METHOD = "timeLapse"
+CAPTURE_METHOD = "timeLapse"  # the project's, when no image says (the workflow's design: time-lapse cameras)
+CAPTURE_METHODS = {TriggerMode.TIME_LAPSE: "timeLapse", TriggerMode.MOTION: "activityDetection",
+                   TriggerMode.EXTERNAL: "activityDetection"}  # manual and "not armed" frames: neither
 CHUNK = 1000  # images per database round trip
 UNDEPLOYED_SHOWN = 20  # image paths named in the error
 PROBABILITY_DIGITS, COORD_DIGITS = 3, 4
@@ -195,21 +201,28 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def deployment_row(deployment: Deployment) -> dict[str, Any]:
+def deployment_row(deployment: Deployment, serials: Collection[str] = ()) -> dict[str, Any]:
+    """``serials``: the serial numbers of its images (one is the camera's ID; several, when a camera was swapped
+    mid-deployment, are all named)."""
     site = deployment.camera.split("/")[0]
     return {"deploymentID": deployment.id, "locationName": "" if site == "-" else site,
             "latitude": deployment.latitude, "longitude": deployment.longitude,
             "deploymentStart": iso(localize(deployment.starts_at, deployment.timezone)),
             "deploymentEnd": iso(localize(deployment.ends_at, deployment.timezone)),
-            "cameraID": deployment.camera, "baitUse": deployment.bait}
+            "cameraID": " | ".join(sorted(serials)) or deployment.camera, "baitUse": deployment.bait}
+
+
+def capture_method(trigger: str | None) -> str | None:
+    """The media's ``captureMethod`` from its camera's trigger (None: the camera did not say)."""
+    return CAPTURE_METHODS.get(TriggerMode(trigger)) if trigger else None
 
 
 def media_row(item: MediaItem, file_path: str, observations: Sequence[Observation]) -> dict[str, Any]:
     image = item.result.image
     name = _file_name(image.rel_path)
-    exif = {k: v for k, v in (("Make", image.make), ("Model", image.model), ("SerialNumber", image.serial)) if v}
+    exif = camera_exif(image)
     hidden = any(o.type in ("human", "unclassified") for o in observations)
-    return {"mediaID": str(image.id), "deploymentID": item.deployment.id, "captureMethod": CAPTURE_METHOD,
+    return {"mediaID": str(image.id), "deploymentID": item.deployment.id, "captureMethod": capture_method(image.trigger),
             "timestamp": iso(localize(image.taken_at, item.deployment.timezone)), "filePath": file_path,
             "filePublic": not hidden, "fileName": name,
             "fileMediatype": image.content_type or mimetypes.guess_type(name)[0] or "image/jpeg",
@@ -261,17 +274,34 @@ class Written:
     media: int = 0
     observations: int = 0
     scientific_names: set[str] = field(default_factory=set)
+    capture_methods: set[str] = field(default_factory=set)
+    serials: dict[str, set[str]] = field(default_factory=dict)  # deployment → its images' serial numbers
+
+    def saw(self, deployment: Deployment, media: dict[str, Any], serial: str | None) -> None:
+        """Count one media row written; remember its capture method and its camera's serial."""
+        self.media += 1
+        if media["captureMethod"]:
+            self.capture_methods.add(media["captureMethod"])
+        if serial:
+            self.serials.setdefault(deployment.id, set()).add(serial)
+
+    def write_deployments(self, path: Path, deployments: Sequence[Deployment]) -> None:
+        """deployments.csv, after the media: each camera's ID is the serial its images carry."""
+        with _Table(path, DEPLOYMENT_COLUMNS) as table:
+            for deployment in deployments:
+                serials = self.serials.get(deployment.id, ())
+                if len(serials) > 1:
+                    log.warning("deployment %s: images of %d cameras (serials %s)", deployment.id, len(serials),
+                                ", ".join(sorted(serials)))
+                table.write(deployment_row(deployment, serials))
+                self.deployments += 1
 
 
 def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterable[MediaItem],
                  thresholds: Thresholds, models: dict[int, str], info: PackageInfo, prefix_archive: bool,
                  crop_models: Mapping[int, CropModel] | None = None) -> Written:
-    """deployments.csv, media.csv and observations.csv, one image at a time."""
+    """media.csv and observations.csv, one image at a time, then deployments.csv."""
     written = Written()
-    with _Table(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS) as table:
-        for deployment in deployments:
-            table.write(deployment_row(deployment))
-            written.deployments += 1
     with (_Table(out_dir / "media.csv", MEDIA_COLUMNS) as media,
           _Table(out_dir / "observations.csv", OBSERVATION_COLUMNS) as observations):
         for item in items:
@@ -287,14 +317,16 @@ def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterab
                 observations.write(observation_row(item, observation_id, row["timestamp"], observation))
                 if observation.scientific_name:
                     written.scientific_names.add(observation.scientific_name)
-            written.media += 1
+            written.saw(item.deployment, row, item.result.image.serial)
             written.observations += len(ids)
+    written.write_deployments(out_dir / "deployments.csv", deployments)
     return written
 
 
 def descriptor(info: PackageInfo, deployments: Sequence[Deployment], scientific_names: Iterable[str],
-               created: datetime) -> dict[str, Any]:
-    """datapackage.json: the profile's required properties, with the official profile and schema URLs."""
+               created: datetime, capture_methods: Collection[str] = ()) -> dict[str, Any]:
+    """datapackage.json: the profile's required properties, with the official profile and schema URLs;
+    ``capture_methods``: the media's (none known: the workflow's time-lapse)."""
     lons = [d.longitude for d in deployments]
     lats = [d.latitude for d in deployments]
     west, east, south, north = min(lons), max(lons), min(lats), max(lats)
@@ -309,7 +341,7 @@ def descriptor(info: PackageInfo, deployments: Sequence[Deployment], scientific_
         "created": iso(created.astimezone(UTC)).replace("+00:00", "Z"),
         "title": info.title,
         "contributors": list(info.contributors),
-        "project": {"title": info.title, "samplingDesign": info.sampling_design, "captureMethod": [CAPTURE_METHOD],
+        "project": {"title": info.title, "samplingDesign": info.sampling_design, "captureMethod": sorted(capture_methods) or [CAPTURE_METHOD],
                     "individualAnimals": False, "observationLevel": ["media"]},
         "spatial": spatial,
         "temporal": {"start": min(d.starts_at for d in deployments).date().isoformat(),
@@ -373,7 +405,7 @@ def write_package(session: Session, out_dir: Path, archives: Sequence[Archive], 
     items = media_items(session, archives, detector_version_id, deployments)
     written = write_tables(out_dir, deployments, items, thresholds, models, info, prefix_archive=len(archives) > 1,
                            crop_models=model_versions.crop_models(session))
-    package = descriptor(info, deployments, written.scientific_names, datetime.now(UTC))
+    package = descriptor(info, deployments, written.scientific_names, datetime.now(UTC), written.capture_methods)
     (out_dir / "datapackage.json").write_text(json.dumps(package, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
     return written

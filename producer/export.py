@@ -18,9 +18,9 @@ from typing import IO, Any
 from shared.crop_model import CROP_CLASSES, DEFAULT_REGION_PROFILES, CropModel, allowed_classes
 from shared.db import Archive, ModelVersion
 from shared.labels import DETECTION_CATEGORIES, DetectionLabel
-from shared.schemas import DetectionOptions, OutcomeStatus
+from shared.schemas import DetectionOptions, OutcomeStatus, TriggerMode
 from shared.spreadsheet import FORMULA_STARTS, QUOTE, spreadsheet_safe
-from shared.store.export_rows import ImageResult, ImageSummary
+from shared.store.export_rows import ImageResult, ImageRow, ImageSummary
 
 FORMAT_VERSION = "1.6"
 CONF_DIGITS = 3  # MegaDetector's rounding of confidences
@@ -33,9 +33,11 @@ UNKNOWN_THRESHOLDS = (0.2, 0.1)
 TOP_CLASSIFICATIONS = 3  # classes listed per cropped detection in MD JSON
 CSV_CHUNK = 1_000  # rows handed to the csv writer at once
 
+# What the camera's maker note says about the image (worker.ml.maker_notes), between its size and its boxes.
+CAMERA_COLUMNS = ("serial", "trigger", "sequence", "sequence_length", "event_number", "temperature_c")
 CSV_LEADING = (
     "image_id", "archive", "rel_path", "region", "site", "camera", "timestamp", "width", "height",
-    "md_label", "md_max_conf", "max_conf_animal", "max_conf_person", "max_conf_vehicle",
+    *CAMERA_COLUMNS, "md_label", "md_max_conf", "max_conf_animal", "max_conf_person", "max_conf_vehicle",
     "n_animal", "n_person", "n_vehicle", "quality_p_bad", "quality_label",
 )
 CSV_TRAILING = (
@@ -90,6 +92,24 @@ def crop_columns(models: Sequence[ModelVersion]) -> tuple[str, ...]:
     return tuple(CropCategories.of(models).ids) or CROP_CLASSES
 
 
+# TriggerMode → the letter the camera writes (exiftool's value, what labels.csv of the workflow's authors holds).
+TRIGGER_LETTERS = {TriggerMode.TIME_LAPSE: "T", TriggerMode.MOTION: "M", TriggerMode.EXTERNAL: "E",
+                   TriggerMode.MANUAL: "P", TriggerMode.OTHER: "C"}
+
+
+def camera_exif(image: ImageRow) -> dict[str, str]:
+    """What the camera recorded, named as exiftool names the tags and valued as ``exiftool -n`` prints them, as
+    text (as the megadetector package's ``--include_exif_tags`` writes ``exif_metadata``); unknown ones left out.
+    MD JSON's ``exif_metadata`` and Camtrap DP's ``exifData``."""
+    trigger = TriggerMode(image.trigger) if image.trigger else None
+    burst = (f"{image.sequence} {image.sequence_length}"
+             if image.sequence is not None and image.sequence_length is not None else None)
+    values = (("Make", image.make), ("Model", image.model), ("SerialNumber", image.serial),
+              ("TriggerMode", TRIGGER_LETTERS.get(trigger) if trigger else None), ("Sequence", burst),
+              ("EventNumber", image.event_number), ("AmbientTemperature", image.temperature_c))
+    return {name: str(value) for name, value in values if value is not None and value != ""}
+
+
 def md_image_entry(result: ImageResult, crops: CropCategories | None = None) -> dict[str, Any]:
     """One ``images[]`` entry: failures get ``detections: null``; boxes sorted by conf (a suppressed box with its
     confidence negated, ``DetectionRow.to_detection``); cropped animal boxes carry their top region-restricted crop
@@ -115,6 +135,9 @@ def md_image_entry(result: ImageResult, crops: CropCategories | None = None) -> 
     if image.width and image.height:
         entry["width"], entry["height"] = image.width, image.height
     entry["datetime"] = image.taken_at.strftime(MD_DATETIME_FORMAT) if image.taken_at else None
+    exif = camera_exif(image)
+    if exif:
+        entry["exif_metadata"] = exif
     return entry
 
 
@@ -189,9 +212,10 @@ class CsvLines:
 
     def line(self, archive: str, s: ImageSummary) -> str:
         """One image's line; ``archive``: the archive's root as a cell (``text_cell``)."""
-        (image_id, rel_path, region, site, camera, taken_at, width, height, status, failure, flags, detector_id,
-         best_animal, best_person, best_vehicle, n_animal, n_person, n_vehicle, p_bad,
-         final_label, quality_label, counts, total, present, has_human, v_quality, quality_id, crops_id) = s
+        (image_id, rel_path, region, site, camera, taken_at, width, height, serial, trigger, sequence, length, event,
+         temperature, status, failure, flags, detector_id, best_animal, best_person, best_vehicle, n_animal, n_person,
+         n_vehicle, p_bad, final_label, quality_label, counts, total, present, has_human, v_quality, quality_id,
+         crops_id) = s
         place = self._places.get((region, site, camera))
         if place is None:
             place = self._cached(self._places, (region, site, camera),
@@ -199,6 +223,12 @@ class CsvLines:
         head = (f"{image_id},{archive},{text_cell(rel_path)},{place},"
                 f"{taken_at.isoformat(sep=' ') if taken_at else ''},{'' if width is None else width},"
                 f"{'' if height is None else height},")
+        if serial is None and trigger is None:  # most cameras but RECONYX: six empty cells
+            head += NO_CAMERA
+        else:
+            head += (f"{text_cell(serial)},{trigger or ''},{'' if sequence is None else sequence},"
+                     f"{'' if length is None else length},{'' if event is None else event},"
+                     f"{'' if temperature is None else temperature},")
         if status is None:
             return f"{head}{NO_BOXES},{self.no_labels},,,,not processed,\r\n"
         detector = self.names.get(detector_id, "")
@@ -241,6 +271,7 @@ class CsvLines:
 MD_LABELS = {(False, False): DetectionLabel.EMPTY.value, (True, False): DetectionLabel.ANIMAL.value,
              (False, True): DetectionLabel.HUMAN.value, (True, True): DetectionLabel.ANIMAL_HUMAN.value}
 NO_BOXES = "," * 7  # md_label … n_vehicle: 8 empty cells
+NO_CAMERA = "," * len(CAMERA_COLUMNS)  # serial … temperature_c empty, and the comma after them
 RISKY_STARTS = frozenset({QUOTE, *(start[0] for start in FORMULA_STARTS)})  # all that spreadsheet_safe may change
 
 

@@ -45,9 +45,9 @@ bigid = Annotated[int, mapped_column(BigInteger().with_variant(Integer, "sqlite"
 created_at = Annotated[datetime, mapped_column(UTCDateTime(), server_default=func.now())]
 
 
-def enum_column(enum_class: type) -> Enum:
+def enum_column(enum_class: type, length: int = 32) -> Enum:
     """An enum stored as its values' strings (``native_enum=False``), so SQLite and PostgreSQL share migrations."""
-    return Enum(enum_class, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
+    return Enum(enum_class, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e])
 
 
 class Base(DeclarativeBase):

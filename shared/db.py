@@ -15,7 +15,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, I
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.columns import Base, UTCDateTime, bigid, created_at, enum_column, intpk
-from shared.schemas import BatchStatus, Detection, ModelKind, OutcomeStatus, RunStatus, Stage
+from shared.schemas import BatchStatus, Detection, ModelKind, OutcomeStatus, RunStatus, Stage, TriggerMode
 
 class Archive(Base):
     """A directory tree of images registered with `trapline scan`."""
@@ -61,6 +61,12 @@ class Image(Base):
     model: Mapped[str | None] = mapped_column(String(128))
     serial: Mapped[str | None] = mapped_column(String(128))
     content_type: Mapped[str | None] = mapped_column(String(64))
+    # ... and from its maker note (worker.ml.maker_notes; None where the camera writes none):
+    trigger: Mapped[TriggerMode | None] = mapped_column("trigger_mode", enum_column(TriggerMode, length=16))  # a keyword
+    sequence: Mapped[int | None]  # place in the burst, from 1; 0 outside bursts
+    sequence_length: Mapped[int | None]
+    event_number: Mapped[int | None] = mapped_column(BigInteger)
+    temperature_c: Mapped[int | None]
     registered_at: Mapped[created_at]
 
 

@@ -174,9 +174,19 @@ class ImageSource:
     size: int | None = None
 
 
+class TriggerMode(StrEnum):
+    """Why a camera took a frame, as its maker note says (``worker.ml.maker_notes``)."""
+
+    TIME_LAPSE = "time-lapse"  # a scheduled frame
+    MOTION = "motion"  # the passive-infrared sensor
+    EXTERNAL = "external"  # an external sensor or cable
+    MANUAL = "manual"  # point and shoot (a person pressed the button)
+    OTHER = "other"  # the camera says it was not armed properly
+
+
 @dataclass(frozen=True, slots=True)
 class ImageMetadata:
-    """What the worker learns from an image's bytes."""
+    """What the worker learns from an image's bytes: EXIF's standard tags and the camera's maker note."""
 
     sha256: str
     width: int
@@ -186,6 +196,11 @@ class ImageMetadata:
     model: str | None = None
     serial: str | None = None
     content_type: str | None = None
+    trigger: TriggerMode | None = None
+    sequence: int | None = None  # place in the burst, from 1; 0 outside bursts (time-lapse frames)
+    sequence_length: int | None = None
+    event_number: int | None = None  # the camera's own event counter
+    temperature_c: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,11 @@ class ImageRow(NamedTuple):
     model: str | None
     serial: str | None
     content_type: str | None
+    trigger: str | None  # a TriggerMode
+    sequence: int | None
+    sequence_length: int | None
+    event_number: int | None
+    temperature_c: int | None
 
 
 class OutcomeRow(NamedTuple):
@@ -143,6 +148,12 @@ class ImageSummary(NamedTuple):
     taken_at: datetime | None
     width: int | None
     height: int | None
+    serial: str | None
+    trigger: str | None  # a TriggerMode
+    sequence: int | None
+    sequence_length: int | None
+    event_number: int | None
+    temperature_c: int | None
     status: str | None  # None: not processed by this detector
     failure: str | None
     flags: str | None
@@ -230,7 +241,8 @@ def image_summaries(session: Session, archive_id: int, detector_version_id: int,
     object is made per row)."""
     boxes = _box_summaries(archive_id, detector_version_id, thresholds, paths)
     columns = (Image.id, Image.rel_path, Image.region, Image.site, Image.camera, Image.taken_at, Image.width,
-               Image.height, Outcome.status, Outcome.failure, Outcome.flags, Outcome.detector_version_id,
+               Image.height, Image.serial, Image.trigger, Image.sequence, Image.sequence_length, Image.event_number,
+               Image.temperature_c, Outcome.status, Outcome.failure, Outcome.flags, Outcome.detector_version_id,
                boxes.c.best_animal, boxes.c.best_person, boxes.c.best_vehicle, boxes.c.n_animal, boxes.c.n_person,
                boxes.c.n_vehicle, ImageLabel.p_bad, ImageLabel.final_label, ImageLabel.quality_label,
                cast(ImageLabel.counts, Text), ImageLabel.animal_total, ImageLabel.animal_present,
@@ -269,8 +281,8 @@ def result_chunks(session: Session, archive_id: int, detector_version_id: int, c
     ``probabilities``: read each crop's class probabilities (MD JSON ranks them), else its box (Camtrap DP)."""
     statement = (
         select(Image.id, Image.rel_path, Image.region, Image.site, Image.camera, Image.taken_at, Image.width,
-               Image.height, Image.make, Image.model, Image.serial, Image.content_type,
-               Outcome.status, Outcome.failure, Outcome.flags, Outcome.detector_version_id, Outcome.finished_at,
+               Image.height, Image.make, Image.model, Image.serial, Image.content_type, Image.trigger, Image.sequence,
+               Image.sequence_length, Image.event_number, Image.temperature_c, Outcome.status, Outcome.failure, Outcome.flags, Outcome.detector_version_id, Outcome.finished_at,
                ImageLabel.p_bad, ImageLabel.quality_label, ImageLabel.quality_version_id, ImageLabel.crops_version_id,
                ImageLabel.updated_at, ImageLabel.id)
         .select_from(Image)
@@ -285,11 +297,14 @@ def result_chunks(session: Session, archive_id: int, detector_version_id: int, c
         boxes = _boxes_of(session, detector_version_id, ids)
         crops = _crops_of(session, detector_version_id, ids, probabilities)
         results = []
+        image_columns = len(ImageRow._fields)
+        outcome_at, labels_at = image_columns, image_columns + len(OutcomeRow._fields)
+        label_id_at = labels_at + len(LabelRow._fields)
         for row in part:
             image_id = row[0]
-            outcome = None if row[12] is None else OutcomeRow._make(row[12:17])
-            labels = None if row[22] is None else LabelRow._make(row[17:22])
-            results.append(ImageResult(ImageRow._make(row[:12]), outcome, boxes.get(image_id, ()), labels,
+            outcome = None if row[outcome_at] is None else OutcomeRow._make(row[outcome_at:labels_at])
+            labels = None if row[label_id_at] is None else LabelRow._make(row[labels_at:label_id_at])
+            results.append(ImageResult(ImageRow._make(row[:image_columns]), outcome, boxes.get(image_id, ()), labels,
                                        crops.get(image_id)))
         yield results
 

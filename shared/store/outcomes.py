@@ -60,7 +60,9 @@ def save_detect_outcomes(session: Session, batch_id: int | None, detector_versio
     insert_many(session, insert(session, DetectionRow.__table__), detections)
     metadata = [
         {"id": o.image_id, "sha256": m.sha256, "width": m.width, "height": m.height, "taken_at": m.taken_at,
-         "make": m.make, "model": m.model, "serial": m.serial, "content_type": m.content_type}
+         "make": m.make, "model": m.model, "serial": m.serial, "content_type": m.content_type, "trigger": m.trigger,
+         "sequence": m.sequence, "sequence_length": m.sequence_length, "event_number": m.event_number,
+         "temperature_c": m.temperature_c}
         for o in outcomes if (m := o.metadata) is not None
     ]
     if metadata:

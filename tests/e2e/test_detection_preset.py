@@ -5,6 +5,7 @@ megadetector package's validator."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 from shared import store
 from shared.db import ModelVersion, Outcome
 from shared.schemas import DetectionOptions, ModelKind, OutcomeStatus
+from tests.conftest import CAMERA_TRAPS
 from tests.support.workers import WorkerProcesses, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.detect]
@@ -66,6 +68,18 @@ def check_export(environment: dict[str, str], cwd: Path, images: int) -> None:
         augment=True, augment_image_size=416, tiling=True, tile_size=640, merge=True)
     assert results["info"]["detector_metadata"]["image_size"] == 416
     assert sum(len(im["detections"]) for im in results["images"]) > 0
+    # the Arctic frames' maker notes went from the worker through the database into the export: what the
+    # authors' exiftool read (their labels.csv)
+    with (CAMERA_TRAPS / "hannaboe-camera_trap_workflow" / "vj_ga_hu_1" / "labels.csv").open(newline="") as file:
+        arctic = {row["raw_file"]: row for row in csv.DictReader(file)}
+    frames = [im for im in results["images"] if im["file"].split("_", 1)[1] in arctic]
+    assert len(frames) == 4
+    for image in frames:
+        expected = arctic[image["file"].split("_", 1)[1]]
+        assert image["exif_metadata"] == {
+            "Make": "RECONYX", "Model": "SM750 SECURITY", "SerialNumber": expected["SerialNumber"],
+            "TriggerMode": expected["TriggerMode"], "Sequence": expected["Sequence"],
+            "EventNumber": expected["EventNumber"], "AmbientTemperature": expected["AmbientTemperatureC"]}
 
 
 def detect_outcomes(url: str) -> dict[str, int]:

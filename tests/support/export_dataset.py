@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from shared import store
 from shared.crop_model import CROP_CLASSES, YAMAL_CLASSES
 from shared.db import Archive, Classification, DetectionRow, ImageLabel, ModelVersion, Outcome, ReviewLabel
-from shared.schemas import ModelKind, OutcomeStatus, Stage
+from shared.schemas import ModelKind, OutcomeStatus, Stage, TriggerMode
 from tests.unit.records import SHA_A, SHA_B, image_ids
 
 OWN_CLASSES = ["Empty", "vul_lag", "snow_owl", "=formula"]
@@ -95,6 +95,12 @@ def _image(session: Session, rng: random.Random, image_id: int, detector: ModelV
         image.width, image.height = rng.choice([(2048, 1536), (0, 10), (640, 480)])
         image.make, image.model = rng.choice([("RECONYX", "HC600"), (None, "=m"), ("", None)])
         image.serial, image.content_type = rng.choice([("SN1", "image/jpeg"), (None, None)])
+    # maker-note values (their own generator: the rest of the archive stays as it was), awkward ones among them
+    notes = random.Random(image_id).choice([
+        (None, None, None, None, None, None), ("H600HJ01", TriggerMode.TIME_LAPSE, 0, 0, 70_000, -23),
+        (None, TriggerMode.MOTION, 2, 3, 12, 0), ("=S1,\"x\"", TriggerMode.OTHER, None, None, None, None)])
+    (image.serial, image.trigger, image.sequence, image.sequence_length, image.event_number,
+     image.temperature_c) = (image.serial if notes[0] is None else notes[0], *notes[1:])
     kind = rng.choices(["done", "failed", "none"], [0.7, 0.12, 0.18])[0]
     for version in (detector, other):
         if kind == "none" or (version is other and rng.random() < 0.5):

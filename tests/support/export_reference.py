@@ -18,10 +18,12 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from producer.camtrap_dp import (
-    CAPTURE_METHOD, CHUNK, DEPLOYMENT_COLUMNS, MEDIA_COLUMNS, OBSERVATION_COLUMNS, PROBABILITY_DIGITS, REVIEW_TYPES,
-    Observation, PackageInfo, Written, _bbox, deployment_row,
+    CHUNK, DEPLOYMENT_COLUMNS, MEDIA_COLUMNS, OBSERVATION_COLUMNS, PROBABILITY_DIGITS, REVIEW_TYPES, Observation,
+    PackageInfo, Written, _bbox, capture_method, deployment_row,
 )
-from producer.export import CONF_DIGITS, COORD_DIGITS, MD_DATETIME_FORMAT, TOP_CLASSIFICATIONS, CropCategories, csv_columns
+from producer.export import (
+    CONF_DIGITS, COORD_DIGITS, MD_DATETIME_FORMAT, TOP_CLASSIFICATIONS, CropCategories, camera_exif, csv_columns,
+)
 from shared.chunking import chunked
 from shared.crop_model import CROP_CLASSES, DEFAULT_REGION_PROFILES, PAPER_CROP_MODEL, CropModel, allowed_classes
 from shared.db import Archive, Classification, Deployment, DetectionRow, Image, ImageLabel, ModelVersion, Outcome
@@ -87,7 +89,10 @@ def csv_row(result: OrmResult, archive: Archive, thresholds: Thresholds, names: 
         "image_id": image.id, "archive": archive.root, "rel_path": image.rel_path, "region": image.region,
         "site": image.site, "camera": image.camera,
         "timestamp": image.taken_at.isoformat(sep=" ") if image.taken_at else "",
-        "width": image.width, "height": image.height,
+        "width": image.width, "height": image.height, "serial": image.serial,
+        "trigger": image.trigger.value if image.trigger else None, "sequence": image.sequence,
+        "sequence_length": image.sequence_length, "event_number": image.event_number,
+        "temperature_c": image.temperature_c,
         "detector": names.get(outcome.detector_version_id, "") if outcome else "",
         "failure": outcome.failure if outcome else "not processed", "flags": (outcome.flags if outcome else "") or "",
     }
@@ -155,6 +160,8 @@ def md_image_entry(result: OrmResult, crops: CropCategories | None = None) -> di
     if image.width and image.height:
         entry["width"], entry["height"] = image.width, image.height
     entry["datetime"] = image.taken_at.strftime(MD_DATETIME_FORMAT) if image.taken_at else None
+    if camera_exif(image):
+        entry["exif_metadata"] = camera_exif(image)
     return entry
 
 
@@ -249,9 +256,10 @@ class OrmMediaItem:
 def media_row(item: OrmMediaItem, file_path: str, observations: Sequence[Observation]) -> dict[str, Any]:
     image = item.result.image
     name = PurePosixPath(image.rel_path).name
-    exif = {k: v for k, v in (("Make", image.make), ("Model", image.model), ("SerialNumber", image.serial)) if v}
+    exif = camera_exif(image)
     hidden = any(o.type in ("human", "unclassified") for o in observations)
-    return {"mediaID": str(image.id), "deploymentID": item.deployment.id, "captureMethod": CAPTURE_METHOD,
+    return {"mediaID": str(image.id), "deploymentID": item.deployment.id,
+            "captureMethod": capture_method(image.trigger),
             "timestamp": iso(localize(image.taken_at, item.deployment.timezone)), "filePath": file_path,
             "filePublic": not hidden, "fileName": name,
             "fileMediatype": image.content_type or mimetypes.guess_type(name)[0] or "image/jpeg",
@@ -295,11 +303,7 @@ def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterab
                  thresholds: Thresholds, models: dict[int, str], info: PackageInfo, prefix_archive: bool,
                  crop_models: Mapping[int, CropModel] | None = None) -> Written:
     written = Written()
-    out, writer = _writer(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS)
-    with out:
-        for deployment in deployments:
-            writer.writerow({k: _cell(v) for k, v in deployment_row(deployment).items()})
-            written.deployments += 1
+    serials: dict[str, set[str]] = {}
     media_out, media = _writer(out_dir / "media.csv", MEDIA_COLUMNS)
     observations_out, observations = _writer(out_dir / "observations.csv", OBSERVATION_COLUMNS)
     with media_out, observations_out:
@@ -318,6 +322,16 @@ def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterab
                 written.scientific_names.update(filter(None, [observation.scientific_name]))
             written.media += 1
             written.observations += len(ids)
+            if row["captureMethod"]:
+                written.capture_methods.add(row["captureMethod"])
+            if item.result.image.serial:
+                serials.setdefault(item.deployment.id, set()).add(item.result.image.serial)
+    out, writer = _writer(out_dir / "deployments.csv", DEPLOYMENT_COLUMNS)
+    with out:
+        for deployment in deployments:
+            cells = deployment_row(deployment, serials.get(deployment.id, ()))
+            writer.writerow({k: _cell(v) for k, v in cells.items()})
+            written.deployments += 1
     return written
 
 
@@ -372,7 +386,8 @@ def camtrap_both_ways(session: Session, out_dir: Path, archives: Sequence[Archiv
     models = {v.id: v.name for v in model_versions.model_versions(session)}
     written = write_tables(old_dir, deployments, media_items(session, archives, detector_id, deployments), thresholds,
                            models, info, len(archives) > 1, model_versions.crop_models(session))
-    package = camtrap_dp.descriptor(info, deployments, written.scientific_names, datetime.now(UTC))
+    package = camtrap_dp.descriptor(info, deployments, written.scientific_names, datetime.now(UTC),
+                                    written.capture_methods)
     (old_dir / "datapackage.json").write_text(json.dumps(package, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
 

@@ -44,8 +44,9 @@ def raw_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:
     return b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd + struct.pack(">I", 0)
 
 
-def exif_jpeg(orientation: int | None = None, size: tuple[int, int] = (40, 20), **tags: str) -> bytes:
-    """A marked JPEG with EXIF: orientation, make, model, datetime, and (in the EXIF IFD) original time, serial."""
+def exif_jpeg(orientation: int | None = None, size: tuple[int, int] = (40, 20), **tags: str | bytes) -> bytes:
+    """A marked JPEG with EXIF: orientation, make, model, datetime, and (in the EXIF IFD) original time, serial,
+    maker note (bytes)."""
     exif = Image.Exif()
     if orientation is not None:
         exif[0x0112] = orientation
@@ -57,6 +58,8 @@ def exif_jpeg(orientation: int | None = None, size: tuple[int, int] = (40, 20), 
         sub[0x9003] = tags["original"]
     if "serial" in tags:
         sub[0xA431] = tags["serial"]
+    if "maker_note" in tags:
+        sub[0x927C] = tags["maker_note"]
     return encode(marked(*size), "JPEG", quality=95, exif=exif)
 
 

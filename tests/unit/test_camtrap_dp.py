@@ -23,10 +23,10 @@ from producer.camtrap_dp import (
     write_package,
 )
 from shared import store
-from shared.db import Archive, Classification, DetectionRow, Image, ImageLabel, Outcome, ReviewLabel
+from shared.db import Archive, Classification, Deployment, DetectionRow, Image, ImageLabel, Outcome, ReviewLabel
 from shared.crop_model import CropModel
 from shared.labels import Thresholds
-from shared.schemas import Detection, DetectOutcome, ImageMetadata, ModelKind, OutcomeStatus, Stage
+from shared.schemas import Detection, DetectOutcome, ImageMetadata, ModelKind, OutcomeStatus, Stage, TriggerMode
 from shared.store.results import ImageResult
 from tests.unit.records import SHA_A, SHA_B, add_detector, image_ids
 
@@ -167,9 +167,15 @@ def build(session: Session, tmp_path: Path, registry: list[str]) -> tuple[list[A
     quality = store.model_versions.ensure_model_version(session, ModelKind.QUALITY, "quality.h5", "/models/quality.h5", SHA_A)
     boxes = {PATHS[0]: (Detection(1, 0.9, (0.1, 0.2, 0.3, 0.4)), Detection(1, 0.5, (0.6, 0.6, 0.1, 0.1))),
              PATHS[1]: (Detection(2, 0.8, (0.4, 0.1, 0.2, 0.7)),)}
+    # what the cameras' maker notes said: the fox and the person triggered the sensor, the empty frame is a
+    # scheduled one, the Bad frame's camera said nothing
+    notes = {PATHS[0]: {"serial": "S750HK01", "trigger": TriggerMode.MOTION, "sequence": 1, "sequence_length": 2,
+                        "event_number": 7, "temperature_c": -12},
+             PATHS[1]: {"serial": "S750HK01", "trigger": TriggerMode.MOTION},
+             PATHS[2]: {"serial": "S750HK01", "trigger": TriggerMode.TIME_LAPSE, "sequence": 0, "sequence_length": 0}}
     store.outcomes.save_detect_outcomes(session, None, detector.id, [
         DetectOutcome(ids[p], OutcomeStatus.DONE, metadata=ImageMetadata(SHA_A, 64, 48, taken_at=t, make="RECONYX",
-                                                                         content_type="image/jpeg"),
+                                                                         content_type="image/jpeg", **notes.get(p, {})),
                       detections=boxes.get(p, ())) for p, t in zip(PATHS, TAKEN, strict=True)])
     for path in PATHS:
         bad = path == PATHS[3]
@@ -230,20 +236,24 @@ def test_a_package_passes_frictionless_and_the_profile(session: Session, tmp_pat
     assert package["temporal"] == {"start": "2023-03-01", "end": "2023-04-30"}
     assert package["taxonomic"] == [{"scientificName": "Vulpes vulpes", "taxonRank": "species"}]
     assert package["spatial"]["type"] == "Polygon"
-    assert package["project"]["captureMethod"] == ["timeLapse"]
+    assert package["project"]["captureMethod"] == ["activityDetection", "timeLapse"]  # what the media say
 
     deployments = {r["deploymentID"]: r for r in rows(out / "deployments.csv")}
     assert (deployments["d1"]["deploymentStart"], deployments["d1"]["deploymentEnd"]) == (
         "2023-03-01T00:00:00+01:00", "2023-04-30T23:59:59+02:00")  # DST began on March 26
     assert (deployments["d1"]["baitUse"], deployments["d1"]["cameraID"], deployments["d1"]["locationName"]) == (
-        "true", "s1/c1", "s1")
+        "true", "S750HK01", "s1")  # the camera's serial, from its images
     media = {r["fileName"]: r for r in rows(out / "media.csv")}
     assert set(media) == {"fox.jpg", "person.jpg", "empty.jpg", "bad.jpg"}
     assert media["fox.jpg"]["timestamp"] == "2023-03-25T12:00:00+01:00"
     assert media["person.jpg"]["timestamp"] == "2023-03-26T12:00:00+02:00"
     assert (media["fox.jpg"]["filePublic"], media["person.jpg"]["filePublic"]) == ("true", "false")
-    assert (media["fox.jpg"]["filePath"], media["fox.jpg"]["captureMethod"]) == ("s1/c1/fox.jpg", "timeLapse")
-    assert json.loads(media["fox.jpg"]["exifData"]) == {"Make": "RECONYX"}
+    assert (media["fox.jpg"]["filePath"], media["fox.jpg"]["captureMethod"]) == ("s1/c1/fox.jpg", "activityDetection")
+    assert (media["empty.jpg"]["captureMethod"], media["bad.jpg"]["captureMethod"]) == ("timeLapse", "")
+    assert json.loads(media["fox.jpg"]["exifData"]) == {
+        "Make": "RECONYX", "SerialNumber": "S750HK01", "TriggerMode": "M", "Sequence": "1 2", "EventNumber": "7",
+        "AmbientTemperature": "-12"}
+    assert json.loads(media["bad.jpg"]["exifData"]) == {"Make": "RECONYX"}
     by_media = {}
     for row in rows(out / "observations.csv"):
         by_media.setdefault(row["mediaID"], []).append(
@@ -363,3 +373,12 @@ def test_a_package_is_byte_identical_to_the_reference(session: Session, tmp_path
     assert new == old
     assert old["observations.csv"].count(b"\n") > 100
     assert all(text in old["observations.csv"] for text in (b"unclassified", b"crop class", b"review label", b"Bad image"))
+
+
+def test_a_deployment_whose_images_name_two_cameras_names_both() -> None:
+    # a camera swapped mid-deployment: both serials, not one picked
+    deployment = Deployment(id="d9", camera="s1/c1", latitude=70.0, longitude=29.0, starts_at=datetime(2023, 1, 1),
+                            ends_at=datetime(2023, 2, 1), timezone="UTC", bait=False)
+
+    assert camtrap_dp.deployment_row(deployment, {"S750HK02", "S750HK01"})["cameraID"] == "S750HK01 | S750HK02"
+    assert camtrap_dp.deployment_row(deployment)["cameraID"] == "s1/c1"  # no serial known: the camera folder

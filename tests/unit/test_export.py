@@ -12,14 +12,14 @@ import pytest
 from PIL import ImageFile
 from sqlalchemy.orm import Session
 
-from producer.export import crop_columns, csv_columns, md_image_entry, md_info, write_csv, write_md_json
+from producer.export import CAMERA_COLUMNS, crop_columns, csv_columns, md_image_entry, md_info, write_csv, write_md_json
 from shared import store
 from shared.db import Archive, ModelVersion
 from shared.crop_model import CROP_CLASSES, CropModel
 from shared.labels import LabelRules, Thresholds, label_image
 from shared.schemas import (
     ClassifyOutcome, CropClassification, Detection, DetectionOptions, DetectOutcome, Failure, ImageFlag, ImageMetadata, ModelKind,
-    OutcomeStatus,
+    OutcomeStatus, TriggerMode,
 )
 from shared.store import export_rows
 from shared.store.results import ImageResult
@@ -41,7 +41,9 @@ def results(session: Session) -> tuple[Archive, ModelVersion]:
     ids = image_ids(session, archive)
     version = add_detector(session)
     version.manifest = MANIFEST
-    metadata = ImageMetadata(SHA_A, 2048, 1536, taken_at=TAKEN, make="RECONYX", content_type="image/jpeg")
+    metadata = ImageMetadata(SHA_A, 2048, 1536, taken_at=TAKEN, make="RECONYX", content_type="image/jpeg",
+                             serial="S750HK04275576", trigger=TriggerMode.MOTION, sequence=2, sequence_length=2,
+                             event_number=70_000, temperature_c=-23)  # as its maker note said
     store.outcomes.save_detect_outcomes(session, None, version.id, [
         DetectOutcome(ids[FILES[0]], OutcomeStatus.DONE, metadata=metadata, detections=(
             Detection(1, 0.12341, (0.123456, 0.2, 0.30004, 0.4)),
@@ -71,6 +73,9 @@ def test_md_entry_of_a_success_rounds_and_sorts(session: Session, results) -> No
             {"category": "1", "conf": 0.123, "bbox": [0.1235, 0.2, 0.3, 0.4]},
         ],
         "width": 2048, "height": 1536, "datetime": "2023:05:17 06:42:13",
+        # what the camera recorded, as the package's --include_exif_tags writes it (exiftool's names and values)
+        "exif_metadata": {"Make": "RECONYX", "SerialNumber": "S750HK04275576", "TriggerMode": "M", "Sequence": "2 2",
+                          "EventNumber": "70000", "AmbientTemperature": "-23"},
     }
 
 
@@ -177,7 +182,8 @@ def test_csv_rows(session: Session, results) -> None:
     expected = {
         "rel_path": "s1/c1/IMG_0001.JPG", "archive": "/data/varanger", "region": "Varanger", "site": "s1",
         "camera": "c1", "timestamp": "2023-05-17 06:42:13", "width": "2048", "height": "1536",
-        "md_label": "Animal_Human", "md_max_conf": "0.988", "max_conf_animal": "0.123", "max_conf_person": "0.988",
+        "serial": "S750HK04275576", "trigger": "motion", "sequence": "2", "sequence_length": "2",
+        "event_number": "70000", "temperature_c": "-23", "md_label": "Animal_Human", "md_max_conf": "0.988", "max_conf_animal": "0.123", "max_conf_person": "0.988",
         "max_conf_vehicle": "0.0", "n_animal": "1", "n_person": "1", "n_vehicle": "0", "detector": "md_v5a.0.0.pt",
         "failure": "", "flags": "", "final_label": "", "quality_label": "",  # not classified yet
     }
@@ -192,6 +198,7 @@ def test_csv_rows(session: Session, results) -> None:
     assert (rows[4]["max_conf_animal"], rows[4]["max_conf_vehicle"], rows[4]["n_animal"], rows[4]["n_vehicle"]) == (
         "0.0", "0.5", "0", "1")
     assert (rows[1]["width"], rows[1]["max_conf_animal"], rows[1]["n_animal"]) == ("", "", "")
+    assert {rows[1][c] for c in CAMERA_COLUMNS} == {""}  # no maker note read
 
 
 def test_csv_label_follows_the_thresholds(session: Session, results) -> None:

@@ -22,10 +22,11 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from shared.schemas import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from shared.containers import TooLarge, read_image_bytes
 from shared.schemas import Failure, ImageFlag, ImageMetadata, ImageSource
+from worker.ml.maker_notes import NO_NOTES, read_maker_note
 
 EXIF_IFD = 0x8769
 TAG_MAKE, TAG_MODEL, TAG_DATETIME, TAG_ORIENTATION = 0x010F, 0x0110, 0x0132, 0x0112
-TAG_DATETIME_ORIGINAL, TAG_BODY_SERIAL = 0x9003, 0xA431
+TAG_DATETIME_ORIGINAL, TAG_BODY_SERIAL, TAG_MAKER_NOTE = 0x9003, 0xA431, 0x927C
 EXIF_DATETIME_FORMAT = "%Y:%m:%d %H:%M:%S"
 ORIENTATION_TRANSPOSE = {  # EXIF orientation -> the transpose that displays it upright
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -189,6 +190,7 @@ def _metadata(image: Image.Image, data: bytes) -> ImageMetadata:
     width, height = image.size
     make = model = serial = None
     taken_at = None
+    notes = NO_NOTES
     try:
         exif = image.getexif()
         if exif.get(TAG_ORIENTATION) in (5, 6, 7, 8):  # rotated by 90°: width and height swap
@@ -197,11 +199,14 @@ def _metadata(image: Image.Image, data: bytes) -> ImageMetadata:
         make, model = _text(exif.get(TAG_MAKE)), _text(exif.get(TAG_MODEL))
         serial = _text(sub.get(TAG_BODY_SERIAL))
         taken_at = _exif_datetime(sub.get(TAG_DATETIME_ORIGINAL) or exif.get(TAG_DATETIME))
+        notes = read_maker_note(make, sub.get(TAG_MAKER_NOTE))
     except Exception:  # corrupt EXIF of any shape must not fail the image
         pass
     return ImageMetadata(
         sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, taken_at=taken_at,
-        make=make, model=model, serial=serial, content_type=Image.MIME.get(image.format or ""),
+        make=make, model=model, serial=serial or notes.serial, content_type=Image.MIME.get(image.format or ""),
+        trigger=notes.trigger, sequence=notes.sequence, sequence_length=notes.sequence_length,
+        event_number=notes.event_number, temperature_c=notes.temperature_c,
     )
 
 
