@@ -46,7 +46,8 @@ PROBABILITIES = {species: [0.85 if c == species else 0.01 for c in CROP_CLASSES]
 
 COLUMNS = {
     "images": ("id", "archive_id", "rel_path", "size", "mtime", "region", "site", "camera", "sha256", "width",
-               "height", "taken_at", "make", "model", "content_type"),
+               "height", "taken_at", "make", "model", "content_type", "serial", "trigger_mode", "sequence",
+               "sequence_length", "event_number", "temperature_c"),
     "batches": ("id", "stage", "detector_version_id", "status", "size", "attempts", "worker", "enqueued_at",
                 "started_at", "finished_at"),
     "batch_items": ("batch_id", "image_id"),
@@ -138,6 +139,35 @@ def existing(engine: Engine, root: str = "/bench/archive") -> Generated:
     return Generated(archive_id, root, detector_id, rows["images"], pending, rows)
 
 
+def camera_notes(camera_index: int, frame: int) -> tuple:
+    """A detected frame's maker-note columns: every frame a scheduled time-lapse frame, as the paper's cameras
+    took them (serial per camera, event counter per frame, a temperature that varies)."""
+    return (f"H600HJ{camera_index:08d}", "time-lapse", 0, 0, frame + 1, frame * 7 % 40 - 25)
+
+
+NO_NOTES = (None,) * 6
+
+
+def add_camera_notes(engine: Engine) -> int:
+    """Give an archive generated before the maker-note columns existed (kept for ``--reuse``) the values
+    :func:`camera_notes` gives new ones (PostgreSQL, in SQL), then vacuum; how many images got them (0: it had
+    them)."""
+    with engine.connect() as connection:
+        if connection.scalar(text("SELECT count(*) FROM (SELECT 1 FROM images WHERE serial IS NOT NULL LIMIT 1) s")):
+            return 0
+    frame = "substr(i.rel_path, 9, 7)::int"  # S01/C01/0000000.JPG
+    camera = f"((substr(i.site, 2)::int - 1) * {CAMERAS_PER_SITE} + substr(i.camera, 2)::int - 1)"
+    with engine.begin() as connection:
+        updated = connection.execute(text(
+            f"UPDATE images i SET serial = 'H600HJ' || lpad({camera}::text, 8, '0'), trigger_mode = 'time-lapse', "
+            f"sequence = 0, sequence_length = 0, event_number = {frame} + 1, temperature_c = {frame} * 7 % 40 - 25 "
+            "WHERE EXISTS (SELECT 1 FROM outcomes o WHERE o.image_id = i.id AND o.stage = 'detect' "
+            "AND o.status = 'done')")).rowcount
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM (ANALYZE) images"))
+    return updated
+
+
 def forget_enqueued(engine: Engine) -> int:
     """Delete the batches an earlier ``enqueue`` made (none of their images has an outcome yet), so a kept archive
     is timed as generated; how many."""
@@ -201,11 +231,12 @@ class _Rows:
         site_name, camera_name = f"S{site + 1:02d}", f"C{camera + 1:02d}"
         image_id = self._id("images")
         taken = START + frame * FRAME_INTERVAL + timedelta(seconds=camera_index)
+        roll = rng.random()
+        detected = roll >= PENDING + FAILED  # only a detect worker that decoded the image read its maker note
         self.buffers["images"].append((
             image_id, self.archive_id, f"{site_name}/{camera_name}/{frame:07d}.JPG", 1_800_000 + camera_index,
             1.7e9 + frame, REGION, site_name, camera_name, f"{image_id:064x}", 2048, 1536, taken, "RECONYX",
-            "HC600 HYPERFIRE", "image/jpeg"))
-        roll = rng.random()
+            "HC600 HYPERFIRE", "image/jpeg", *(camera_notes(camera_index, frame) if detected else NO_NOTES)))
         if roll < PENDING:
             self.pending += 1
             return

@@ -45,7 +45,8 @@ from pathlib import Path
 import redis
 from sqlalchemy import text
 
-from bench.archive_rows import Generated, existing, forget_enqueued, generate
+from shared.migrations import upgrade
+from bench.archive_rows import Generated, add_camera_notes, existing, forget_enqueued, generate
 from bench.deployment import REPO, services
 from shared.migrations import ensure_schema
 from shared.store.engine import make_engine
@@ -138,9 +139,13 @@ def run_size(url: str, redis_url: str, n: int, commands: Sequence[str], folder: 
     try:
         start = time.perf_counter()
         if reuse:
+            upgrade(url)  # as a user would after updating trapline (adding columns: no table is rewritten)
             archive = existing(engine)
             if archive.images != n:
                 raise SystemExit(f"the kept database holds {archive.images:,} images, not {n:,}")
+            noted = add_camera_notes(engine)
+            if noted:
+                print(f"  (maker-note columns added to {noted:,} detected images, as generated now)", flush=True)
             if "enqueue" in commands:  # as generated: the pending tenth in no batch, the broker's queues empty
                 forget_enqueued(engine)
                 redis.Redis.from_url(redis_url).flushdb()

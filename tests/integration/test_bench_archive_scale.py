@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from bench import archive_scale
+from bench import archive_rows, archive_scale
 from bench.archive_rows import generate
 from shared.db import DetectionRow, Image, ImageLabel, Outcome
 from shared.schemas import OutcomeStatus, Stage
@@ -92,6 +92,19 @@ def test_a_kept_archive_is_timed_again_without_generating_it(postgres_server_url
             kept.dispose()
         (first_count, first_batch), (second_count, second_batch) = queued
         assert first_count == second_count > 0 and second_batch > first_batch
+
+        # And an archive kept before the maker-note columns gets, in SQL, what the generator writes now
+        kept = create_engine(postgres_server_url.rsplit("/", 1)[0] + "/trapline_scale_300")
+        notes = "SELECT id, serial, trigger_mode, sequence, sequence_length, event_number, temperature_c FROM images"
+        with kept.begin() as connection:
+            generated = connection.exec_driver_sql(notes + " ORDER BY id").all()
+            connection.exec_driver_sql("UPDATE images SET serial = NULL, trigger_mode = NULL, sequence = NULL, "
+                                       "sequence_length = NULL, event_number = NULL, temperature_c = NULL")
+        assert archive_rows.add_camera_notes(kept) == sum(row[1] is not None for row in generated) > 200
+        with kept.connect() as connection:
+            assert connection.exec_driver_sql(notes + " ORDER BY id").all() == generated
+        assert archive_rows.add_camera_notes(kept) == 0  # once
+        kept.dispose()
     finally:
         with admin.connect() as connection:
             connection.exec_driver_sql('DROP DATABASE IF EXISTS "trapline_scale_300" WITH (FORCE)')
