@@ -21,8 +21,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from producer import charts
+from producer.check import Checked, check_archives
 from producer.review import metrics
 from shared import aggregates, evaluation
+from shared.config import CheckSettings
 from shared.crop_model import CropModel
 from shared.labels import BAD_THRESHOLD, DETECTION_CATEGORIES, Thresholds
 from shared.schemas import ModelKind
@@ -43,6 +45,7 @@ NO_DATA = {  # the one line a section shows instead of an empty plot
     "reviewed": "No reviewed images for this stage.",
     "training": "No model used here came from a trapline training run.",
     "rde": "No RDE clusters found yet: run trapline rde.",
+    "health": "Camera health was not checked.",
 }
 
 
@@ -100,15 +103,18 @@ class ReportData:
     training: list[TrainingView] = field(default_factory=list)
     rde_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     rde_clusters: list[ClusterView] = field(default_factory=list)
+    health: Checked | None = None  # camera health (`trapline check`)
 
 
 # --- gathering -------------------------------------------------------------------------------------------
 
 
 def gather(session: Session, detector_version_id: int, thresholds: Thresholds, stages: Sequence[str],
-           generated_at: datetime, archive_id: int | None = None, bad_threshold: float = BAD_THRESHOLD) -> ReportData:
+           generated_at: datetime, archive_id: int | None = None, bad_threshold: float = BAD_THRESHOLD,
+           check: CheckSettings | None = None) -> ReportData:
     """Read what the report shows (one archive, or every one when ``archive_id`` is None); ``bad_threshold``
-    is the configured Bad threshold, for the quality stage's confidence deciles."""
+    is the configured Bad threshold, for the quality stage's confidence deciles; ``check``: camera health's
+    thresholds (None: no camera health section)."""
     models = [ModelUse(v.id, v.kind.value, v.region, v.name, v.sha256, v.promoted, n,
                        CropModel.of(v.manifest).junk_in_order if v.kind == ModelKind.CROPS else ())
               for v, n in aggregates.models_used(session, detector_version_id, archive_id)]
@@ -131,6 +137,7 @@ def gather(session: Session, detector_version_id: int, thresholds: Thresholds, s
         rde_counts=aggregates.rde_status_by_camera(session, detector_version_id, archive_id),
         rde_clusters=[ClusterView(c.id, c.camera, tuple(c.bbox), DETECTION_CATEGORIES.get(c.category, str(c.category)),
                                   c.instances, c.images, c.status, c.decided_by) for c in clusters],
+        health=None if check is None else check_archives(session, check, [a.id for a in archives]),
     )
 
 
@@ -364,6 +371,16 @@ def _rde(data: ReportData) -> Iterator[str]:
                  "rde-clusters")
 
 
+def _health(data: ReportData) -> Iterator[str]:
+    if data.health is None:
+        yield _empty("health")
+        return
+    yield f"<p>{_e(data.health.lines()[-1])} (`trapline check`).</p>"
+    yield _table(("camera", "finding", "from", "to", "evidence"),
+                 [(f.camera, f.kind, f"{f.start:%Y-%m-%d %H:%M}" if f.start else "-",
+                   f"{f.end:%Y-%m-%d %H:%M}" if f.end else "-", f.evidence) for f in data.health.findings], "health")
+
+
 SECTIONS = (  # (id, title, body)
     ("daily", "Images and detections per site and day", _daily),
     ("classes", "Class shares per site", _classes),
@@ -371,6 +388,7 @@ SECTIONS = (  # (id, title, body)
     ("review", "Review progress", _review),
     ("metrics", "Model metrics against people's labels", _metrics),
     ("rde", "Repeat detection elimination (RDE) clusters", _rde),
+    ("health", "Camera health", _health),
 )
 
 

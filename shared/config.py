@@ -90,6 +90,25 @@ class RdeSettings(BaseModel):
     auto: bool = Field(True, description="Search a camera as soon as all its images are detected (detect workers).")
 
 
+class CheckSettings(BaseModel):
+    """What `trapline check` calls a camera fault (``shared.camera_health``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gap_days: float = Field(7.0, gt=0, description="Days without a frame that make a gap (or a stop before a "
+                            "deployment's end).")
+    motion_per_day: int = Field(200, ge=1, description="More motion-triggered frames than this in a day: vegetation "
+                                "or sun triggering the sensor.")
+    night_days: int = Field(14, ge=1, description="Days with motion frames and none at night that point at a broken "
+                            "infrared flash.")
+    night_from: int = Field(22, ge=0, le=23, description="Night starts at this hour of the camera's clock.")
+    night_until: int = Field(4, ge=0, le=23, description="... and ends at this hour (exclusive).")
+    schedule_share: float = Field(0.5, gt=0, le=1, description="A clock time is a scheduled time-lapse time when "
+                                  "frames fall on it on at least this share of days.")
+    backwards_s: float = Field(60.0, ge=0, description="A later file (path order) dated this many seconds earlier "
+                               "than the one before it: the clock ran backwards.")
+
+
 class ReviewSettings(BaseModel):
     """The review sample (WORKFLOW.md, step 3)."""
 
@@ -143,6 +162,7 @@ class Settings(BaseSettings):
     labels: LabelSettings = LabelSettings()
     review: ReviewSettings = ReviewSettings()
     rde: RdeSettings = RdeSettings()
+    check: CheckSettings = CheckSettings()
 
     @classmethod
     def settings_customise_sources(

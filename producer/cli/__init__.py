@@ -2,7 +2,7 @@
 maps every error a person can fix to one line and a hint (``shared.errors``), in one place.
 
 Commands live one group per module: ``pipeline`` (scan, enqueue, worker, status, run, reprocess, flower, db),
-``train``, ``models``, ``review`` (review, rde, metrics) and ``outputs`` (export, report, deployments). A
+``train``, ``models``, ``review`` (review, rde, metrics) and ``outputs`` (export, report, deployments, check). A
 command parses its arguments, calls one producer function and prints what it returned.
 """
 
@@ -36,6 +36,7 @@ COMMANDS = {  # command name -> "module:attribute", imported on first use
     "export": "producer.cli.outputs:export",
     "report": "producer.cli.outputs:report",
     "deployments": "producer.cli.outputs:deployments",
+    "check": "producer.cli.outputs:check",
 }
 EPILOG = ("Exit status: 0 done, 1 failed (the message says why and what to do; -v adds the traceback), "
           "2 wrong usage (arguments, settings, or something named that does not exist), 130 interrupted.")

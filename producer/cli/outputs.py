@@ -101,3 +101,25 @@ def deployments_list(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         where = "no coordinates" if r["latitude"] is None else f"{r['latitude']:.5f}, {r['longitude']:.5f}"
         click.echo(f"{r['id']:<20} {r['camera']:<24} {r['start']} → {r['end']} {r['timezone']:<14} {where}")
+
+
+@click.command()
+@click.option("--archive", type=click.Path(path_type=Path), help="Archive root (default: every registered archive).")
+@click.option("--camera", help="Only this camera, as site/camera (`trapline rde list` names cameras so).")
+@click.option("--json", "as_json", is_flag=True, help="The findings as a JSON list.")
+@click.pass_context
+def check(ctx: click.Context, archive: Path | None, camera: str | None, as_json: bool) -> None:
+    """Camera health from the cameras' own frames: clocks reset or wrong (running backwards, in the future,
+    outside the deployment), gaps, cameras that stopped before their deployment's end, motion storms (vegetation,
+    sun), no night frames (infrared), and missing scheduled time-lapse frames. Each finding names the camera, the
+    period and the evidence; thresholds are TRAPLINE_CHECK__* settings. Exit status 0 whatever it finds."""
+    from producer.check import check_cameras
+
+    settings = context.settings(ctx)
+    with context.sessions(settings).begin() as session:
+        checked = check_cameras(session, settings.check, archive, camera)
+    if as_json:
+        context.echo_json([finding.as_json() for finding in checked.findings])
+        return
+    for line in checked.lines():
+        click.echo(line)

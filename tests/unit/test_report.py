@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from producer.report import NO_DATA, SECTIONS, gather, render
 from shared import aggregates, store
 from shared.db import Classification, DetectionRow, Image, ImageLabel, ModelVersion, RdeCluster, RdeMember, TrainingRun
+from shared.config import CheckSettings
 from shared.labels import Thresholds
 from shared.review import ALL_ANIMALS, RANDOM, STAGES, Drawn
 from shared.schemas import Detection, DetectOutcome, Failure, ModelKind, OutcomeStatus, RunStatus
@@ -218,7 +219,7 @@ def seed(session: Session) -> dict[str, object]:
 
 @pytest.fixture
 def page(session: Session, seeded: dict[str, object]) -> Page:
-    data = gather(session, seeded["detector"].id, THRESHOLDS, STAGES, NOW)
+    data = gather(session, seeded["detector"].id, THRESHOLDS, STAGES, NOW, check=CheckSettings())
     return Page(render(data))
 
 
@@ -340,7 +341,7 @@ def test_the_empty_database_still_renders(session: Session) -> None:
     assert page.sections == ["overview", *(ident for ident, _, _ in SECTIONS)]
     assert page.images == []
     for key in ("archives", "daily", "classes", "crops", "failures", "review", "reviewers", "metrics", "training",
-                "rde"):
+                "rde", "health"):
         assert NO_DATA[key] in page.empty, key
 
 
@@ -391,3 +392,19 @@ def test_cli_report(cli: CliRunner, seeded: dict[str, object], tmp_path: Path) -
     result = cli.invoke(main, ["report", "--help"])
     assert "self-contained HTML" in result.output
 
+
+
+def test_camera_health_lists_each_finding(session: Session, tmp_path: Path) -> None:
+    from tests.support.camera_archive import EXPECTED, register
+
+    register(session, tmp_path)
+    detector = store.model_versions.ensure_model_version(session, ModelKind.DETECTOR, "MDV5A", "MDV5A", None)
+
+    data = gather(session, detector.id, THRESHOLDS, STAGES, NOW, check=CheckSettings())
+    page = Page(render(data))
+
+    assert data.health is not None and data.health.cameras == len(EXPECTED)
+    rows = page.tables["health"]
+    assert {(row[0], row[1]) for row in rows[1:]} == {(camera, kind) for camera, kinds in EXPECTED.items()
+                                                       for kind in kinds}
+    assert rows[0] == ["camera", "finding", "from", "to", "evidence"]
