@@ -13,9 +13,10 @@ from tests.support import camera_archive
 from tests.support.camera_archive import DEPLOYMENT, EXPECTED, START
 
 NOW = datetime(2026, 12, 3)
+DEFAULTS = CheckSettings()
 
 
-def findings(camera: str, frames, deployments, settings: CheckSettings = CheckSettings()) -> list[Finding]:
+def findings(camera: str, frames, deployments, settings: CheckSettings = DEFAULTS) -> list[Finding]:
     by_time = sorted(frames, key=lambda f: (f.taken_at, f.rel_path))
     return check_camera(camera, iter(by_time), iter(frames), deployments, settings, NOW)
 
