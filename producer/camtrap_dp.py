@@ -2,8 +2,9 @@
 
 Media are images of registered deployments, ``captureMethod`` from the camera's trigger (time-lapse frames
 ``timeLapse``, motion and external triggers ``activityDetection``, empty where the camera did not say),
-``exifData`` what the camera recorded (``producer.export.camera_exif``), timestamps with the deployment's UTC
-offset at that moment (``shared.deployments.localize``). A deployment's ``cameraID`` is the serial number its
+``exifData`` what the camera recorded (``producer.export.camera_exif``), timestamps corrected for the camera's
+clock (the deployment's clock offset, said in ``mediaComments`` and ``deploymentComments``) with the deployment's
+UTC offset at that moment (``shared.deployments.localize``). A deployment's ``cameraID`` is the serial number its
 images carry, else its camera folder. Observations are media-level, ``eventStart =
 eventEnd = timestamp``:
 
@@ -37,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from producer.export import camera_exif
 from shared.db import Archive, Deployment
-from shared.deployments import iso, localize
+from shared.deployments import iso, localize, true_time
 from shared.errors import TraplineError
 from shared.crop_model import PAPER_CROP_MODEL, CropModel
 from shared.labels import ANIMAL, PERSON, VEHICLE, Thresholds, counted
@@ -209,7 +210,14 @@ def deployment_row(deployment: Deployment, serials: Collection[str] = ()) -> dic
             "latitude": deployment.latitude, "longitude": deployment.longitude,
             "deploymentStart": iso(localize(deployment.starts_at, deployment.timezone)),
             "deploymentEnd": iso(localize(deployment.ends_at, deployment.timezone)),
-            "cameraID": " | ".join(sorted(serials)) or deployment.camera, "baitUse": deployment.bait}
+            "cameraID": " | ".join(sorted(serials)) or deployment.camera, "baitUse": deployment.bait,
+            "deploymentComments": clock_comment(deployment.clock_offset_s) if deployment.clock_offset_s else None}
+
+
+def clock_comment(offset_s: float) -> str:
+    """What a deployment with a clock offset says about its media's timestamps."""
+    return (f"timestamps corrected for the camera's clock: {offset_s:+,.0f} s added to the EXIF time (camera_time "
+            "and actual_time in the deployments registry)")
 
 
 def capture_method(trigger: str | None) -> str | None:
@@ -221,12 +229,14 @@ def media_row(item: MediaItem, file_path: str, observations: Sequence[Observatio
     image = item.result.image
     name = _file_name(image.rel_path)
     exif = camera_exif(image)
+    offset = item.deployment.clock_offset_s
     hidden = any(o.type in ("human", "unclassified") for o in observations)
     return {"mediaID": str(image.id), "deploymentID": item.deployment.id, "captureMethod": capture_method(image.trigger),
-            "timestamp": iso(localize(image.taken_at, item.deployment.timezone)), "filePath": file_path,
-            "filePublic": not hidden, "fileName": name,
+            "timestamp": iso(localize(true_time(image.taken_at, offset), item.deployment.timezone)),
+            "filePath": file_path, "filePublic": not hidden, "fileName": name,
             "fileMediatype": image.content_type or mimetypes.guess_type(name)[0] or "image/jpeg",
-            "exifData": json.dumps(exif) if exif else None}
+            "exifData": json.dumps(exif) if exif else None,
+            "mediaComments": clock_comment(offset) if offset else None}
 
 
 def observation_row(item: MediaItem, observation_id: str, timestamp: str, o: Observation) -> dict[str, Any]:

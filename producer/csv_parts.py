@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from producer import export as exporter
 from shared.db import Archive
+from shared.deployments import DeploymentFinder
 from shared.labels import Thresholds
 from shared.store import export_rows
 from shared.store.engine import make_engine
@@ -58,14 +59,16 @@ class Part:
     crop_classes: tuple[str, ...]
     paths: PathRange
     file: str
+    deployments: tuple[tuple, ...] = ()  # shared.store.deployments.deployment_rows
 
 
 def write_csv(session: Session, out: IO[str], output: Path, archives: Sequence[Archive], detector_id: int,
               thresholds: Thresholds, names: Mapping[int, str], crop_classes: Sequence[str], processes: int,
-              min_part_images: int = MIN_PART_IMAGES) -> int:
+              min_part_images: int = MIN_PART_IMAGES, deployments: Sequence[tuple] = ()) -> int:
     """The per-image CSV of ``archives`` into ``out`` (the open file at ``output``), written by up to ``processes``
     processes (PostgreSQL); how many images. ``session`` only cuts the ranges: the rows are read on connections
-    of their own, all in one snapshot."""
+    of their own, all in one snapshot. ``deployments``: the registry's rows (``deployment_rows``)."""
+    deployments = tuple(deployments)
     crop_classes = tuple(crop_classes)
     parts = [(archive.id, exporter.text_cell(archive.root), paths) for archive in archives
              for paths in export_rows.path_ranges(session, archive.id, processes, min_part_images)]
@@ -79,9 +82,9 @@ def write_csv(session: Session, out: IO[str], output: Path, archives: Sequence[A
             url = engine.url.render_as_string(hide_password=False)
             futures: list[Future[int]] = [] if pool is None else [
                 pool.submit(write_part, Part(url, snapshot, archive_id, root, detector_id, thresholds, dict(names),
-                                             crop_classes, paths, str(file)))
+                                             crop_classes, paths, str(file), deployments))
                 for (archive_id, root, paths), file in zip(parts[1:], files[1:], strict=True)]
-            lines = exporter.CsvLines(names, crop_classes)
+            lines = exporter.CsvLines(names, crop_classes, DeploymentFinder(deployments))
             count = 0
             for index, (archive_id, root, paths) in enumerate(parts):
                 if index == 0 or pool is None:  # this process's share
@@ -138,6 +141,7 @@ def write_part(part: Part) -> int:
                 open(part.file, "w", encoding="utf-8", newline="") as out:
             summaries = export_rows.image_summaries(session, part.archive_id, part.detector_id, part.thresholds,
                                                     paths=part.paths)
-            return exporter.write_csv_lines(out, part.root, summaries, exporter.CsvLines(part.names, part.crop_classes))
+            lines = exporter.CsvLines(part.names, part.crop_classes, DeploymentFinder(part.deployments))
+            return exporter.write_csv_lines(out, part.root, summaries, lines)
     finally:
         engine.dispose()

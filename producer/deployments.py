@@ -35,11 +35,11 @@ def import_deployments(session: Session, path: Path) -> int:
 def record_of(deployment: Deployment) -> DeploymentRecord:
     return DeploymentRecord(deployment.id, deployment.camera, deployment.latitude, deployment.longitude,
                             deployment.starts_at, deployment.ends_at, deployment.timezone, deployment.bait,
-                            deployment.source)
+                            deployment.source, deployment.clock_offset_s)
 
 
 def listing(deployments: list[Deployment]) -> list[dict]:
     """Rows for `deployments list` (``--json`` prints them as they are)."""
     return [{"id": d.id, "camera": d.camera, "latitude": d.latitude, "longitude": d.longitude,
              "start": d.starts_at.isoformat(), "end": d.ends_at.isoformat(), "timezone": d.timezone,
-             "bait": d.bait, "source": d.source} for d in deployments]
+             "bait": d.bait, "clock_offset_s": d.clock_offset_s, "source": d.source} for d in deployments]

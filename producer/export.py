@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import IO, Any
 
 from shared.crop_model import CROP_CLASSES, DEFAULT_REGION_PROFILES, CropModel, allowed_classes
+from shared.deployments import NO_SITE as NO_PART
+from shared.deployments import DeploymentFinder, true_time
 from shared.db import Archive, ModelVersion
 from shared.labels import DETECTION_CATEGORIES, DetectionLabel
 from shared.schemas import DetectionOptions, OutcomeStatus, TriggerMode
@@ -36,8 +38,8 @@ CSV_CHUNK = 1_000  # rows handed to the csv writer at once
 # What the camera's maker note says about the image (worker.ml.maker_notes), between its size and its boxes.
 CAMERA_COLUMNS = ("serial", "trigger", "sequence", "sequence_length", "event_number", "temperature_c")
 CSV_LEADING = (
-    "image_id", "archive", "rel_path", "region", "site", "camera", "timestamp", "width", "height",
-    *CAMERA_COLUMNS, "md_label", "md_max_conf", "max_conf_animal", "max_conf_person", "max_conf_vehicle",
+    "image_id", "archive", "rel_path", "region", "site", "camera", "timestamp", "deployment", "corrected_timestamp",
+    "width", "height", *CAMERA_COLUMNS, "md_label", "md_max_conf", "max_conf_animal", "max_conf_person", "max_conf_vehicle",
     "n_animal", "n_person", "n_vehicle", "quality_p_bad", "quality_label",
 )
 CSV_TRAILING = (
@@ -203,8 +205,11 @@ class CsvLines:
 
     CACHED = 65_536  # distinct entries kept per cache (a few hundred bytes each)
 
-    def __init__(self, names: Mapping[int, str], crop_classes: Sequence[str] = CROP_CLASSES) -> None:
+    def __init__(self, names: Mapping[int, str], crop_classes: Sequence[str] = CROP_CLASSES,
+                 deployments: DeploymentFinder | None = None) -> None:
+        """``deployments``: the registry, for each image's deployment and its clock offset (None: none)."""
         self.names = {version: _cell(spreadsheet_safe(name)) for version, name in names.items()}
+        self.deployments = deployments or DeploymentFinder(())
         self.crop_classes = tuple(crop_classes)
         self.no_labels = "," * (len(self.crop_classes) + 6)  # quality_p_bad … v_quality: len + 7 empty cells
         self._labels: dict[tuple, tuple[str, str]] = {}
@@ -216,12 +221,20 @@ class CsvLines:
          temperature, status, failure, flags, detector_id, best_animal, best_person, best_vehicle, n_animal, n_person,
          n_vehicle, p_bad, final_label, quality_label, counts, total, present, has_human, v_quality, quality_id,
          crops_id) = s
-        place = self._places.get((region, site, camera))
-        if place is None:
-            place = self._cached(self._places, (region, site, camera),
-                                 f"{text_cell(region)},{text_cell(site)},{text_cell(camera)}")
-        head = (f"{image_id},{archive},{text_cell(rel_path)},{place},"
-                f"{taken_at.isoformat(sep=' ') if taken_at else ''},{'' if width is None else width},"
+        found = self._places.get((region, site, camera))
+        if found is None:
+            found = self._cached(self._places, (region, site, camera), (
+                f"{text_cell(region)},{text_cell(site)},{text_cell(camera)}",
+                f"{NO_PART if site is None else site}/{NO_PART if camera is None else camera}"))
+        place, camera_key = found
+        stamp = taken_at.isoformat(sep=" ") if taken_at else ""
+        deployment = self.deployments.find(camera_key, taken_at)
+        if deployment is None:
+            when = f"{stamp},,{stamp}"
+        else:
+            corrected = true_time(taken_at, deployment[1]).isoformat(sep=" ") if deployment[1] else stamp
+            when = f"{stamp},{text_cell(deployment[0])},{corrected}"
+        head = (f"{image_id},{archive},{text_cell(rel_path)},{place},{when},{'' if width is None else width},"
                 f"{'' if height is None else height},")
         if serial is None and trigger is None:  # most cameras but RECONYX: six empty cells
             head += NO_CAMERA
@@ -298,14 +311,15 @@ def text_cell(text: str | None) -> str:
 
 
 def write_csv(out: IO[str], rows: Iterable[tuple[Archive, ImageSummary]], names: Mapping[int, str],
-              crop_classes: Sequence[str] = CROP_CLASSES) -> int:
+              crop_classes: Sequence[str] = CROP_CLASSES, deployments: DeploymentFinder | None = None) -> int:
     """The per-image CSV from ``shared.store.export_rows.image_summaries`` (detection label and counts from the
-    thresholds those were read with, the paper's labels); ``names`` maps model version ids to their names. It is
-    meant for spreadsheets: a text cell that one would run as a formula (a site folder ``=HYPERLINK(…)``) gets a
+    thresholds those were read with, the paper's labels); ``names`` maps model version ids to their names;
+    ``deployments``: the registry (each image's ``deployment``, and its ``corrected_timestamp``: the EXIF time plus
+    the deployment's clock offset, the EXIF time itself without one). It is meant for spreadsheets: a text cell that one would run as a formula (a site folder ``=HYPERLINK(…)``) gets a
     ``'`` in front (``shared.spreadsheet``); numbers are written as they are. (``producer.csv_parts`` writes the
     same bytes with several processes.)"""
     write_csv_header(out, crop_classes)
-    lines = CsvLines(names, crop_classes)
+    lines = CsvLines(names, crop_classes, deployments)
     count = 0
     for archive, summaries in itertools.groupby(rows, key=lambda row: row[0]):  # the root's cell once per archive
         count += write_csv_lines(out, text_cell(archive.root), (summary for _, summary in summaries), lines)

@@ -14,11 +14,12 @@ from producer import camtrap_dp, csv_parts, report
 from producer import export as exporter
 from producer.model_versions import results_detector
 from shared.config import Settings
+from shared.deployments import DeploymentFinder
 from shared.errors import UsageProblem
 from shared.labels import Thresholds
 from shared.review import STAGES
 from shared.schemas import ModelKind
-from shared.store import export_rows, images, model_versions, results
+from shared.store import deployments, export_rows, images, model_versions, results
 
 FORMATS = ("md-json", "csv", "camtrap-dp")
 
@@ -71,13 +72,14 @@ def export(session: Session, settings: Settings, fmt: str, output: Path, archive
             names = {v.id: v.name for v in model_versions.model_versions(session)}
             columns = exporter.crop_columns(crop_models or model_versions.promoted_models(session, ModelKind.CROPS))
             processes = csv_parts.default_processes(settings.export_processes)
+            registry = deployments.deployment_rows(session)
             if session.get_bind().dialect.name == "postgresql" and processes > 1:
                 count = csv_parts.write_csv(session, out, output, archives, detector.id, thresholds, names, columns,
-                                            processes)
+                                            processes, deployments=registry)
             else:
                 rows = ((a, s) for a in archives
                         for s in export_rows.image_summaries(session, a.id, detector.id, thresholds))
-                count = exporter.write_csv(out, rows, names, columns)
+                count = exporter.write_csv(out, rows, names, columns, DeploymentFinder(registry))
     return f"wrote {count} images to {output}"
 
 

@@ -355,10 +355,11 @@ class RdeMember(Base):
 class Deployment(Base):
     """One camera at one place for one service interval (`trapline deployments import`), the ``deploymentID``
     of Camtrap DP. An image belongs to it when its camera (``site/camera``, as ``rde list`` names cameras)
-    matches and its local EXIF time lies in [starts_at, ends_at]; times are naive, local to ``timezone``."""
+    matches and its local EXIF time lies in [camera_starts_at, camera_ends_at] (its interval on the camera's
+    clock, ``clock_offset_s``); times are naive, local to ``timezone``."""
 
     __tablename__ = "deployments"
-    __table_args__ = (Index("ix_deployments_camera_starts_at", "camera", "starts_at"),)
+    __table_args__ = (Index("ix_deployments_camera_starts_at", "camera", "camera_starts_at"),)
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the registry's id: deploymentID
     camera: Mapped[str] = mapped_column(String(512))  # site/camera, as the path pattern read them
@@ -366,6 +367,10 @@ class Deployment(Base):
     longitude: Mapped[float | None] = mapped_column(Float)
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))  # local time in `timezone`
     ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    clock_offset_s: Mapped[float | None] = mapped_column(Float)  # true time − camera clock; None: clock right
+    # starts_at and ends_at on the camera's clock (minus the offset): images carry that clock's times
+    camera_starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    camera_ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
     timezone: Mapped[str] = mapped_column(String(64))  # IANA name (Europe/Oslo) or fixed offset (+02:00)
     bait: Mapped[bool | None] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(1024))  # "deployments.csv:7"

@@ -14,10 +14,16 @@ too, and other columns are ignored.
   23:59:59. Images carry naive local EXIF times, so an image belongs to the deployment whose camera matches
   and whose ``start ≤ taken_at ≤ end``; deployments of one camera must not overlap.
 * ``lat``/``lon`` (WGS84) may be empty while unknown; a Camtrap DP export refuses such a deployment.
+* ``camera_time`` and ``actual_time`` (optional, together; CamTrapTools' ``cameraTime``/``actualTime``): what the
+  camera's clock showed at one moment and the true local time then, e.g. read off a photograph of a phone's
+  clock taken at setup. Their difference is the deployment's clock offset, added to every image's EXIF time
+  wherever a true time is meant: which deployment an image belongs to, Camtrap DP timestamps, the CSV's
+  ``corrected_timestamp``. Without them the camera's clock is taken as right.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,8 +35,10 @@ from shared.errors import ProblemsFound
 from shared.spreadsheet import needs_quote
 
 COLUMNS = ("id", "lat", "lon", "start", "end", "timezone", "camera")  # required; "bait" is optional
+OPTIONAL = ("bait", "camera_time", "actual_time")
 ALIASES = {"deploymentID": "id", "latitude": "lat", "longitude": "lon", "deploymentStart": "start",
-           "deploymentEnd": "end", "cameraID": "camera", "baitUse": "bait"}
+           "deploymentEnd": "end", "cameraID": "camera", "baitUse": "bait", "cameraTime": "camera_time",
+           "actualTime": "actual_time"}
 TRUE, FALSE = frozenset({"true", "yes", "1", "y", "t"}), frozenset({"false", "no", "0", "n", "f"})
 OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2}):?(\d{2})$")
 MAX_OFFSET = timedelta(hours=14)  # the widest offset in use (Line Islands)
@@ -58,6 +66,51 @@ class DeploymentRecord:
     timezone: str
     bait: bool | None
     source: str
+    clock_offset_s: float | None = None  # true time minus the camera's clock; None: the clock is taken as right
+
+    @property
+    def camera_starts_at(self) -> datetime:
+        """The start as the camera's clock reads it (images carry that clock's times)."""
+        return self.starts_at - timedelta(seconds=self.clock_offset_s or 0.0)
+
+    @property
+    def camera_ends_at(self) -> datetime:
+        return self.ends_at - timedelta(seconds=self.clock_offset_s or 0.0)
+
+
+def true_time(camera_time: datetime, clock_offset_s: float | None) -> datetime:
+    """An image's EXIF time (the camera's clock) as the true local time, by its deployment's clock offset."""
+    return camera_time + timedelta(seconds=clock_offset_s) if clock_offset_s else camera_time
+
+
+class DeploymentFinder:
+    """Which deployment a camera's image belongs to, in memory, as ``shared.store.deployments.deployments_of``
+    decides it in SQL (same camera, EXIF time within the interval on the camera's clock): a registry holds
+    hundreds of rows, so an export looks each image up here instead of joining."""
+
+    def __init__(self, rows: Iterable[tuple[str, str, datetime, datetime, float | None]]) -> None:
+        """``rows``: (camera, deployment id, camera_starts_at, camera_ends_at, clock_offset_s)."""
+        by_camera: dict[str, list[tuple[datetime, datetime, str, float | None]]] = {}
+        for camera, deployment_id, starts_at, ends_at, offset in rows:
+            by_camera.setdefault(camera, []).append((starts_at, ends_at, deployment_id, offset))
+        self._starts: dict[str, list[datetime]] = {}
+        self._rows: dict[str, list[tuple[datetime, datetime, str, float | None]]] = {}
+        for camera, found in by_camera.items():
+            found.sort(key=lambda row: (row[0], row[2]))
+            self._rows[camera] = found
+            self._starts[camera] = [row[0] for row in found]
+
+    def find(self, camera: str, taken_at: datetime | None) -> tuple[str, float | None] | None:
+        """(deployment id, clock offset) of the image, or None."""
+        starts = self._starts.get(camera)
+        if not starts or taken_at is None:
+            return None
+        # a camera's deployments never overlap (refused on import): only the latest start ≤ taken_at can hold it
+        index = bisect.bisect_right(starts, taken_at) - 1
+        if index < 0:
+            return None
+        _, ends_at, deployment_id, offset = self._rows[camera][index]
+        return (deployment_id, offset) if taken_at <= ends_at else None
 
 
 def zone(name: str) -> tzinfo:
@@ -137,7 +190,7 @@ def _columns(header: Sequence[str], name: str) -> tuple[dict[str, int], list[str
     problems = []
     for i, raw in enumerate(header):
         key = ALIASES.get(raw.strip().lstrip("\ufeff"), raw.strip().lstrip("\ufeff"))
-        if key not in (*COLUMNS, "bait"):
+        if key not in (*COLUMNS, *OPTIONAL):
             continue
         if key in columns:
             problems.append(f"{name}:1: two columns give {key!r} ({header[columns[key]]!r} and {raw!r})")
@@ -172,10 +225,27 @@ def _record(values: dict[str, str], source: str) -> tuple[DeploymentRecord | Non
     starts_at, ends_at = times
     if starts_at is not None and ends_at is not None and ends_at < starts_at:
         problems.append(f"{source}: end {ends_at.isoformat()} is before start {starts_at.isoformat()}")
+    offset = _clock_offset(values.get("camera_time", ""), values.get("actual_time", ""), values["timezone"], source,
+                           problems)
     if problems:
         return None, problems
     return DeploymentRecord(values["id"], values["camera"], latitude, longitude, starts_at, ends_at,
-                            values["timezone"], bait, source), []
+                            values["timezone"], bait, source, offset), []
+
+
+def _clock_offset(camera: str, actual: str, timezone_name: str, source: str, problems: list[str]) -> float | None:
+    """actual_time − camera_time in seconds, or None without them."""
+    if not camera and not actual:
+        return None
+    if not camera or not actual:
+        problems.append(f"{source}: give both camera_time and actual_time (the camera's clock and the true time at "
+                        "one moment), or neither")
+        return None
+    moments = [_time(camera, "camera_time", timezone_name, False, source, problems),
+               _time(actual, "actual_time", timezone_name, False, source, problems)]
+    if None in moments:
+        return None
+    return (moments[1] - moments[0]).total_seconds()
 
 
 def _coordinate(text: str, what: str, limit: int, source: str, problems: list[str]) -> float | None:
@@ -236,13 +306,14 @@ def overlaps(records: Sequence[DeploymentRecord], others: Sequence[DeploymentRec
         by_camera.setdefault(record.camera, []).append(record)
     problems = []
     for camera, group in by_camera.items():
-        group.sort(key=lambda r: (r.starts_at, r.ends_at))
+        # on the camera's clock: that is what decides which deployment an image belongs to
+        group.sort(key=lambda r: (r.camera_starts_at, r.camera_ends_at))
         reach = group[0]  # the deployment seen so far that ends last
         for later in group[1:]:
-            if later.starts_at <= reach.ends_at:
+            if later.camera_starts_at <= reach.camera_ends_at:
                 new, old = (later, reach) if later.id in ids else (reach, later)
                 problems.append(f"{new.source}: deployment {new.id!r} overlaps {old.id!r} ({old.source}) "
                                 f"on camera {camera}")
-            if later.ends_at > reach.ends_at:
+            if later.camera_ends_at > reach.camera_ends_at:
                 reach = later
     return problems

@@ -72,10 +72,13 @@ def deployments() -> None:
 @click.argument("registry", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
 def deployments_import(ctx: click.Context, registry: Path) -> None:
-    """Import a CSV (id,lat,lon,start,end,timezone,camera[,bait]): every line, or none when one is wrong.
+    """Import a CSV (id,lat,lon,start,end,timezone,camera[,bait,camera_time,actual_time]): every line, or none
+    when one is wrong.
 
     camera is site/camera as `trapline rde list` names cameras; timezone an IANA name (Europe/Oslo) or an
     offset (+01:00, for clocks that ignore summer time); start/end local times, YYYY-MM-DD[THH:MM[:SS]].
+    camera_time and actual_time (together): the camera's clock and the true local time at one moment; their
+    difference corrects every image's time (deployment membership, Camtrap DP, the CSV's corrected_timestamp).
     Re-importing an id updates it.
     """
     from producer.deployments import import_deployments

@@ -21,7 +21,7 @@ STREAM_ROWS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class CameraFrames:
-    """One camera: its name (``site/camera``), deployments (local start, end) and two one-pass streams of the same
+    """One camera: its name (``site/camera``), deployments (start, end on its clock) and two one-pass streams of the same
     frames (consume ``by_time`` before ``by_path``, each once, before the next camera)."""
 
     camera: str
@@ -43,7 +43,8 @@ def camera_frames(session: Session, archive_ids: Sequence[int], camera: str | No
     in_path = _stream(session, select(*columns).where(*where)
                       .order_by(Image.site, Image.camera, Image.archive_id, Image.rel_path))
     deployments: dict[str, list[tuple[datetime, datetime]]] = {}
-    for name, starts_at, ends_at in session.execute(select(Deployment.camera, Deployment.starts_at, Deployment.ends_at)):
+    for name, starts_at, ends_at in session.execute(select(Deployment.camera, Deployment.camera_starts_at,
+                                                           Deployment.camera_ends_at)):
         deployments.setdefault(name, []).append((starts_at, ends_at))
     by_path = itertools.groupby(in_path, key=_camera)
     for name, frames in itertools.groupby(in_time, key=_camera):

@@ -17,6 +17,7 @@ from shared import store
 from shared.store import export_rows
 from shared.labels import Thresholds
 from tests.support.export_dataset import build
+from shared.deployments import DeploymentFinder
 from tests.support.export_reference import camtrap_both_ways, csv_both_ways, md_json_both_ways
 
 pytestmark = pytest.mark.integration
@@ -67,13 +68,14 @@ def test_the_csv_written_by_several_processes_is_the_one_process_csv(postgres_ur
             columns = crop_columns(store.results.crop_models_used(session, [a.id for a in varied.archives],
                                                                   varied.detector.id))
             one = io.StringIO(newline="")
+            registry = store.deployments.deployment_rows(session)
             expected = export.write_csv(one, ((a, s) for a in varied.archives for s in export_rows.image_summaries(
-                session, a.id, varied.detector.id, Thresholds())), names, columns)
+                session, a.id, varied.detector.id, Thresholds())), names, columns, DeploymentFinder(registry))
 
             # When each archive is cut into ranges of at least one image, written by up to `processes` processes
             with output.open("w", encoding="utf-8", newline="") as out:
                 count = csv_parts.write_csv(session, out, output, varied.archives, varied.detector.id, Thresholds(),
-                                            names, columns, processes, min_part_images=1)
+                                            names, columns, processes, min_part_images=1, deployments=registry)
 
         # Then the bytes are the one-process CSV's, and no part file is left beside it
         assert count == expected

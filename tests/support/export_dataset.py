@@ -159,12 +159,14 @@ def _labels(session: Session, rng: random.Random, image_id: int, detector: Model
 def _deployments(session: Session, tmp_path: Path) -> None:
     from producer.deployments import import_deployments
 
-    lines = ["id,lat,lon,start,end,timezone,camera,bait"]
+    # c2 cameras run 3 h 17 min 5 s slow (their images' true times are later); dlate's runs 40 s fast
+    lines = ["id,lat,lon,start,end,timezone,camera,bait,camera_time,actual_time"]
     for n, site in enumerate(s for s in SITES if s is not None and "," not in s and s != "-"):
         for camera in ("c1", "c2", "@cam"):
-            lines.append(f"d{n}{camera},70.{n},29.5,2023-03-01,2023-04-20,Europe/Oslo,{site}/{camera},true")
-    lines.append("dnone,,,2023-03-01,2023-04-30,+01:00,-/c1,")
-    lines.append("dlate,70.9,29.9,2023-04-21,2023-05-30,+01:00,-/c2,false")
+            clock = ",2023-03-01T09:00:00,2023-03-01T12:17:05" if camera == "c2" else ","
+            lines.append(f"d{n}{camera},70.{n},29.5,2023-03-01,2023-04-20,Europe/Oslo,{site}/{camera},true{clock}")
+    lines.append("dnone,,,2023-03-01,2023-04-30,+01:00,-/c1,,,")
+    lines.append("dlate,70.9,29.9,2023-04-21,2023-05-30,+01:00,-/c2,false,2023-04-21T10:00:40,2023-04-21T10:00:00")
     registry = tmp_path / "deployments.csv"
     registry.write_text("\n".join(lines) + "\n")
     import_deployments(session, registry)

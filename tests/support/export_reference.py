@@ -11,6 +11,7 @@ import json
 import mimetypes
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from producer.camtrap_dp import (
     CHUNK, DEPLOYMENT_COLUMNS, MEDIA_COLUMNS, OBSERVATION_COLUMNS, PROBABILITY_DIGITS, REVIEW_TYPES, Observation,
-    PackageInfo, Written, _bbox, capture_method, deployment_row,
+    PackageInfo, Written, _bbox, capture_method, clock_comment, deployment_row,
 )
 from producer.export import (
     CONF_DIGITS, COORD_DIGITS, MD_DATETIME_FORMAT, TOP_CLASSIFICATIONS, CropCategories, camera_exif, csv_columns,
@@ -27,7 +28,7 @@ from producer.export import (
 from shared.chunking import chunked
 from shared.crop_model import CROP_CLASSES, DEFAULT_REGION_PROFILES, PAPER_CROP_MODEL, CropModel, allowed_classes
 from shared.db import Archive, Classification, Deployment, DetectionRow, Image, ImageLabel, ModelVersion, Outcome
-from shared.deployments import iso, localize
+from shared.deployments import iso, localize, true_time
 from shared.labels import ANIMAL, DETECTION_CATEGORIES, PERSON, VEHICLE, Thresholds, counted, detection_label
 from shared.labels import max_conf_per_category
 from shared.schemas import OutcomeStatus, Stage
@@ -83,12 +84,15 @@ def image_results(session: Session, archive_id: int, detector_version_id: int, c
 
 
 def csv_row(result: OrmResult, archive: Archive, thresholds: Thresholds, names: dict[int, str],
-            crop_classes: Sequence[str] = CROP_CLASSES) -> dict[str, Any]:
+            crop_classes: Sequence[str] = CROP_CLASSES, deployment: Deployment | None = None) -> dict[str, Any]:
     image, outcome, labels = result.image, result.outcome, result.labels
+    offset = timedelta(seconds=deployment.clock_offset_s or 0) if deployment else timedelta()
     row: dict[str, Any] = {
         "image_id": image.id, "archive": archive.root, "rel_path": image.rel_path, "region": image.region,
         "site": image.site, "camera": image.camera,
         "timestamp": image.taken_at.isoformat(sep=" ") if image.taken_at else "",
+        "deployment": deployment.id if deployment else "",
+        "corrected_timestamp": (image.taken_at + offset).isoformat(sep=" ") if image.taken_at else "",
         "width": image.width, "height": image.height, "serial": image.serial,
         "trigger": image.trigger.value if image.trigger else None, "sequence": image.sequence,
         "sequence_length": image.sequence_length, "event_number": image.event_number,
@@ -122,12 +126,14 @@ def csv_row(result: OrmResult, archive: Archive, thresholds: Thresholds, names: 
 
 
 def write_csv(out: IO[str], results: Iterable[tuple[Archive, OrmResult]], thresholds: Thresholds,
-              names: dict[int, str], crop_classes: Sequence[str] = CROP_CLASSES) -> int:
+              names: dict[int, str], crop_classes: Sequence[str] = CROP_CLASSES,
+              deployments: Mapping[int, Deployment] | None = None) -> int:
+    """``deployments``: image id → its deployment (``deployments_of``)."""
     writer = csv.DictWriter(out, fieldnames=csv_columns(crop_classes), extrasaction="raise")
     writer.writeheader()
     count = 0
     for archive, result in results:
-        row = csv_row(result, archive, thresholds, names, crop_classes)
+        row = csv_row(result, archive, thresholds, names, crop_classes, (deployments or {}).get(result.image.id))
         writer.writerow({column: spreadsheet_safe(value) for column, value in row.items()})
         count += 1
     return count
@@ -257,13 +263,15 @@ def media_row(item: OrmMediaItem, file_path: str, observations: Sequence[Observa
     image = item.result.image
     name = PurePosixPath(image.rel_path).name
     exif = camera_exif(image)
+    offset = item.deployment.clock_offset_s
     hidden = any(o.type in ("human", "unclassified") for o in observations)
     return {"mediaID": str(image.id), "deploymentID": item.deployment.id,
             "captureMethod": capture_method(image.trigger),
-            "timestamp": iso(localize(image.taken_at, item.deployment.timezone)), "filePath": file_path,
-            "filePublic": not hidden, "fileName": name,
+            "timestamp": iso(localize(true_time(image.taken_at, offset), item.deployment.timezone)),
+            "filePath": file_path, "filePublic": not hidden, "fileName": name,
             "fileMediatype": image.content_type or mimetypes.guess_type(name)[0] or "image/jpeg",
-            "exifData": json.dumps(exif) if exif else None}
+            "exifData": json.dumps(exif) if exif else None,
+            "mediaComments": clock_comment(offset) if offset else None}
 
 
 def observation_row(item: OrmMediaItem, observation_id: str, timestamp: str, o: Observation) -> dict[str, Any]:
@@ -346,10 +354,14 @@ def csv_both_ways(session: Session, archives: Sequence[Archive], detector_id: in
 
     new, old = io.StringIO(newline=""), io.StringIO(newline="")
     export.write_csv(new, ((a, s) for a in archives for s in export_rows.image_summaries(
-        session, a.id, detector_id, thresholds, processed_only)), names, columns)
+        session, a.id, detector_id, thresholds, processed_only)), names, columns,
+        deployment_rows.deployment_finder(session))
+    ids = list(session.scalars(select(Image.id).where(Image.archive_id.in_([a.id for a in archives]))))
+    registry = {d.id: d for d in deployment_rows.deployments(session)}
+    owners = {image_id: registry[d] for image_id, d in deployment_rows.deployments_of(session, ids).items()}
     write_csv(old, ((a, r) for a in archives for r in image_results(session, a.id, detector_id,
                                                                      processed_only=processed_only)),
-              thresholds, names, columns)
+              thresholds, names, columns, owners)
     return new.getvalue(), old.getvalue()
 
 

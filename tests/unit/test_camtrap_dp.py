@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -373,6 +374,13 @@ def test_a_package_is_byte_identical_to_the_reference(session: Session, tmp_path
     assert new == old
     assert old["observations.csv"].count(b"\n") > 100
     assert all(text in old["observations.csv"] for text in (b"unclassified", b"crop class", b"review label", b"Bad image"))
+    # the deployments whose camera clocks were off: their media's timestamps corrected, and said so
+    media = list(csv.DictReader(io.StringIO(old["media.csv"].decode())))
+    comments = {row["mediaComments"] for row in media}
+    assert {"", camtrap_dp.clock_comment(11825), camtrap_dp.clock_comment(-40)} == comments
+    assert camtrap_dp.clock_comment(11825).startswith("timestamps corrected for the camera's clock: +11,825 s added")
+    deployments = {row["deploymentID"]: row for row in csv.DictReader(io.StringIO(old["deployments.csv"].decode()))}
+    assert deployments["dlate"]["deploymentComments"] == camtrap_dp.clock_comment(-40)
 
 
 def test_a_deployment_whose_images_name_two_cameras_names_both() -> None:

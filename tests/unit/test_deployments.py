@@ -195,3 +195,62 @@ def test_cli_imports_all_lines_or_none_and_lists(cli: str, tmp_path: Path) -> No
     assert [(r["id"], r["camera"], r["start"], r["timezone"]) for r in listed] == [
         ("d1", "s1/c1", "2023-03-01T00:00:00", "Europe/Oslo"), ("d2", "s1/c2", "2023-03-01T12:00:00", "+02:00")]
     assert "no coordinates" in runner.invoke(main, ["deployments", "list"]).stdout
+
+
+# --- clock offsets -----------------------------------------------------------------------------------------------
+
+CLOCK = "id,lat,lon,start,end,timezone,camera,cameraTime,actualTime"
+
+
+def test_a_clock_offset_is_the_true_time_minus_the_cameras() -> None:
+    slow, fast, right = parse(CLOCK, "d1,70,29,2023-03-01,2023-03-31,UTC,s1/c1,2023-03-01T09:00,2023-03-01T10:00:30",
+                              "d2,70,29,2023-03-01,2023-03-31,UTC,s1/c2,2023-03-01T10:02:00,2023-03-01T10:00:00",
+                              "d3,70,29,2023-03-01,2023-03-31,UTC,s1/c3,,")
+
+    assert (slow.clock_offset_s, fast.clock_offset_s, right.clock_offset_s) == (3630.0, -120.0, None)
+    # the interval on the camera's clock, which its images' EXIF times are read on
+    assert (slow.camera_starts_at, slow.camera_ends_at) == (datetime(2023, 2, 28, 22, 59, 30),
+                                                            datetime(2023, 3, 31, 22, 59, 29))
+    assert right.camera_starts_at == right.starts_at
+
+
+@pytest.mark.parametrize(("cells", "message"), [
+    ("2023-03-01T09:00,", "give both camera_time and actual_time"),
+    (",2023-03-01T09:00", "give both camera_time and actual_time"),
+    ("yesterday,2023-03-01T09:00", "camera_time 'yesterday' is not a date or time"),
+])
+def test_a_clock_offset_needs_both_times(cells: str, message: str) -> None:
+    (problem,) = problems(CLOCK, f"d1,70,29,2023-03-01,2023-03-31,UTC,s1/c1,{cells}")
+
+    assert problem.startswith("deployments.csv:2: ") and message in problem
+
+
+def test_overlaps_are_judged_on_the_cameras_clock() -> None:
+    # back to back in true time, but the second deployment's camera clock runs an hour behind: on the clock its
+    # images carry, the two intervals overlap, so an image could belong to both
+    assert problems(CLOCK, "d1,70,29,2023-03-01,2023-03-31,UTC,s1/c1,,",
+                    "d2,70,29,2023-04-01,2023-04-30,UTC,s1/c1,2023-04-01T09:00,2023-04-01T10:00") == [
+        "deployments.csv:3: deployment 'd2' overlaps 'd1' (deployments.csv:2) on camera s1/c1"]
+
+
+def test_images_belong_by_their_true_time(session: Session, tmp_path: Path) -> None:
+    # the camera runs an hour slow: 23:30 on its clock on March 31 is 00:30 on April 1, after the deployment
+    archive = store.images.get_or_create_archive(session, "/data/a", None, "{site}/{camera}/...")
+    times = {"s1/c1/early.jpg": datetime(2023, 2, 28, 23, 30), "s1/c1/late.jpg": datetime(2023, 3, 31, 23, 30)}
+    store.images.register_images(session, archive.id, [{"rel_path": p, "size": 1, "mtime": 0.0, "site": "s1",
+                                                       "camera": "c1"} for p in times])
+    ids = image_ids(session, archive)
+    version = add_detector(session)
+    store.outcomes.save_detect_outcomes(session, None, version.id, [
+        DetectOutcome(ids[p], OutcomeStatus.DONE, metadata=ImageMetadata("a" * 64, 10, 10, taken_at=t))
+        for p, t in times.items()])
+    import_deployments(session, write(tmp_path, CLOCK,
+                                      "d1,70,29,2023-03-01,2023-03-31,UTC,s1/c1,2023-03-01T09:00,2023-03-01T10:00"))
+
+    owners = store.deployments.deployments_of(session, list(ids.values()))
+    finder = store.deployments.deployment_finder(session)
+
+    assert {p: owners.get(ids[p]) for p in times} == {"s1/c1/early.jpg": "d1", "s1/c1/late.jpg": None}
+    # the exports' in-memory lookup agrees with the database's
+    assert {p: finder.find("s1/c1", t) for p, t in times.items()} == {"s1/c1/early.jpg": ("d1", 3600.0),
+                                                                      "s1/c1/late.jpg": None}

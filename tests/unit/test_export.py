@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -314,6 +314,12 @@ def test_csv_is_byte_identical_to_the_reference(session: Session, varied, thresh
     assert new == old
     assert len(old.splitlines()) > 150 and ("not processed" in old) == (not processed_only)
     assert all(text in old for text in ("'=/data/evil,root", "'@cam", "Animal_Human", "truncated", "snow_owl"))
+    # images of deployments with a clock offset, both ways (slow and fast cameras), and of none
+    rows = list(csv.DictReader(io.StringIO(old)))
+    shifts = {datetime.fromisoformat(r["corrected_timestamp"]) - datetime.fromisoformat(r["timestamp"])
+              for r in rows if r["timestamp"]}
+    assert shifts == {timedelta(0), timedelta(hours=3, minutes=17, seconds=5), timedelta(seconds=-40)}
+    assert {r["deployment"] == "" for r in rows} == {True, False}
 
 
 @pytest.mark.parametrize("chunk", [7, 2_000])
