@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from shared.camera_health import Finding, check_camera
+from shared.camera_health import Finding, OperationPeriod, examine_camera
 from shared.config import CheckSettings
 from shared.store import images
 from shared.store.camera_frames import camera_frames
@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 class Checked:
     cameras: int
     findings: Sequence[Finding]
+    periods: Sequence[OperationPeriod] = ()
+
+    def operation_lines(self) -> list[str]:
+        """One line an operation period, then the camera-days in all."""
+        lines = []
+        for p in self.periods:
+            frames = f"  {p.present}/{p.scheduled} scheduled frames" if p.scheduled else ""
+            lines.append(f"{p.camera:<24} {p.deployment:<16} {p.start:%Y-%m-%d %H:%M} → {p.end:%Y-%m-%d %H:%M}  "
+                         f"{p.days:7.2f} days{frames}")
+        deployments = len({p.deployment for p in self.periods})
+        lines.append(f"{sum(p.days for p in self.periods):,.2f} camera-days in {len(self.periods)} period(s) of "
+                     f"{deployments} deployment(s)")
+        return lines
 
     def lines(self) -> list[str]:
         """One line a finding, then how many cameras had any."""
@@ -45,13 +58,15 @@ def check_archives(session: Session, settings: CheckSettings, archive_ids: Seque
     """``check_cameras`` of the archives with these ids."""
     now = now or datetime.now()
     findings: list[Finding] = []
+    periods: list[OperationPeriod] = []
     cameras = 0
     for frames in camera_frames(session, archive_ids, camera):
         cameras += 1
-        found = check_camera(frames.camera, frames.by_time, frames.by_path, frames.deployments, settings, now)
-        log.debug("%s: %d finding(s)", frames.camera, len(found))
-        findings += found
-    return Checked(cameras, findings)
+        health = examine_camera(frames.camera, frames.by_time, frames.by_path, frames.deployments, settings, now)
+        log.debug("%s: %d finding(s)", frames.camera, len(health.findings))
+        findings += health.findings
+        periods += health.periods
+    return Checked(cameras, findings, periods)
 
 
 def _period(finding: Finding) -> str:

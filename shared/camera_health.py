@@ -20,6 +20,11 @@ The findings, each naming camera, period and evidence (thresholds: ``shared.conf
   themselves: a clock time (HH:MM) is scheduled when time-lapse frames fall on it on at least ``schedule_share``
   of the days between the first and the last one (days inside the camera's deployments, where it has any); then
   every one of those days should hold each scheduled time. Missing ones are reported per run of days.
+
+From the same counters come each deployment's **operation periods** (``examine_camera``): its interval minus the
+gaps and the stop above and, for a time-lapse camera, minus every day without a single frame (its schedule says
+it would have taken some), each period with the scheduled frames it should hold and those it does. Their days
+are the deployment's sampling effort (camera-days).
 """
 
 from __future__ import annotations
@@ -62,10 +67,38 @@ class Finding:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class OperationPeriod:
+    """A stretch of a deployment in which its camera was running (camera clock)."""
+
+    camera: str
+    deployment: str
+    start: datetime
+    end: datetime
+    scheduled: int  # time-lapse frames its schedule expects in the period (0: not a time-lapse camera)
+    present: int  # ... of which there are
+
+    @property
+    def days(self) -> float:
+        return (self.end - self.start).total_seconds() / 86400
+
+    def as_json(self) -> dict[str, Any]:
+        return {"camera": self.camera, "deployment": self.deployment, "start": self.start.isoformat(),
+                "end": self.end.isoformat(), "days": round(self.days, 4), "scheduled": self.scheduled,
+                "present": self.present}
+
+
+@dataclass(frozen=True, slots=True)
+class CameraHealth:
+    findings: list[Finding]
+    periods: list[OperationPeriod]
+
+
 @dataclass
 class _Deployment:
     start: datetime
     end: datetime
+    id: str = ""
     first: datetime | None = None
     last: datetime | None = None
 
@@ -86,12 +119,14 @@ class _Timeline:
     night_frame_days: set[date] = field(default_factory=set)
     last_night: datetime | None = None
     slots: dict[date, set[str]] = field(default_factory=dict)  # day → time-lapse clock times present
+    frame_days: set[date] = field(default_factory=set)  # days with any frame
 
     def add(self, frame: Frame) -> None:
         taken, gap = frame.taken_at, timedelta(days=self.settings.gap_days)
         if self.previous is not None and taken - self.previous >= gap:
             self.gaps.append((self.previous, taken))
         self.previous = taken
+        self.frame_days.add(taken.date())
         if taken > self.now + FUTURE_SLACK:
             self.future.append(taken)
         inside = next((d for d in self.deployments if d.start <= taken <= d.end), None)
@@ -113,14 +148,20 @@ class _Timeline:
 
 
 def check_camera(camera: str, by_time: Iterable[Frame], by_path: Iterable[Frame],
-                 deployments: Sequence[tuple[datetime, datetime]], settings: CheckSettings,
-                 now: datetime) -> list[Finding]:
+                 deployments: Sequence[tuple], settings: CheckSettings, now: datetime) -> list[Finding]:
     """Every finding of one camera (module docstring): ``by_time`` its frames in time order, ``by_path`` the same
-    in path order, ``deployments`` its (start, end) local times."""
-    timeline = _Timeline(settings, now, [_Deployment(s, e) for s, e in sorted(deployments)])
+    in path order, ``deployments`` its (start, end[, id]) on its clock."""
+    return examine_camera(camera, by_time, by_path, deployments, settings, now).findings
+
+
+def examine_camera(camera: str, by_time: Iterable[Frame], by_path: Iterable[Frame], deployments: Sequence[tuple],
+                   settings: CheckSettings, now: datetime) -> CameraHealth:
+    """``check_camera``'s findings and the operation periods of each deployment."""
+    timeline = _Timeline(settings, now, sorted((_Deployment(*d) for d in deployments), key=lambda d: d.start))
     for frame in by_time:
         timeline.add(frame)
-    return [*_clock_backwards(camera, by_path, settings), *_time_findings(camera, timeline, settings)]
+    findings = [*_clock_backwards(camera, by_path, settings), *_time_findings(camera, timeline, settings)]
+    return CameraHealth(findings, _operation_periods(camera, timeline, settings))
 
 
 def _clock_backwards(camera: str, by_path: Iterable[Frame], settings: CheckSettings) -> Iterator[Finding]:
@@ -187,17 +228,23 @@ def _no_night(camera: str, t: _Timeline, settings: CheckSettings) -> Iterator[Fi
                       f"over {len(days)} days with motion frames: infrared flash or sensor at night?")
 
 
-def _time_lapse_missing(camera: str, t: _Timeline, settings: CheckSettings) -> Iterator[Finding]:
+def _schedule(t: _Timeline, settings: CheckSettings) -> tuple[list[date], list[str]]:
+    """The days between the first and last time-lapse frame (deployed ones, where the camera has deployments)
+    and the clock times scheduled on them (none: not a time-lapse camera)."""
     def deployed(day: date) -> bool:  # a day the camera was meant to run (any, without deployments)
         return not t.deployments or any(d.start.date() <= day <= d.end.date() for d in t.deployments)
 
     observed = sorted(day for day in t.slots if deployed(day))
     if not observed:
-        return
+        return [], []
     first, last = observed[0], observed[-1]
     days = [day for day in (first + timedelta(days=n) for n in range((last - first).days + 1)) if deployed(day)]
     counts = Counter(slot for day in days for slot in t.slots.get(day, ()))
-    schedule = sorted(slot for slot, n in counts.items() if n >= settings.schedule_share * len(days))
+    return days, sorted(slot for slot, n in counts.items() if n >= settings.schedule_share * len(days))
+
+
+def _time_lapse_missing(camera: str, t: _Timeline, settings: CheckSettings) -> Iterator[Finding]:
+    days, schedule = _schedule(t, settings)
     if not schedule:
         return
     missing = {day: [s for s in schedule if s not in t.slots.get(day, ())] for day in days}
@@ -211,6 +258,61 @@ def _time_lapse_missing(camera: str, t: _Timeline, settings: CheckSettings) -> I
         yield Finding(camera, "time-lapse-missing", _day_start(run[0]), _day_end(run[-1]), lost,
                       f"{lost} of {len(run) * len(schedule)} scheduled frames ({', '.join(schedule)} daily) missing "
                       f"over {len(run)} day(s); {total} missing in all")
+
+
+def _operation_periods(camera: str, t: _Timeline, settings: CheckSettings) -> list[OperationPeriod]:
+    """Each deployment's interval minus its outages: gaps and the stop (``gap_days``), and, with a time-lapse
+    schedule, every day without a frame."""
+    _, schedule = _schedule(t, settings)
+    slot_times = [datetime.strptime(slot, "%H:%M").time() for slot in schedule]
+    gap = timedelta(days=settings.gap_days)
+    periods = []
+    for d in t.deployments:
+        if d.first is None or d.last is None:
+            continue
+        outages = [(a, b) for a, b in t.gaps if a < d.end and b > d.start]
+        if d.first - d.start >= gap:
+            outages.append((d.start, d.first))
+        if d.end - d.last >= gap:
+            outages.append((d.last, d.end))
+        if schedule:  # a time-lapse camera that took nothing all day was not running
+            day, last_day = d.start.date(), d.end.date()
+            while day <= last_day:
+                if day not in t.frame_days:
+                    outages.append((_day_start(day), _day_start(day) + timedelta(days=1)))
+                day += timedelta(days=1)
+        start = d.start
+        for low, high in _merged(outages):
+            if low > start:
+                periods.append(_period(camera, d.id, start, min(low, d.end), t, slot_times))
+            start = max(start, high)
+        if start < d.end:
+            periods.append(_period(camera, d.id, start, d.end, t, slot_times))
+    return periods
+
+
+def _merged(intervals: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for low, high in sorted(intervals):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _period(camera: str, deployment: str, start: datetime, end: datetime, t: _Timeline,
+            slot_times: Sequence[Any]) -> OperationPeriod:
+    scheduled = present = 0
+    day = start.date()
+    while slot_times and day <= end.date():
+        present_slots = t.slots.get(day, set())
+        for slot in slot_times:
+            if start <= datetime.combine(day, slot) <= end:
+                scheduled += 1
+                present += slot.strftime("%H:%M") in present_slots
+        day += timedelta(days=1)
+    return OperationPeriod(camera, deployment, start, end, scheduled, present)
 
 
 def _runs(days: Sequence[date]) -> list[list[date]]:

@@ -109,9 +109,11 @@ def deployments_list(ctx: click.Context, as_json: bool) -> None:
 @click.command()
 @click.option("--archive", type=click.Path(path_type=Path), help="Archive root (default: every registered archive).")
 @click.option("--camera", help="Only this camera, as site/camera (`trapline rde list` names cameras so).")
-@click.option("--json", "as_json", is_flag=True, help="The findings as a JSON list.")
+@click.option("--operation", is_flag=True, help="Instead of the findings, each deployment's operation periods "
+              "(its interval minus gaps, stops and, for time-lapse cameras, days without a frame) and camera-days.")
+@click.option("--json", "as_json", is_flag=True, help="The findings (or periods) as a JSON list.")
 @click.pass_context
-def check(ctx: click.Context, archive: Path | None, camera: str | None, as_json: bool) -> None:
+def check(ctx: click.Context, archive: Path | None, camera: str | None, operation: bool, as_json: bool) -> None:
     """Camera health from the cameras' own frames: clocks reset or wrong (running backwards, in the future,
     outside the deployment), gaps, cameras that stopped before their deployment's end, motion storms (vegetation,
     sun), no night frames (infrared), and missing scheduled time-lapse frames. Each finding names the camera, the
@@ -122,7 +124,7 @@ def check(ctx: click.Context, archive: Path | None, camera: str | None, as_json:
     with context.sessions(settings).begin() as session:
         checked = check_cameras(session, settings.check, archive, camera)
     if as_json:
-        context.echo_json([finding.as_json() for finding in checked.findings])
+        context.echo_json([item.as_json() for item in (checked.periods if operation else checked.findings)])
         return
-    for line in checked.lines():
+    for line in checked.operation_lines() if operation else checked.lines():
         click.echo(line)

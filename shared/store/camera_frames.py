@@ -21,11 +21,11 @@ STREAM_ROWS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class CameraFrames:
-    """One camera: its name (``site/camera``), deployments (start, end on its clock) and two one-pass streams of the same
+    """One camera: its name (``site/camera``), deployments (start, end on its clock, id) and two one-pass streams of the same
     frames (consume ``by_time`` before ``by_path``, each once, before the next camera)."""
 
     camera: str
-    deployments: Sequence[tuple[datetime, datetime]]
+    deployments: Sequence[tuple[datetime, datetime, str]]
     by_time: Iterator[Frame]
     by_path: Iterator[Frame]
 
@@ -42,10 +42,11 @@ def camera_frames(session: Session, archive_ids: Sequence[int], camera: str | No
                       .order_by(Image.site, Image.camera, Image.taken_at, Image.archive_id, Image.rel_path))
     in_path = _stream(session, select(*columns).where(*where)
                       .order_by(Image.site, Image.camera, Image.archive_id, Image.rel_path))
-    deployments: dict[str, list[tuple[datetime, datetime]]] = {}
-    for name, starts_at, ends_at in session.execute(select(Deployment.camera, Deployment.camera_starts_at,
-                                                           Deployment.camera_ends_at)):
-        deployments.setdefault(name, []).append((starts_at, ends_at))
+    deployments: dict[str, list[tuple[datetime, datetime, str]]] = {}
+    for name, starts_at, ends_at, deployment_id in session.execute(select(
+            Deployment.camera, Deployment.camera_starts_at, Deployment.camera_ends_at, Deployment.id)
+            .order_by(Deployment.camera, Deployment.camera_starts_at)):
+        deployments.setdefault(name, []).append((starts_at, ends_at, deployment_id))
     by_path = itertools.groupby(in_path, key=_camera)
     for name, frames in itertools.groupby(in_time, key=_camera):
         path_name, path_frames = next(by_path)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from shared.camera_health import Finding, check_camera
+from shared.camera_health import Finding, check_camera, examine_camera
 from shared.config import CheckSettings
 from tests.support import camera_archive
 from tests.support.camera_archive import DEPLOYMENT, EXPECTED, START
@@ -90,3 +90,30 @@ def test_a_camera_without_deployments_is_judged_by_its_own_frames() -> None:
     frames = camera_archive.dead_battery(camera_archive.clean())
 
     assert findings("S1/C1", frames, []) == []  # nothing says when it should have run
+
+
+def periods(frames, deployments) -> list[tuple[datetime, datetime, int, int]]:
+    by_time = sorted(frames, key=lambda f: (f.taken_at, f.rel_path))
+    health = examine_camera("S1/C1", by_time, frames, deployments, DEFAULTS, NOW)
+    return [(p.start, p.end, p.scheduled, p.present) for p in health.periods]
+
+
+def test_a_clean_time_lapse_camera_ran_all_its_deployment_but_the_setup_day() -> None:
+    # the deployment starts the day before the first frame: that day the camera took nothing
+    assert periods(camera_archive.clean(), [(*DEPLOYMENT, "d1")]) == [
+        (START, DEPLOYMENT[1], 120, 120)]
+
+
+def test_a_short_outage_of_a_time_lapse_camera_is_cut_out_day_by_day() -> None:
+    # two days without any frame: shorter than a gap (7 days), but the schedule says the camera was down
+    frames = camera_archive.gap(camera_archive.clean(), first_day=10, days=2)
+
+    assert periods(frames, [(*DEPLOYMENT, "d1")]) == [
+        (START, START + timedelta(days=10), 20, 20), (START + timedelta(days=12), DEPLOYMENT[1], 96, 96)]
+
+
+def test_a_motion_camera_is_not_cut_on_quiet_days() -> None:
+    # no schedule: a day without frames is a day without animals, not a dead camera
+    frames = [f for f in camera_archive.clean() if f.trigger == "motion" and f.taken_at.day % 5]
+
+    assert periods(frames, [(*DEPLOYMENT, "d1")]) == [(DEPLOYMENT[0], DEPLOYMENT[1], 0, 0)]

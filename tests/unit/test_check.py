@@ -40,7 +40,7 @@ def test_both_streams_hold_each_cameras_frames(session: Session, tmp_path: Path)
         planted, deployments = expected[frames.camera]
         assert by_path == planted  # file order
         assert by_time == sorted(planted, key=lambda f: (f.taken_at, f.rel_path))
-        assert list(frames.deployments) == deployments
+        assert [(start, end) for start, end, _ in frames.deployments] == deployments
 
 
 def test_one_camera(session: Session, tmp_path: Path) -> None:
@@ -68,3 +68,25 @@ def test_the_command_prints_each_finding_or_json(cli: CliRunner, sessions, tmp_p
     assert {f["kind"] for f in findings if f["camera"] == "S2/future"} == {"clock-future"}
     assert set(findings[0]) == {"camera", "kind", "start", "end", "count", "evidence"}
     assert clean.output.splitlines() == ["no finding on 1 camera(s)"]
+
+
+def test_operation_periods_and_camera_days(cli: CliRunner, sessions, tmp_path: Path) -> None:
+    with sessions() as session:
+        register(session, tmp_path)
+
+    text = cli.invoke(main, ["check", "--operation", "--camera", "S1/gap"])
+    as_json = cli.invoke(main, ["check", "--operation", "--json"])
+
+    assert text.exit_code == as_json.exit_code == 0, text.output
+    # the deployment (May 31 – July 31) less its first day (no frame) and the two weeks without a frame
+    assert text.output.splitlines() == [
+        "S1/gap                   d2               2023-06-01 00:00 → 2023-06-20 20:00    19.83 days  40/40 scheduled frames",
+        "S1/gap                   d2               2023-07-05 08:00 → 2023-07-31 00:00    25.67 days  52/52 scheduled frames",
+        "45.50 camera-days in 2 period(s) of 1 deployment(s)"]
+    periods = json.loads(as_json.output)
+    by_camera = {}
+    for period in periods:
+        by_camera.setdefault(period["camera"], []).append(period)
+    assert "S2/future" not in by_camera  # no deployment: no interval it was meant to run
+    assert [(p["days"], p["scheduled"], p["present"]) for p in by_camera["S1/schedule"]] == [(60.0, 120, 117)]
+    assert [p["days"] for p in by_camera["S1/battery"]] == [39.9792]
