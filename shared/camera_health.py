@@ -39,6 +39,7 @@ from shared.config import CheckSettings
 from shared.schemas import TriggerMode
 
 EXAMPLES = 3  # periods named in one finding's evidence
+SCHEDULE_NAMED = 6  # scheduled times listed by name in a finding; more are counted
 FUTURE_SLACK = timedelta(days=1)  # the checking machine's clock and the cameras' may be time zones apart
 
 
@@ -256,7 +257,7 @@ def _time_lapse_missing(camera: str, t: _Timeline, settings: CheckSettings) -> I
     for run in runs:
         lost = sum(len(missing[day]) for day in run)
         yield Finding(camera, "time-lapse-missing", _day_start(run[0]), _day_end(run[-1]), lost,
-                      f"{lost} of {len(run) * len(schedule)} scheduled frames ({', '.join(schedule)} daily) missing "
+                      f"{lost} of {len(run) * len(schedule)} scheduled frames ({_times(schedule)}) missing "
                       f"over {len(run)} day(s); {total} missing in all")
 
 
@@ -313,6 +314,13 @@ def _period(camera: str, deployment: str, start: datetime, end: datetime, t: _Ti
                 present += slot.strftime("%H:%M") in present_slots
         day += timedelta(days=1)
     return OperationPeriod(camera, deployment, start, end, scheduled, present)
+
+
+def _times(schedule: Sequence[str]) -> str:
+    """A schedule in words: its clock times, or how many a day from when to when (a frame every 10 min: 144)."""
+    if len(schedule) <= SCHEDULE_NAMED:
+        return f"{', '.join(schedule)} daily"
+    return f"{len(schedule)} a day, {schedule[0]} to {schedule[-1]}"
 
 
 def _runs(days: Sequence[date]) -> list[list[date]]:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from shared.camera_health import Finding, check_camera, examine_camera
+from shared.camera_health import Finding, Frame, check_camera, examine_camera
 from shared.config import CheckSettings
 from tests.support import camera_archive
 from tests.support.camera_archive import DEPLOYMENT, EXPECTED, START
@@ -117,3 +117,14 @@ def test_a_motion_camera_is_not_cut_on_quiet_days() -> None:
     frames = [f for f in camera_archive.clean() if f.trigger == "motion" and f.taken_at.day % 5]
 
     assert periods(frames, [(*DEPLOYMENT, "d1")]) == [(DEPLOYMENT[0], DEPLOYMENT[1], 0, 0)]
+
+
+def test_a_dense_schedule_is_counted_not_listed() -> None:
+    # a frame every 10 minutes (144 a day), and one day's afternoon missing
+    frames = [Frame(START + timedelta(minutes=10 * n), "time-lapse") for n in range(144 * 20)]
+    frames = [f for f in frames if not (START + timedelta(days=5, hours=12) <= f.taken_at < START + timedelta(days=6))]
+
+    (missing,) = findings("S1/C1", camera_archive.numbered("S1/C1", frames), [])
+
+    assert missing.count == 72
+    assert missing.evidence.startswith("72 of 144 scheduled frames (144 a day, 00:00 to 23:50) missing over 1 day(s)")
