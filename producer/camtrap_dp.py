@@ -9,7 +9,7 @@ images carry, else its camera folder. Observations are media-level, ``eventStart
 eventEnd = timestamp``:
 
 * machine rows (``classificationMethod = machine``, ``classifiedBy`` = the model files): one ``animal`` per
-  crop of a class that its crop model does not call junk (``scientificName`` from :data:`SCIENTIFIC_NAMES`, box
+  crop of a class that its crop model does not call junk (``scientificName`` from ``camtrap_package.SCIENTIFIC_NAMES``, box
   and crop probability), or per counted animal box where no crop model ran (box and detector confidence); one
   ``human`` per counted person box and one ``vehicle`` per counted vehicle box; otherwise one ``blank`` row, or
   one ``unknown`` row (probability P(Bad)) for a Bad image; ``unclassified`` for images not processed or failed;
@@ -27,7 +27,6 @@ import csv
 import json
 import logging
 import mimetypes
-import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from producer.export import camera_exif
+from producer.camtrap_package import PackageInfo, descriptor
 from shared.db import Archive, Deployment
 from shared.deployments import iso, localize, true_time
 from shared.errors import TraplineError
@@ -49,12 +49,6 @@ from shared.store.export_rows import ImageResult, ReviewRow
 
 log = logging.getLogger(__name__)
 
-VERSION_URL = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/"
-PROFILE = VERSION_URL + "camtrap-dp-profile.json"
-RESOURCES = ("deployments", "media", "observations")
-ROLES = ("contact", "principalInvestigator", "rightsHolder", "publisher", "contributor")
-SAMPLING_DESIGNS = ("simpleRandom", "systematicRandom", "clusteredRandom", "experimental", "targeted", "opportunistic")
-CAPTURE_METHOD = "timeLapse"  # the project's, when no image says (the workflow's design: time-lapse cameras)
 CAPTURE_METHODS = {TriggerMode.TIME_LAPSE: "timeLapse", TriggerMode.MOTION: "activityDetection",
                    TriggerMode.EXTERNAL: "activityDetection"}  # manual and "not armed" frames: neither
 CHUNK = 1000  # images per database round trip
@@ -78,31 +72,11 @@ OBSERVATION_COLUMNS = (
     "bboxHeight", "classificationMethod", "classifiedBy", "classificationTimestamp", "classificationProbability",
     "observationTags", "observationComments",
 )
-# Crop classes → scientific names, from the codes and the authors' common names (WORKFLOW.md "The 16 classes").
-# lag_mut and lep_arc are left out until the data owners confirm them (their codes and names disagree):
-# their animals are exported without a name unless --scientific-name supplies one.
-SCIENTIFIC_NAMES = {
-    "alc_alc": "Alces alces", "aqu_chr": "Aquila chrysaetos", "cor_cora": "Corvus corax", "cor_corn": "Corvus cornix",
-    "gul_gul": "Gulo gulo", "hal_alb": "Haliaeetus albicilla", "pic_pic": "Pica pica", "ran_tar": "Rangifer tarandus",
-    "vul_lag": "Vulpes lagopus", "vul_vul": "Vulpes vulpes",
-}
 REVIEW_TYPES = {"Animal": "animal", "Empty": "blank", "Human": "human", "Bad": "unknown"}
-CONTRIBUTOR = re.compile(r"^(?P<title>[^<:]+?)\s*(?:<(?P<email>[^>]+)>)?\s*(?::\s*(?P<role>\w+))?$")
 
 
 class ExportError(TraplineError):
     """The database cannot make a valid package (images without a deployment, deployments without coordinates)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PackageInfo:
-    """What the profile requires beyond the data: from the command line."""
-
-    title: str
-    contributors: Sequence[dict[str, str]]
-    sampling_design: str
-    license: str | None = None
-    scientific_names: dict[str, str] = field(default_factory=lambda: dict(SCIENTIFIC_NAMES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +102,6 @@ class MediaItem:
     deployment: Deployment
     reviews: Sequence[ReviewRow]
     archive: Archive
-
-
-def contributor(text: str) -> dict[str, str]:
-    """``"Jane Doe <jane@example.org>:principalInvestigator"`` (email and role optional; role: contact)."""
-    match = CONTRIBUTOR.match(text.strip())
-    role = (match and match["role"]) or "contact"
-    if not match or role not in ROLES:
-        raise ValueError(f"{text!r}: expected 'NAME [<EMAIL>][:ROLE]', ROLE one of {', '.join(ROLES)}")
-    return {"title": match["title"], **({"email": match["email"]} if match["email"] else {}), "role": role}
 
 
 def _bbox(box: Sequence[float] | None) -> tuple[float, ...] | None:
@@ -333,37 +298,6 @@ def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterab
     return written
 
 
-def descriptor(info: PackageInfo, deployments: Sequence[Deployment], scientific_names: Iterable[str],
-               created: datetime, capture_methods: Collection[str] = ()) -> dict[str, Any]:
-    """datapackage.json: the profile's required properties, with the official profile and schema URLs;
-    ``capture_methods``: the media's (none known: the workflow's time-lapse)."""
-    lons = [d.longitude for d in deployments]
-    lats = [d.latitude for d in deployments]
-    west, east, south, north = min(lons), max(lons), min(lats), max(lats)
-    spatial = ({"type": "Point", "coordinates": [west, south]} if (west, south) == (east, north) else
-               {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],
-                                                    [west, south]]]})
-    package: dict[str, Any] = {
-        "resources": [{"name": name, "path": f"{name}.csv", "profile": "tabular-data-resource", "format": "csv",
-                       "mediatype": "text/csv", "encoding": "utf-8",
-                       "schema": f"{VERSION_URL}{name}-table-schema.json"} for name in RESOURCES],
-        "profile": PROFILE,
-        "created": iso(created.astimezone(UTC)).replace("+00:00", "Z"),
-        "title": info.title,
-        "contributors": list(info.contributors),
-        "project": {"title": info.title, "samplingDesign": info.sampling_design, "captureMethod": sorted(capture_methods) or [CAPTURE_METHOD],
-                    "individualAnimals": False, "observationLevel": ["media"]},
-        "spatial": spatial,
-        "temporal": {"start": min(d.starts_at for d in deployments).date().isoformat(),
-                     "end": max(d.ends_at for d in deployments).date().isoformat()},
-        "taxonomic": [{"scientificName": name, **({"taxonRank": "species"} if len(name.split()) == 2 else {})}
-                      for name in sorted(scientific_names)],
-    }
-    if info.license:
-        package["licenses"] = [{"name": info.license, "scope": "data"}, {"name": info.license, "scope": "media"}]
-    return package
-
-
 def exportable_deployments(session: Session, archives: Sequence[Archive], skip_undeployed: bool) -> list[Deployment]:
     """The deployments to export; raises ExportError naming what cannot be exported unless skipping is allowed."""
     registered = deployment_rows.deployments(session)
@@ -419,19 +353,3 @@ def write_package(session: Session, out_dir: Path, archives: Sequence[Archive], 
     (out_dir / "datapackage.json").write_text(json.dumps(package, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
     return written
-
-
-def package_info(title: str | None, contributors: Sequence[str], sampling_design: str | None,
-                 license: str | None = None, scientific_names: Sequence[str] = ()) -> PackageInfo:
-    """PackageInfo from command-line text; ValueError names what is missing or malformed."""
-    missing = [option for option, value in (("--title", title), ("--contributor", contributors),
-                                            ("--sampling-design", sampling_design)) if not value]
-    if missing:
-        raise ValueError(f"a Camtrap DP package needs {', '.join(missing)}")
-    names = dict(SCIENTIFIC_NAMES)
-    for pair in scientific_names:
-        code, _, name = pair.partition("=")
-        if not code.strip() or not name.strip():
-            raise ValueError(f"--scientific-name {pair!r}: expected CODE=NAME, e.g. lag_mut='Lagopus lagopus'")
-        names[code.strip()] = name.strip()
-    return PackageInfo(title, [contributor(c) for c in contributors], sampling_design, license, names)

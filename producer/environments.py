@@ -4,7 +4,7 @@ PyTorch with megadetector and TensorFlow cannot share an environment (README, "W
 the producer imports neither. So a command that needs a framework runs it in the environment that has it:
 
 - Celery workers (``trapline worker``, ``trapline run``): :func:`worker_command`;
-- one call with a typed request and answer (``shared.schemas.EnvironmentCall``): :func:`call`, or
+- one call with a typed request and answer (``shared.calls.EnvironmentCall``): :func:`call`, or
   :func:`start` for a long one whose progress the caller follows in the database (training).
 """
 
@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from shared.config import Settings
 from shared.errors import EnvironmentMissing, TraplineError, UsageProblem
-from shared.schemas import CallAnswer
+from shared.calls import CallAnswer
 
 A = TypeVar("A", bound=BaseModel)
 

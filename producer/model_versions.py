@@ -80,7 +80,7 @@ def check_detector(settings: Settings, python: str, sessions: sessionmaker[Sessi
     `trapline run` starts any worker, so that a detector that cannot work stops the run in seconds, with the
     reason. ``registered`` None: as the database says (:func:`is_registered`)."""
     from producer.environments import call
-    from shared.schemas import CheckDetector, DetectorChecked
+    from shared.calls import CheckDetector, DetectorChecked
 
     if registered is None:
         with sessions() as session:

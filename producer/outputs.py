@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from producer import camtrap_dp, csv_parts, report
+from producer import camtrap_dp, camtrap_package, csv_parts, report
 from producer import export as exporter
 from producer.model_versions import results_detector
 from shared.config import Settings
@@ -45,7 +45,7 @@ def export(session: Session, settings: Settings, fmt: str, output: Path, archive
     thresholds = Thresholds.of(settings)
     if fmt == "camtrap-dp":
         try:
-            info = camtrap_dp.package_info(camtrap.title, camtrap.contributors, camtrap.sampling_design,
+            info = camtrap_package.package_info(camtrap.title, camtrap.contributors, camtrap.sampling_design,
                                            camtrap.license, camtrap.scientific_names)
         except ValueError as error:
             raise UsageProblem(str(error), "see `trapline export --help`") from error

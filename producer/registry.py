@@ -19,7 +19,8 @@ from shared import crop_model
 from shared.db import ModelVersion
 from shared.errors import ModelFileError, TraplineError, UsageProblem
 from shared.model_files import register_model_file, store_model_file
-from shared.schemas import CLASSIFIER_PREPROCESSING, InspectModel, ModelKind, ModelSignature
+from shared.schemas import CLASSIFIER_PREPROCESSING, ModelKind
+from shared.calls import InspectModel, ModelSignature
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 INSPECT_TIMEOUT_S = 600

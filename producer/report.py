@@ -9,11 +9,9 @@ database. Every value that reaches the page goes through ``html.escape``.
 
 from __future__ import annotations
 
-import base64
-import html
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -21,6 +19,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from producer import charts
+from producer.html_page import STYLE, number as _n, percent as _pct, png as _img, section as _section
+from producer.html_page import escape as _e, table as _table
 from producer.check import Checked, check_archives
 from producer.review import metrics
 from shared import aggregates, evaluation
@@ -144,56 +144,8 @@ def gather(session: Session, detector_version_id: int, thresholds: Thresholds, s
 # --- HTML pieces -----------------------------------------------------------------------------------------
 
 
-STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1200px; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-th { background: #f0f0f0; text-align: left; }
-p.empty { color: #777; font-style: italic; }
-img { max-width: 100%; display: block; margin: 0.5em 0; }
-section { margin-bottom: 2.5em; }
-"""
-
-
-def _e(value: object) -> str:
-    if isinstance(value, datetime):
-        value = value.isoformat(sep=" ", timespec="seconds")
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _n(value: int | float | None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.{digits}f}"
-
-
-def _pct(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f} %" if whole else "-"
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], table_id: str = "") -> str:
-    """Cells that are numbers are right-aligned and formatted (None: "-"); every cell is escaped."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = "".join(f'<td class="n">{_e(_n(c))}</td>' if c is None or isinstance(c, int | float)
-                        and not isinstance(c, bool) else f"<td>{_e(c)}</td>" for c in row)
-        body.append(f"<tr>{cells}</tr>")
-    ident = f' id="{_e(table_id)}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
-
-
 def _empty(key: str) -> str:
     return f'<p class="empty">{_e(NO_DATA[key])}</p>'
-
-
-def _section(ident: str, title: str, parts: Iterable[str]) -> str:
-    return f'<section id="{ident}"><h2>{_e(title)}</h2>{"".join(parts)}</section>'
 
 
 # --- sections --------------------------------------------------------------------------------------------

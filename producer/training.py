@@ -24,9 +24,8 @@ from shared.celery_app import TaskName
 from shared.config import Settings
 from shared.db import ModelVersion, TrainingRun
 from shared.errors import NotFound, TraplineError, UsageProblem
-from shared.schemas import (
-    ImageRef, ModelKind, PredictImages, Predictions, TrainClassifier, TrainConfig, TrainingDone, TrainRun,
-)
+from shared.schemas import ModelKind, TrainClassifier, TrainConfig
+from shared.calls import ImageRef, PredictImages, Predictions, TrainingDone, TrainRun
 from shared.store import review, training_runs
 from shared.training_data import (
     LabelFileError, LabelledImage, class_counts, minimum_per_class, read_label_csv, read_label_folders,

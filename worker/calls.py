@@ -1,7 +1,7 @@
 """``python -m worker.calls ANSWER_FILE``: run one call from the producer in this worker environment.
 
 The producer imports no deep-learning framework (``producer.environments``), so what needs one runs here:
-the request (one of ``shared.schemas.EnvironmentCall``) arrives on stdin as JSON, the answer is written to
+the request (one of ``shared.calls.EnvironmentCall``) arrives on stdin as JSON, the answer is written to
 ANSWER_FILE as a ``CallAnswer``, and stdout and stderr stay free for logs and progress. The exit status is 0
 with an answer, 1 with an error.
 """
@@ -16,10 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.schemas import (
-    CallAnswer, CheckDetector, DetectorChecked, EnvironmentCall, InspectModel, ModelSignature, PredictImages, Predictions, TrainingDone,
-    TrainRun,
-)
+from shared.calls import CallAnswer, CheckDetector, DetectorChecked, EnvironmentCall, InspectModel, ModelSignature, PredictImages, Predictions, TrainingDone, TrainRun
 
 log = logging.getLogger(__name__)
 

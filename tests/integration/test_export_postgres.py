@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from producer import csv_parts, export
-from producer.camtrap_dp import PackageInfo, contributor
+from producer.camtrap_package import PackageInfo, contributor
 from producer.export import crop_columns
 from shared import store
 from shared.store import export_rows

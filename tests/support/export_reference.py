@@ -19,9 +19,10 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from producer.camtrap_dp import (
-    CHUNK, DEPLOYMENT_COLUMNS, MEDIA_COLUMNS, OBSERVATION_COLUMNS, PROBABILITY_DIGITS, REVIEW_TYPES, Observation,
-    PackageInfo, Written, _bbox, capture_method, clock_comment, deployment_row,
+    CHUNK, DEPLOYMENT_COLUMNS, MEDIA_COLUMNS, OBSERVATION_COLUMNS, PROBABILITY_DIGITS, REVIEW_TYPES, Observation, Written,
+    _bbox, capture_method, clock_comment, deployment_row,
 )
+from producer.camtrap_package import PackageInfo
 from producer.export import (
     CONF_DIGITS, COORD_DIGITS, MD_DATETIME_FORMAT, TOP_CLASSIFICATIONS, CropCategories, camera_exif, csv_columns,
 )
@@ -388,7 +389,7 @@ def camtrap_both_ways(session: Session, out_dir: Path, archives: Sequence[Archiv
     (its tables; datapackage.json from the same descriptor), name → bytes, ``created`` left out."""
     from datetime import UTC, datetime
 
-    from producer import camtrap_dp
+    from producer import camtrap_dp, camtrap_package
     from shared.store import model_versions
 
     new_dir, old_dir = out_dir / "new", out_dir / "old"
@@ -398,7 +399,7 @@ def camtrap_both_ways(session: Session, out_dir: Path, archives: Sequence[Archiv
     models = {v.id: v.name for v in model_versions.model_versions(session)}
     written = write_tables(old_dir, deployments, media_items(session, archives, detector_id, deployments), thresholds,
                            models, info, len(archives) > 1, model_versions.crop_models(session))
-    package = camtrap_dp.descriptor(info, deployments, written.scientific_names, datetime.now(UTC),
+    package = camtrap_package.descriptor(info, deployments, written.scientific_names, datetime.now(UTC),
                                     written.capture_methods)
     (old_dir / "datapackage.json").write_text(json.dumps(package, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")

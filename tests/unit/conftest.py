@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from producer import registry
 from shared import store
 from shared.config import get_settings
-from shared.schemas import ModelSignature
+from shared.calls import ModelSignature
 from tests.support.databases import copy_sqlite
 
 

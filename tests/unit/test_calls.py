@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.schemas import CallAnswer, InspectModel
+from shared.calls import CallAnswer, InspectModel
 from worker import calls
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from producer import camtrap_dp
-from producer.camtrap_dp import (
-    ExportError,
-    PackageInfo,
-    contributor,
-    human_observations,
-    machine_observations,
-    package_info,
-    write_package,
-)
+from producer import camtrap_dp, camtrap_package
+from producer.camtrap_dp import ExportError, human_observations, machine_observations, write_package
+from producer.camtrap_package import PackageInfo, contributor, package_info
 from shared import store
 from shared.db import Archive, Classification, Deployment, DetectionRow, Image, ImageLabel, Outcome, ReviewLabel
 from shared.crop_model import CropModel
@@ -70,7 +63,7 @@ def crop(label: str, conf: float) -> Classification:
 
 def observed(image: ImageResult, names: dict | None = None) -> list[tuple]:
     return [(o.type, o.scientific_name, o.probability, o.classified_by, o.method, o.comments)
-            for o in machine_observations(image, Thresholds(), MODELS, names or camtrap_dp.SCIENTIFIC_NAMES)]
+            for o in machine_observations(image, Thresholds(), MODELS, names or camtrap_package.SCIENTIFIC_NAMES)]
 
 
 def test_crops_of_species_become_animals_and_junk_crops_nothing() -> None:
@@ -78,7 +71,7 @@ def test_crops_of_species_become_animals_and_junk_crops_nothing() -> None:
                    crops={0: crop("vul_vul", 0.91234), 1: crop("Rock", 0.99), 2: crop("lag_mut", 0.5),
                           3: crop("vul_lag", 0.9)})
 
-    observations = machine_observations(image, Thresholds(), MODELS, camtrap_dp.SCIENTIFIC_NAMES)
+    observations = machine_observations(image, Thresholds(), MODELS, camtrap_package.SCIENTIFIC_NAMES)
 
     assert observed(image) == [
         ("animal", "Vulpes vulpes", 0.912, "md_v5a.0.0.pt + crops.keras", "machine", "crop class vul_vul"),

@@ -10,7 +10,7 @@ import pytest
 
 from producer import environments
 from shared.errors import EnvironmentMissing, TraplineError, UsageProblem
-from shared.schemas import InspectModel, ModelSignature
+from shared.calls import InspectModel, ModelSignature
 
 
 def test_the_configured_interpreter_wins(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from producer.registry import ModelImportError, import_model, read_region_classe
 from shared import store
 from shared.crop_model import CROP_CLASSES, CropModel
 from shared.errors import UsageProblem
-from shared.schemas import CLASSIFIER_PREPROCESSING, ModelKind, ModelSignature
+from shared.schemas import CLASSIFIER_PREPROCESSING, ModelKind
+from shared.calls import ModelSignature
 from tests.conftest import REPO
 
 QUALITY = ["Bad", "Good"]
