@@ -111,13 +111,11 @@ class _Timeline:
     settings: CheckSettings
     now: datetime
     deployments: list[_Deployment]
-    findings: list[Finding] = field(default_factory=list)
     previous: datetime | None = None
     gaps: list[tuple[datetime, datetime]] = field(default_factory=list)
     future: list[datetime] = field(default_factory=list)
     outside: list[datetime] = field(default_factory=list)
     motion_days: Counter[date] = field(default_factory=Counter)
-    night_frame_days: set[date] = field(default_factory=set)
     last_night: datetime | None = None
     slots: dict[date, set[str]] = field(default_factory=dict)  # day → time-lapse clock times present
     frame_days: set[date] = field(default_factory=set)  # days with any frame
@@ -140,7 +138,6 @@ class _Timeline:
         night = (first_hour <= taken.hour or taken.hour < last_hour) if first_hour > last_hour else (
             first_hour <= taken.hour < last_hour)
         if night:
-            self.night_frame_days.add(taken.date())
             self.last_night = taken
         if frame.trigger == TriggerMode.TIME_LAPSE:
             self.slots.setdefault(taken.date(), set()).add(taken.strftime("%H:%M"))
