@@ -131,7 +131,7 @@ def gather(session: Session, detector_version_id: int, thresholds: Thresholds, s
         review=aggregates.review_progress(session, detector_version_id, archive_id),
         reviewers=aggregates.reviewer_progress(session, detector_version_id, archive_id),
         reviewer_totals=aggregates.reviewer_totals(session, archive_id),
-        metrics=metrics(session, detector_version_id, stages, archive_id, bad_threshold),
+        metrics=metrics(session, detector_version_id, stages, archive_id, bad_threshold, MAX_ERROR_PATHS),
         training=[TrainingView(r.model_version_id, r.id, len(r.history or []), r.best_epoch, r.best_val_loss,
                                list(r.history or [])) for r in runs],
         rde_counts=aggregates.rde_status_by_camera(session, detector_version_id, archive_id),
@@ -268,10 +268,9 @@ def _errors(m: Mapping[str, Any]) -> str:
     parts = []
     for key, name in (("false_negatives", "FN (model Empty, person Animal)"),
                       ("false_positives", "FP (model Animal, person Empty)")):
-        paths = m[key]
-        if paths:
-            listed = "".join(f"<li>{_e(p)}</li>" for p in paths[:MAX_ERROR_PATHS])
-            parts.append(f"<details><summary>{_e(name)}: {len(paths):,}</summary><ul>{listed}</ul></details>")
+        if m[f"{key}_count"]:
+            listed = "".join(f"<li>{_e(p)}</li>" for p in m[key][:MAX_ERROR_PATHS])
+            parts.append(f"<details><summary>{_e(name)}: {m[f'{key}_count']:,}</summary><ul>{listed}</ul></details>")
     return "".join(parts)
 
 
@@ -285,7 +284,7 @@ def _metrics(data: ReportData) -> Iterator[str]:
                f"manual inspection {_e(share)}.</p>")
         yield _table(("stage", "reviewed", "accuracy", "weighted accuracy (random strata)", "macro F1", "FN", "FP"),
                      [(stage, m["reviewed"], m["accuracy"], m["weighted_accuracy"], m["macro_f1"],
-                       len(m["false_negatives"]), len(m["false_positives"])) for stage, m in r["stages"].items()],
+                       m["false_negatives_count"], m["false_positives_count"]) for stage, m in r["stages"].items()],
                      f"metrics-{region}")
         for stage, m in r["stages"].items():
             yield f"<h4>{_e(region)}: {_e(stage)}</h4>"

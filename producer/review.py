@@ -13,19 +13,19 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
-from shared import aggregates, evaluation
+from shared import aggregates
 from shared.csv_input import csv_rows, open_csv
 from shared.errors import ProblemsFound, UsageProblem
 from shared.labels import BAD_THRESHOLD
 from shared.spreadsheet import spreadsheet_safe, undo_spreadsheet_safe
 from shared.store import images, review
 from shared.review import (
-    MAX_REVIEWER, REVIEW_LABELS, STAGE_CLASSES, STRATA, Reviewed, check_fraction, draw_stream, errors, manual_share,
-    stage_confidence, stage_pair, summarize_draw, weighted_accuracy,
+    MAX_REVIEWER, REVIEW_LABELS, STRATA, StageTally, check_fraction, draw_stream, manual_share, summarize_draw,
 )
 
 LIST_COLUMNS = ("path", "site", "model_label", "reason", "label")  # the sample as people receive it
 IMPORT_COLUMNS = ("path", "label")  # required; "reviewer" optional
+MAX_ERROR_PATHS = 1000  # FN and FP paths listed per stage and region by ``metrics`` (their counts are exact)
 
 
 class ReviewImportError(ProblemsFound):
@@ -142,35 +142,39 @@ def import_labels(session: Session, path: Path, reviewer: str | None) -> int:
     return review.save_review_labels(session, read_labels(session, path, reviewer), datetime.now(UTC))
 
 
-def stage_metrics(items: Sequence[Reviewed], stage: str, bad_threshold: float = BAD_THRESHOLD) -> dict[str, Any]:
-    """Metrics of one stage on the reviewed images: the evaluation, FN and FP lists, weighted accuracy; the
-    quality stage's confidence deciles read P(Bad) against ``bad_threshold`` (``stage_confidence``)."""
-    compared = [(pair, stage_confidence(stage, item, bad_threshold)) for item in items
-                if (pair := stage_pair(stage, item)) is not None]
-    confidences = [c for _, c in compared]
-    scores = evaluation.evaluate_labels(
-        [p[0] for p, _ in compared], [p[1] for p, _ in compared], STAGE_CLASSES[stage],
-        confidences if compared and all(c is not None for c in confidences) else None)
-    return {"stage": stage, "reviewed": len(compared), **scores.to_dict(), **errors(items, stage),
-            "weighted_accuracy": weighted_accuracy(items, stage)}
+def stage_metrics(tally: StageTally) -> dict[str, Any]:
+    """A stage's metrics from its tally: the evaluation, the FN and FP counts and listed paths, the weighted
+    accuracy. The quality stage's confidence deciles read P(Bad) against the tally's Bad threshold
+    (``stage_confidence``)."""
+    scores = tally.scores.evaluation()
+    return {"stage": tally.stage, "reviewed": scores.n, **scores.to_dict(), **tally.error_paths,
+            **{f"{kind}_count": n for kind, n in tally.error_counts.items()},
+            "weighted_accuracy": tally.weighted_accuracy()}
 
 
 def metrics(session: Session, detector_version_id: int, stages: Sequence[str],
-            archive_id: int | None = None, bad_threshold: float = BAD_THRESHOLD) -> dict[str, Any]:
-    """Per region: each stage's metrics against people's labels, and the manual-inspection share (counted in
-    SQL, so an archive of millions of images is never loaded; one region's labelled images at a time);
-    optionally one archive. ``bad_threshold`` is the configured Bad threshold
-    (``settings.quality.bad_threshold``), for the quality stage's confidences."""
+            archive_id: int | None = None, bad_threshold: float = BAD_THRESHOLD,
+            max_paths: int | None = MAX_ERROR_PATHS) -> dict[str, Any]:
+    """Per region: each stage's metrics against people's labels, and the manual-inspection share; optionally
+    one archive. Counted in SQL and tallied over a stream of the labelled images, so memory does not grow with
+    the archive; each stage lists the first ``max_paths`` FN and FP paths in path order (``None``: all) beside
+    their counts. ``bad_threshold`` is the configured Bad threshold (``settings.quality.bad_threshold``), for
+    the quality stage's confidences."""
     counts = aggregates.labels_by_region(session, detector_version_id, archive_id)
     sampled = aggregates.sampled_non_animal_by_region(session, detector_version_id, archive_id)
     report: dict[str, Any] = {}
     for region in sorted(counts, key=lambda r: r or ""):
         images, animals = counts[region]
-        items = review.reviewed_images(session, detector_version_id, archive_id, regions=[region])
+        tallies = [StageTally(stage, bad_threshold, max_paths) for stage in stages]
+        reviewed = 0
+        for item in review.iter_reviewed(session, detector_version_id, archive_id, regions=[region]):
+            reviewed += 1
+            for tally in tallies:
+                tally.add(item)
         report[region or "-"] = {
-            "images": images, "reviewed": len(items),
+            "images": images, "reviewed": reviewed,
             "manual_share": manual_share(images, animals, sampled.get(region, 0)),
-            "stages": {stage: stage_metrics(items, stage, bad_threshold) for stage in stages},
+            "stages": {tally.stage: stage_metrics(tally) for tally in tallies},
         }
     return report
 
@@ -185,7 +189,7 @@ def format_metrics(report: dict[str, Any]) -> str:
             accuracy = "-" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
             weighted = "-" if m["weighted_accuracy"] is None else f"{m['weighted_accuracy']:.3f}"
             lines.append(f"  {stage:<8} n={m['reviewed']:<6} accuracy {accuracy} (random strata, weighted: {weighted})"
-                         f"  FN {len(m['false_negatives'])}  FP {len(m['false_positives'])}")
+                         f"  FN {m['false_negatives_count']}  FP {m['false_positives_count']}")
             for c in m["per_class"]:
                 values = [("-" if v is None else f"{v:.3f}") for v in (c["precision"], c["recall"], c["f1"])]
                 lines.append(f"    {c['label']:<8} n={c['support']:<6} P {values[0]}  R {values[1]}  F1 {values[2]}")

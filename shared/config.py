@@ -117,6 +117,8 @@ class ReviewSettings(BaseModel):
     fraction: float = Field(0.1, gt=0, le=1, description="Share of each site × final-label stratum drawn for review.")
     all_animals: bool = Field(True, description="Also review every image labelled Animal (Celis 2024).")
     seed: int = Field(0, description="Seeds the draw; stored with the review set.")
+    max_error_paths: int = Field(1000, ge=0, description="FN and FP paths `trapline metrics` lists per stage and "
+                                 "region, in path order (the counts are always exact).")
 
 
 class Settings(BaseSettings):

@@ -128,25 +128,62 @@ def evaluate_labels(
     classes = _checked_classes(classes)
     _check_same_length(true_labels, predicted, "predicted labels")
     index = {label: i for i, label in enumerate(classes)}
-    true_index = _indices(true_labels, index, "true")
-    predicted_index = _indices(predicted, index, "predicted")
-    confusion = _confusion(true_index, predicted_index, len(classes))
-    per_class = tuple(_class_metrics(confusion, i, label) for i, label in enumerate(classes))
-    deciles: tuple[DecileAccuracy, ...] = ()
+    _indices(true_labels, index, "true")
+    _indices(predicted, index, "predicted")
     if confidences is not None:
         _check_same_length(true_labels, confidences, "confidences")
-        correct = [t == p for t, p in zip(true_index, predicted_index, strict=True)]
-        deciles = _decile_accuracy(confidences, correct)
-    n = len(true_index)
-    return Evaluation(
-        classes=classes,
-        n=n,
-        accuracy=_ratio(sum(confusion[i][i] for i in range(len(classes))), n),
-        per_class=per_class,
-        confusion=confusion,
-        deciles=deciles,
-        macro_f1=_macro_f1(per_class),
-    )
+    tally = Tally(classes)
+    for i, (true, guess) in enumerate(zip(true_labels, predicted, strict=True)):
+        tally.add(true, guess, None if confidences is None else confidences[i])
+    return tally.evaluation(scored=confidences is not None)
+
+
+class Tally:
+    """``evaluate_labels`` one pair at a time, in memory that does not grow with the pairs: the confusion
+    counts and, per decile bin, the pairs and the correct ones. For streams of millions of labelled images."""
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        self.classes = _checked_classes(classes)
+        self._index = {label: i for i, label in enumerate(self.classes)}
+        self._confusion = [[0] * len(self.classes) for _ in self.classes]
+        self._counts = [0] * DECILES
+        self._hits = [0] * DECILES
+        self.n = 0
+        self.unscored = 0  # pairs added without a confidence
+
+    def add(self, true: str, predicted: str, confidence: float | None = None) -> None:
+        """Count one pair; ``ValueError`` on a label not in the classes or a confidence outside [0, 1]."""
+        t, p = self._index.get(true), self._index.get(predicted)
+        if t is None or p is None:
+            _indices([true], self._index, "true")
+            _indices([predicted], self._index, "predicted")
+        if confidence is None:
+            self.unscored += 1
+        else:
+            i = decile_index(confidence)
+            self._counts[i] += 1
+            self._hits[i] += t == p
+        self._confusion[t][p] += 1
+        self.n += 1
+
+    def evaluation(self, scored: bool | None = None) -> Evaluation:
+        """The scores so far. Deciles when ``scored``; by default when there are pairs and each had a
+        confidence."""
+        confusion = tuple(tuple(row) for row in self._confusion)
+        per_class = tuple(_class_metrics(confusion, i, label) for i, label in enumerate(self.classes))
+        if scored is None:
+            scored = self.n > 0 and not self.unscored
+        deciles = tuple(DecileAccuracy(i / DECILES, (i + 1) / DECILES, self._counts[i],
+                                       _ratio(self._hits[i], self._counts[i])) for i in range(DECILES))
+        return Evaluation(
+            classes=self.classes,
+            n=self.n,
+            accuracy=_ratio(sum(confusion[i][i] for i in range(len(self.classes))), self.n),
+            per_class=per_class,
+            confusion=confusion,
+            deciles=deciles if scored else (),
+            macro_f1=_macro_f1(per_class),
+        )
 
 
 def decile_index(confidence: float) -> int:
@@ -188,13 +225,6 @@ def _indices(labels: Sequence[str], index: Mapping[str, int], kind: str) -> list
     return [index[label] for label in labels]
 
 
-def _confusion(true_index: Sequence[int], predicted_index: Sequence[int], size: int) -> tuple[tuple[int, ...], ...]:
-    counts = [[0] * size for _ in range(size)]
-    for t, p in zip(true_index, predicted_index, strict=True):
-        counts[t][p] += 1
-    return tuple(tuple(row) for row in counts)
-
-
 def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
@@ -220,18 +250,6 @@ def _macro_f1(per_class: Sequence[ClassMetrics]) -> float | None:
     """Mean F1 over the classes with true images; a class never predicted (F1 ``None``) counts 0.0."""
     scores = [m.f1 if m.f1 is not None else 0.0 for m in per_class if m.support]
     return sum(scores) / len(scores) if scores else None
-
-
-def _decile_accuracy(confidences: Sequence[float], correct: Sequence[bool]) -> tuple[DecileAccuracy, ...]:
-    counts = [0] * DECILES
-    hits = [0] * DECILES
-    for confidence, is_correct in zip(confidences, correct, strict=True):
-        i = decile_index(confidence)
-        counts[i] += 1
-        hits[i] += is_correct
-    return tuple(
-        DecileAccuracy(i / DECILES, (i + 1) / DECILES, counts[i], _ratio(hits[i], counts[i])) for i in range(DECILES)
-    )
 
 
 # --- files --------------------------------------------------------------------------------------------------

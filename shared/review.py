@@ -35,12 +35,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from shared.evaluation import Tally
 from shared.labels import BAD_THRESHOLD, QualityLabel, quality_label
 
 ANIMAL, EMPTY, HUMAN, BAD, GOOD = "Animal", "Empty", "Human", "Bad", "Good"
 REVIEW_LABELS = (ANIMAL, EMPTY, HUMAN, BAD)  # what a person says of an image
 MAX_REVIEWER = 128  # characters in a reviewer's name: the size of review_labels.reviewer
 RANDOM, ALL_ANIMALS = "random", "animal"  # why an image is in a review set
+FALSE_NEGATIVES, FALSE_POSITIVES = "false_negatives", "false_positives"  # model Empty / Animal, person the other
 STRATA = "site,final_label"
 STAGES = ("final", "quality", "detect", "crops")
 STAGE_CLASSES = {
@@ -207,20 +209,55 @@ def stage_pair(stage: str, item: Reviewed) -> tuple[str, str] | None:
     return truth, (ANIMAL if item.animal_present == ANIMAL else EMPTY)  # crops
 
 
-def weighted_accuracy(items: Iterable[Reviewed], stage: str = "final") -> float | None:
-    """Accuracy estimated from the random strata only: each stratum's accuracy weighted by its size."""
-    per_stratum: dict[str, list[bool]] = defaultdict(list)
-    sizes: dict[str, int] = {}
+class StageTally:
+    """One stage's comparison over a stream of reviewed images, in memory that does not grow with them: the
+    evaluation's counts (``shared.evaluation.Tally``), hits and items per random stratum for the weighted
+    accuracy, the FN and FP counts and the first ``max_paths`` of their paths (``None``: all)."""
+
+    def __init__(self, stage: str, bad_threshold: float = BAD_THRESHOLD, max_paths: int | None = None) -> None:
+        if stage not in STAGE_CLASSES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+        self.stage, self.bad_threshold, self.max_paths = stage, bad_threshold, max_paths
+        self.scores = Tally(STAGE_CLASSES[stage])
+        self._strata: dict[str, list[int]] = {}  # stratum: [size, items, hits]
+        self.error_counts = {FALSE_NEGATIVES: 0, FALSE_POSITIVES: 0}
+        self.error_paths: dict[str, list[str]] = {FALSE_NEGATIVES: [], FALSE_POSITIVES: []}
+
+    def add(self, item: Reviewed) -> None:
+        pair = stage_pair(self.stage, item)
+        if pair is None:
+            return
+        self.scores.add(*pair, stage_confidence(self.stage, item, self.bad_threshold))
+        if item.reason == RANDOM and item.stratum is not None:
+            counts = self._strata.setdefault(item.stratum, [0, 0, 0])
+            counts[0] = item.stratum_size or 0
+            counts[1] += 1
+            counts[2] += pair[0] == pair[1]
+        kind = {(ANIMAL, EMPTY): FALSE_NEGATIVES, (EMPTY, ANIMAL): FALSE_POSITIVES}.get(pair)
+        if kind is not None:
+            self.error_counts[kind] += 1
+            if self.max_paths is None or len(self.error_paths[kind]) < self.max_paths:
+                self.error_paths[kind].append(item.path)
+
+    def weighted_accuracy(self) -> float | None:
+        """Accuracy estimated from the random strata only: each stratum's accuracy weighted by its size."""
+        total = sum(size for size, _, _ in self._strata.values())
+        if not total:
+            return None
+        return sum(size * hits / items for size, items, hits in self._strata.values()) / total
+
+
+def tally_stage(items: Iterable[Reviewed], stage: str, bad_threshold: float = BAD_THRESHOLD,
+                max_paths: int | None = None) -> StageTally:
+    tally = StageTally(stage, bad_threshold, max_paths)
     for item in items:
-        pair = stage_pair(stage, item)
-        if item.reason != RANDOM or pair is None or item.stratum is None:
-            continue
-        per_stratum[item.stratum].append(pair[0] == pair[1])
-        sizes[item.stratum] = item.stratum_size or 0
-    total = sum(sizes.values())
-    if not total:
-        return None
-    return sum(sizes[s] * (sum(hits) / len(hits)) for s, hits in per_stratum.items()) / total
+        tally.add(item)
+    return tally
+
+
+def weighted_accuracy(items: Iterable[Reviewed], stage: str = "final") -> float | None:
+    """``StageTally.weighted_accuracy`` of ``items``."""
+    return tally_stage(items, stage).weighted_accuracy()
 
 
 def manual_share(images: int, animals: int, sampled_non_animal: int) -> float | None:
@@ -231,11 +268,4 @@ def manual_share(images: int, animals: int, sampled_non_animal: int) -> float | 
 
 def errors(items: Iterable[Reviewed], stage: str) -> dict[str, list[str]]:
     """The FN list (model Empty, person Animal) and FP list (model Animal, person Empty) of a stage, by path."""
-    found: dict[str, list[str]] = {"false_negatives": [], "false_positives": []}
-    for item in items:
-        pair = stage_pair(stage, item)
-        if pair == (ANIMAL, EMPTY):
-            found["false_negatives"].append(item.path)
-        elif pair == (EMPTY, ANIMAL):
-            found["false_positives"].append(item.path)
-    return found
+    return tally_stage(items, stage).error_paths

@@ -196,7 +196,8 @@ def rde_reject(ctx: click.Context, cluster_id: int, reviewer: str) -> None:
 @click.pass_context
 def metrics(ctx: click.Context, stages: tuple[str, ...], as_json: bool, detector: str | None) -> None:
     """Each stage against people's labels, per region: accuracy (also weighted over the random strata),
-    per-class precision/recall/F1, confusion matrix, FN and FP lists, and the manual-inspection share."""
+    per-class precision/recall/F1, confusion matrix, FN and FP counts with the first paths of each
+    (TRAPLINE_REVIEW__MAX_ERROR_PATHS), and the manual-inspection share."""
     from producer.review import format_metrics
     from producer.review import metrics as measure
     from shared.review import STAGES
@@ -204,7 +205,7 @@ def metrics(ctx: click.Context, stages: tuple[str, ...], as_json: bool, detector
     settings = context.settings(ctx)
     with context.sessions(settings).begin() as session:
         report = measure(session, detector_id(ctx, session, detector), stages or STAGES,
-                         bad_threshold=settings.quality.bad_threshold)
+                         bad_threshold=settings.quality.bad_threshold, max_paths=settings.review.max_error_paths)
     if as_json:
         context.echo_json(report)
     else:

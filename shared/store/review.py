@@ -157,9 +157,15 @@ def _latest_review_label_only(query: Select) -> Select:
 
 def reviewed_images(session: Session, detector_version_id: int, archive_id: int | None = None,
                     regions: Sequence[str | None] | None = None) -> list[Reviewed]:
+    """``iter_reviewed``'s images as a list."""
+    return list(iter_reviewed(session, detector_version_id, archive_id, regions))
+
+
+def iter_reviewed(session: Session, detector_version_id: int, archive_id: int | None = None,
+                  regions: Sequence[str | None] | None = None) -> Iterator[Reviewed]:
     """Every image with a person's label and model labels (optionally of one archive, of some regions), in
     path order; the latest label when several people gave one, with the image's item of the newest review set
-    of the detector that drew it. Reads labelled images only, as columns."""
+    of the detector that drew it. Reads labelled images only, as columns, streamed (``STREAM_ROWS`` a fetch)."""
     top_animal = (select(func.max(DetectionRow.conf)).where(
         DetectionRow.image_id == ReviewLabel.image_id, DetectionRow.detector_version_id == detector_version_id,
         DetectionRow.category == ANIMAL_CATEGORY, DetectionRow.suppressed.is_(False)).scalar_subquery())
@@ -180,10 +186,14 @@ def reviewed_images(session: Session, detector_version_id: int, archive_id: int 
         query = query.where(Image.archive_id == archive_id)
     if regions is not None:
         query = query.where(_in_regions(regions))
-    result: dict[int, Reviewed] = {}
-    for image_id, root, rel_path, region, human, *labels, p_bad, animal_conf in session.execute(query):
-        result[image_id] = Reviewed(image_id, str(Path(root) / rel_path), region, human, *labels, p_bad, animal_conf)
-    return list(result.values())  # two latest labels at one time: the later row's, in the first one's place
+    pending: Reviewed | None = None  # an image's rows are adjacent; two latest labels at one time: the later row's
+    for image_id, root, rel_path, region, human, *labels, p_bad, animal_conf in session.execute(
+            query.execution_options(yield_per=STREAM_ROWS)):
+        if pending is not None and pending.image_id != image_id:
+            yield pending
+        pending = Reviewed(image_id, str(Path(root) / rel_path), region, human, *labels, p_bad, animal_conf)
+    if pending is not None:
+        yield pending
 
 
 def _in_regions(regions: Sequence[str | None]) -> ColumnElement[bool]:

@@ -16,6 +16,7 @@ from shared.evaluation import (
     ClassMetrics,
     DecileAccuracy,
     Evaluation,
+    Tally,
     decile_index,
     evaluate,
     evaluate_labels,
@@ -116,6 +117,23 @@ def test_evaluate_labels_gives_the_same_as_evaluate_from_the_argmax() -> None:
     confidences = [max(row) for row in PROBABILITIES]
 
     assert evaluate_labels(TRUE, PREDICTED, CLASSES, confidences) == example()
+
+
+def test_a_tally_fed_one_pair_at_a_time_equals_evaluate_labels() -> None:
+    confidences = [max(row) for row in PROBABILITIES]
+    tally = Tally(CLASSES)
+    assert tally.evaluation() == evaluate_labels([], [], CLASSES)  # nothing yet: no deciles, no accuracy
+    for true, predicted, confidence in zip(TRUE, PREDICTED, confidences, strict=True):
+        tally.add(true, predicted, confidence)
+
+    assert tally.evaluation() == example()
+    tally.add(TRUE[0], PREDICTED[0])  # one pair without a confidence: no deciles unless asked for
+    assert tally.evaluation().deciles == ()
+    assert tally.evaluation(scored=True).deciles[9].count == example().deciles[9].count
+    with pytest.raises(ValueError, match="predicted labels not in the classes"):
+        tally.add("cat", "wolf")
+    with pytest.raises(ValueError, match="not in"):
+        tally.add("cat", "dog", 1.5)
 
 
 def test_without_confidences_there_are_no_deciles() -> None:

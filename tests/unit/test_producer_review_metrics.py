@@ -157,6 +157,7 @@ def test_metrics_per_region_and_stage(session: Session, reviewed: ModelVersion) 
     assert per_class(final) == {"Animal": (2, 0.5, 0.5), "Bad": (2, 1.0, 0.5), "Empty": (2, 0.5, 0.5),
                                 "Human": (0, 0.0, None)}
     assert (final["false_negatives"], final["false_positives"]) == ([path("f3")], [path("f2")])
+    assert (final["false_negatives_count"], final["false_positives_count"]) == (1, 1)
     # random strata only, by size: Animal 2 × 1/1, Empty 3 × 1/2, Bad 1 × 1/1, Human 1 × 0/1
     assert final["weighted_accuracy"] == pytest.approx((2 + 1.5 + 1 + 0) / 7)
     assert final["deciles"] == []
@@ -210,6 +211,13 @@ def test_quality_deciles_follow_the_configured_bad_threshold(session: Session, r
     assert data.metrics["finnmark"]["stages"]["quality"]["deciles"] == quality["deciles"]
     default = gather(session, reviewed.id, Thresholds(), ["quality"], NOW).metrics["finnmark"]["stages"]["quality"]
     assert {i for i, d in enumerate(default["deciles"]) if d["count"]} == {3, 5, 7, 8, 9}
+
+
+def test_metrics_lists_the_first_error_paths_with_exact_counts(session: Session, reviewed: ModelVersion) -> None:
+    detect = metrics(session, reviewed.id, ["detect"], max_paths=1)["finnmark"]["stages"]["detect"]
+
+    assert (detect["false_positives"], detect["false_positives_count"]) == ([path("f2")], 2)  # f2, f4 in path order
+    assert (detect["false_negatives"], detect["false_negatives_count"]) == ([path("f3")], 1)
 
 
 def test_metrics_of_chosen_stages(session: Session, reviewed: ModelVersion) -> None:

@@ -19,6 +19,7 @@ from shared.review import (
     STAGES,
     Candidate,
     Reviewed,
+    StageTally,
     draw_sample,
     draw_stream,
     drawn_positions,
@@ -28,6 +29,7 @@ from shared.review import (
     stage_pair,
     stratum_of,
     summarize_draw,
+    tally_stage,
     weighted_accuracy,
 )
 
@@ -282,6 +284,20 @@ def test_errors_lists_false_negatives_and_positives_by_path() -> None:
              reviewed(HUMAN, ANIMAL, path="/a/3.jpg"), reviewed(BAD, EMPTY, path="/a/4.jpg")]
     assert errors(final, "final") == {"false_negatives": ["/a/1.jpg"], "false_positives": ["/a/2.jpg"]}
     assert errors([], "detect") == {"false_negatives": [], "false_positives": []}
+
+
+def test_stage_tally_lists_the_first_paths_and_counts_every_error() -> None:
+    items = [reviewed(ANIMAL, present=EMPTY, path=f"/a/fn{i}.jpg") for i in range(5)]
+    items += [reviewed(EMPTY, present=ANIMAL, path="/a/fp.jpg"), reviewed(ANIMAL, present=ANIMAL, path="/a/tp.jpg")]
+
+    tally = tally_stage(iter(items), "crops", max_paths=2)  # a stream, read once
+
+    assert tally.error_paths == {"false_negatives": ["/a/fn0.jpg", "/a/fn1.jpg"], "false_positives": ["/a/fp.jpg"]}
+    assert tally.error_counts == {"false_negatives": 5, "false_positives": 1}
+    assert tally.scores.evaluation().confusion == ((1, 5), (1, 0))  # Animal, Empty
+    assert tally_stage(items, "crops", max_paths=0).error_paths == {"false_negatives": [], "false_positives": []}
+    with pytest.raises(ValueError, match="unknown stage"):
+        StageTally("speed")
 
 
 def test_stage_confidence() -> None:
