@@ -86,8 +86,17 @@ def _outcome_counts(session: Session, stage: Stage, detector_version_id: int, ar
 
 def _open_batch_images(session: Session, stage: Stage, detector_version_id: int, archive_id: int | None
                        ) -> dict[str, int]:
-    """Images of queued and running batches without an outcome yet, by batch status: the open batches first
-    (few), then their items."""
+    """Images of queued and running batches without an outcome yet, by batch status. For the whole detector:
+    the open batches' sizes, read from the batches, not their million items: enqueue puts an image in one open
+    batch at most and a batch writes its outcomes as it finishes, so the two agree, except for the images of a
+    batch abandoned (``trapline run`` abandons
+    the open batches it finds) whose late worker still wrote them, counted until their new batch runs.
+    For one archive: the open batches' items, each checked for an outcome."""
+    if archive_id is None:
+        query = (select(Batch.status, func.sum(Batch.size))
+                 .where(Batch.stage == stage, Batch.status.in_(OPEN), Batch.detector_version_id == detector_version_id)
+                 .group_by(Batch.status))
+        return {BatchStatus(status): n for status, n in session.execute(query)}
     no_outcome = ~exists().where(Outcome.image_id == BatchItem.image_id, Outcome.stage == stage,
                                  Outcome.detector_version_id == detector_version_id)
     query = (select(Batch.status, func.count(func.distinct(BatchItem.image_id)))
@@ -100,6 +109,10 @@ def _open_batch_images(session: Session, stage: Stage, detector_version_id: int,
 
 
 def _recent_rate(session: Session, stage: Stage, detector_version_id: int, archive_id: int | None) -> float | None:
+    """Images a second over the ``RATE_WINDOW`` before the stage's latest finish: from the finished batches and
+    their sizes (a few rows a minute, however large the archive), or for one archive from its outcomes."""
+    if archive_id is None:
+        return _batch_rate(session, stage, detector_version_id)
     this_stage = (Outcome.stage == stage, Outcome.detector_version_id == detector_version_id)
     latest = session.scalar(_of_archive(select(func.max(Outcome.finished_at)).where(*this_stage),
                                         Outcome.image_id, archive_id))
@@ -115,6 +128,21 @@ def _recent_rate(session: Session, stage: Stage, detector_version_id: int, archi
         return None
     elapsed = (latest - max(first_batch_start, window_start)).total_seconds()
     return count / elapsed if elapsed > 0 else None
+
+
+def _batch_rate(session: Session, stage: Stage, detector_version_id: int) -> float | None:
+    this_stage = (Batch.stage == stage, Batch.detector_version_id == detector_version_id,
+                  Batch.status == BatchStatus.DONE)
+    latest = session.scalar(select(func.max(Batch.finished_at)).where(*this_stage))
+    if latest is None:
+        return None
+    window_start = latest - RATE_WINDOW
+    first_start, images = session.execute(select(func.min(Batch.started_at), func.sum(Batch.size))
+                                          .where(*this_stage, Batch.finished_at >= window_start)).one()
+    if not images or first_start is None:
+        return None
+    elapsed = (latest - max(first_start, window_start)).total_seconds()
+    return images / elapsed if elapsed > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

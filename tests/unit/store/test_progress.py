@@ -44,20 +44,37 @@ def test_stage_progress_of_a_fresh_archive(session: Session, setup) -> None:
         6, 6, 0, None, None)
 
 
-def test_throughput_is_measured_from_batch_start_to_the_last_outcome(session: Session, setup) -> None:
-    _, version, ids = setup
+def test_throughput_is_measured_from_batch_start_to_the_last_finish(session: Session, setup) -> None:
+    archive, version, ids = setup
     batch_id = store.batches.create_batch(session, DETECT, version.id, [ids[p] for p in PATHS[:4]])
     store.batches.claim_batch(session, batch_id, "w")
     store.outcomes.save_detect_outcomes(session, batch_id, version.id, [done(ids[p]) for p in PATHS[:4]])
     start = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    session.execute(update(Batch).values(started_at=start))
+    session.execute(update(Batch).values(started_at=start, finished_at=start + timedelta(seconds=8)))
     session.execute(update(Outcome).values(finished_at=start + timedelta(seconds=8)))
     session.commit()
 
     progress = store.progress.stage_progress(session, DETECT, version.id)
 
-    assert progress.images_per_s == pytest.approx(4 / 8)
+    assert progress.images_per_s == pytest.approx(4 / 8)  # the whole detector's: from the batches' sizes
     assert progress.eta_s == pytest.approx(2 / 0.5)  # two images left
+    # one archive's: from its outcomes
+    assert store.progress.stage_progress(session, DETECT, version.id, archive.id).images_per_s == pytest.approx(4 / 8)
+
+
+def test_throughput_counts_the_batches_finished_in_the_window(session: Session, setup) -> None:
+    _, version, ids = setup
+    start = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    for n, paths in enumerate((PATHS[:2], PATHS[2:5])):  # an old batch of 2, a recent one of 3
+        batch_id = store.batches.create_batch(session, DETECT, version.id, [ids[p] for p in paths])
+        store.batches.claim_batch(session, batch_id, "w")
+        store.outcomes.save_detect_outcomes(session, batch_id, version.id, [done(ids[p]) for p in paths])
+        began = start + n * timedelta(hours=1)
+        session.execute(update(Batch).where(Batch.id == batch_id)
+                        .values(started_at=began, finished_at=began + timedelta(seconds=6)))
+    session.commit()
+
+    assert store.progress.stage_progress(session, DETECT, version.id).images_per_s == pytest.approx(3 / 6)
 
 
 def test_eta() -> None:
