@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from producer.review_http import BEFORE, FROM, ID_MAX, Near, RequestError, ReviewServer
 from producer.review_security import check_binding
-from shared import aggregates
 from shared.config import Settings
 from shared.containers import read_image_bytes
 from shared.db import DetectionRow, ImageLabel, RdeCluster, ReviewSet
@@ -65,16 +64,13 @@ class ReviewApp:
     def state(self, reviewer: str) -> dict[str, Any]:
         with self.sessions() as session:
             review_set = session.get(ReviewSet, self.set_id)
-            drawn = aggregates.review_progress(session, self.detector_version_id, set_id=self.set_id)
-            total, anyone = sum(p.drawn for p in drawn), sum(p.labelled for p in drawn)
-            mine = sum(n for _, name, n in aggregates.reviewer_progress(session, self.detector_version_id,
-                                                                        set_id=self.set_id) if name == reviewer)
-            first = review_page.first_unlabelled(session, self.set_id, reviewer)
+            progress = review_page.set_progress(session, self.set_id, reviewer)
+            first = review_page.first_unlabelled(session, self.set_id, reviewer, progress)
             suspected, _ = rde.rde_cluster_page(session, self.detector_version_id, "suspected", 0, 0)
         return {
             "set": {"id": self.set_id, "fraction": review_set.fraction, "seed": review_set.seed,
-                    "all_animals": review_set.all_animals, "items": total},
-            "progress": {"mine": mine, "anyone": anyone, "first_unlabelled": first and first.position,
+                    "all_animals": review_set.all_animals, "items": progress.items},
+            "progress": {"mine": progress.mine, "anyone": progress.anyone, "first_unlabelled": first and first.position,
                          "first_unlabelled_id": first and first.image_id},
             "labels": list(REVIEW_LABELS), "reviewer": self.default_reviewer, "suspected_clusters": suspected,
             "thresholds": {DETECTION_CATEGORIES[c]: self.rules.thresholds.for_category(c) for c in DETECTION_CATEGORIES},

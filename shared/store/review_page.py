@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, select
 from sqlalchemy.orm import Session
 
 from shared.db import (
@@ -37,6 +37,15 @@ class PageItem:
     reason: str
     label: ImageLabel | None
     mine: str | None  # this reviewer's label, if any
+
+
+@dataclass(frozen=True, slots=True)
+class SetProgress:
+    """A review set's items, those with anyone's label and those with this reviewer's."""
+
+    items: int
+    anyone: int
+    mine: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +97,41 @@ def clusters_with_image(session: Session, detector_version_id: int, image_id: in
         .order_by(RdeMember.cluster_id)))
 
 
-def first_unlabelled(session: Session, set_id: int, reviewer: str) -> Unlabelled | None:
-    """The set's first image (in path order) this reviewer has not labelled, with its position. Once per visit
-    (not per page): it reads the set's items, not the archive's."""
-    def items() -> Select:
-        return (select(Image.id, Archive.root, Image.rel_path).join(ReviewItem, ReviewItem.image_id == Image.id)
-                .join(Archive, Archive.id == Image.archive_id).where(ReviewItem.set_id == set_id))
-    labelled = exists().where(ReviewLabel.image_id == Image.id, ReviewLabel.reviewer == reviewer)
-    first = session.execute(items().where(~labelled).order_by(Archive.root, Image.rel_path).limit(1)).first()
-    if first is None:
+def set_progress(session: Session, set_id: int, reviewer: str) -> SetProgress:
+    """A set's items, and those labelled by anyone and by this reviewer: one count of the set's items (its
+    primary key) and one pass over the people's labels, each checked against the set; never the archive."""
+    items = session.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.set_id == set_id)) or 0
+    in_set = exists().where(ReviewItem.set_id == set_id, ReviewItem.image_id == ReviewLabel.image_id)
+    per_image = (select(ReviewLabel.image_id, func.max(case((ReviewLabel.reviewer == reviewer, 1), else_=0))
+                        .label("mine"))
+                 .where(in_set).group_by(ReviewLabel.image_id).subquery())
+    anyone, mine = session.execute(select(func.count(), func.sum(per_image.c.mine)).select_from(per_image)).one()
+    return SetProgress(items, anyone or 0, mine or 0)
+
+
+def first_unlabelled(session: Session, set_id: int, reviewer: str, progress: SetProgress | None = None
+                     ) -> Unlabelled | None:
+    """The set's first image (in path order) this reviewer has not labelled, with its position. Archive by
+    archive along ``images (archive_id, rel_path)``, so it reads the images up to that one (a reviewer who
+    works in path order: what they labelled), and nothing once ``progress`` (``set_progress``) says the
+    reviewer labelled every item."""
+    progress = progress or set_progress(session, set_id, reviewer)
+    if progress.mine >= progress.items:
         return None
-    image_id, root, rel_path = first
-    before = items().where(tuple_(Archive.root, Image.rel_path) < tuple_(root, rel_path)).subquery()
-    return Unlabelled(session.scalar(select(func.count()).select_from(before)) or 0, image_id)
+    labelled = exists().where(ReviewLabel.image_id == Image.id, ReviewLabel.reviewer == reviewer)
+    before = 0
+    for archive_id, _ in _archives(session, FORWARD):
+        in_archive = (Image.archive_id == archive_id, _in_set(set_id))
+        first = session.execute(select(Image.id, Image.rel_path).where(*in_archive, ~labelled)
+                                .order_by(Image.rel_path).limit(1)).first()
+        if first is not None:
+            image_id, rel_path = first
+            earlier = session.scalar(select(func.count()).where(*in_archive, Image.rel_path < rel_path)) or 0
+            return Unlabelled(before + earlier, image_id)
+        before += session.scalar(select(func.count()).select_from(ReviewItem)
+                                 .join(Image, Image.id == ReviewItem.image_id)
+                                 .where(ReviewItem.set_id == set_id, Image.archive_id == archive_id)) or 0
+    return None
 
 
 # --- keyset walk ------------------------------------------------------------------------------------

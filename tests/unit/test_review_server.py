@@ -253,6 +253,15 @@ def test_a_large_set_is_paged_and_the_first_unlabelled_found(sessions: sessionma
     assert [i["image_id"] for i in back] == ordered[:-1] and back[0]["position"] == 0
     assert [i["mine"] for i in walked[1233:1235]] == ["Empty", None]
     assert app.state("bob")["progress"]["first_unlabelled"] == 0
+    with sessions.begin() as session:  # ann finishes; bob labels one image of the set and one outside it
+        store.review.save_review_labels(session, [(i, "Empty", "ann", "web") for i in ordered[1234:]], NOW)
+        outside = add_images(session, "/data/zoo", None, [("late/IMG_999.JPG", None)])["late/IMG_999.JPG"]
+        store.review.save_review_labels(session, [(ordered[7], "Bad", "bob", "web"), (outside, "Bad", "bob", "web")],
+                                        NOW)
+    assert app.state("ann")["progress"] == {"mine": 3300, "anyone": 3300, "first_unlabelled": None,
+                                            "first_unlabelled_id": None}
+    assert app.state("bob")["progress"] == {"mine": 1, "anyone": 3300, "first_unlabelled": 0,
+                                            "first_unlabelled_id": ordered[0]}
 
 
 def test_serving_without_a_review_set_says_what_to_do(session: Session) -> None:
