@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,20 +82,28 @@ def enqueue_pending(
 ) -> Enqueued:
     """Batch every image without a result or an open batch, commit the batches, send them. Per chunk of
     :data:`BATCHES_PER_COMMIT` batches: one query for the ids, one INSERT each for the batches and their items,
-    one executemany for the task ids; memory holds one chunk."""
+    one executemany for the task ids; memory holds two chunks. A chunk's messages are sent by a second thread
+    while the database batches the next chunk (the broker's round trips and the database's inserts overlap);
+    a chunk is sent only once its batches are committed."""
     batches = count = 0
-    with sessions() as session:
+    with sessions() as session, ThreadPoolExecutor(max_workers=1, thread_name_prefix="enqueue-send") as sender:
         chunks = batch_rows.pending_image_ids(session, stage, detector_version_id, batch_size * BATCHES_PER_COMMIT,
                                               archive_id)
+        sending: Future[Sent] | None = None
         for ids in chunks:
             parts = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
             created = list(zip(batch_rows.create_batches(session, stage, detector_version_id, parts), parts,
                                strict=True))
             session.commit()
-            _send_all(app, session, [ProcessBatch(batch_id=batch_id, stage=stage, detector_version_id=detector_version_id,
-                                                  image_ids=batch_ids) for batch_id, batch_ids in created])
+            if sending is not None:
+                _record(session, sending.result())
+            sending = sender.submit(_send_all, app, [
+                ProcessBatch(batch_id=batch_id, stage=stage, detector_version_id=detector_version_id,
+                             image_ids=batch_ids) for batch_id, batch_ids in created])
             batches += len(created)
             count += len(ids)
+        if sending is not None:
+            _record(session, sending.result())
     log.info("enqueued %d images in %d batches for %s", count, batches, stage)
     return Enqueued(batches, count)
 
@@ -121,18 +130,31 @@ def resend_open_batches(sessions: sessionmaker[Session], app: Celery, stage: Sta
     return Enqueued(batches, count)
 
 
-def _send_all(app: Celery, session: Session, payloads: list[ProcessBatch]) -> None:
-    """Send committed batches and record their task ids (those sent, also when the broker fails midway)."""
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The (batch id, task id) of the committed batches sent, and why sending stopped early, if it did."""
+
+    tasks: list[tuple[int, str]]
+    failure: ServiceUnavailable | None
+
+
+def _send_all(app: Celery, payloads: list[ProcessBatch]) -> Sent:
+    """Send committed batches, up to the first the broker refuses."""
     sent: list[tuple[int, str]] = []
     try:
         for payload in payloads:
             sent.append((payload.batch_id, _send(app, payload)))
-    except ServiceUnavailable:
-        batch_rows.set_batch_tasks(session, sent)
-        session.commit()
-        raise
-    batch_rows.set_batch_tasks(session, sent)
+    except ServiceUnavailable as failure:
+        return Sent(sent, failure)
+    return Sent(sent, None)
+
+
+def _record(session: Session, sent: Sent) -> None:
+    """Record the task ids of what was sent (also when the broker failed midway), then raise that failure."""
+    batch_rows.set_batch_tasks(session, sent.tasks)
     session.commit()
+    if sent.failure is not None:
+        raise sent.failure
 
 
 def _send(app: Celery, payload: ProcessBatch) -> str:
