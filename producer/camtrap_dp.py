@@ -5,8 +5,9 @@ Media are images of registered deployments, ``captureMethod`` from the camera's 
 ``exifData`` what the camera recorded (``producer.export.camera_exif``), timestamps corrected for the camera's
 clock (the deployment's clock offset, said in ``mediaComments`` and ``deploymentComments``) with the deployment's
 UTC offset at that moment (``shared.deployments.localize``). A deployment's ``cameraID`` is the serial number its
-images carry, else its camera folder. Observations are media-level, ``eventStart =
-eventEnd = timestamp``:
+images carry, else its camera folder. Media-level observations carry the image's ``eventID`` (``trapline
+events``) and ``eventStart = eventEnd = timestamp``; each event also gets event-level rows
+(``producer.camtrap_events``). The media-level rows are:
 
 * machine rows (``classificationMethod = machine``, ``classifiedBy`` = the model files): one ``animal`` per
   crop of a class that its crop model does not call junk (``scientificName`` from ``camtrap_package.SCIENTIFIC_NAMES``, box
@@ -35,6 +36,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from producer.camtrap_events import EventObservations, Seen
 from producer.export import camera_exif
 from producer.camtrap_package import PackageInfo, descriptor
 from shared.db import Archive, Deployment
@@ -44,7 +46,7 @@ from shared.crop_model import PAPER_CROP_MODEL, CropModel
 from shared.labels import ANIMAL, PERSON, VEHICLE, Thresholds, counted
 from shared.schemas import OutcomeStatus, TriggerMode
 from shared.store import deployments as deployment_rows
-from shared.store import export_rows, model_versions
+from shared.store import events, export_rows, model_versions
 from shared.store.export_rows import ImageResult, ReviewRow
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class MediaItem:
     deployment: Deployment
     reviews: Sequence[ReviewRow]
     archive: Archive
+    event_images: int = 0  # the frames of the image's event (``result.image.event_id``); 0: no event
 
 
 def _bbox(box: Sequence[float] | None) -> tuple[float, ...] | None:
@@ -190,6 +193,11 @@ def capture_method(trigger: str | None) -> str | None:
     return CAPTURE_METHODS.get(TriggerMode(trigger)) if trigger else None
 
 
+def media_time(item: MediaItem) -> datetime:
+    """The image's time: EXIF time corrected for the camera's clock, with the deployment's UTC offset."""
+    return localize(true_time(item.result.image.taken_at, item.deployment.clock_offset_s), item.deployment.timezone)
+
+
 def media_row(item: MediaItem, file_path: str, observations: Sequence[Observation]) -> dict[str, Any]:
     image = item.result.image
     name = _file_name(image.rel_path)
@@ -197,7 +205,7 @@ def media_row(item: MediaItem, file_path: str, observations: Sequence[Observatio
     offset = item.deployment.clock_offset_s
     hidden = any(o.type in ("human", "unclassified") for o in observations)
     return {"mediaID": str(image.id), "deploymentID": item.deployment.id, "captureMethod": capture_method(image.trigger),
-            "timestamp": iso(localize(true_time(image.taken_at, offset), item.deployment.timezone)),
+            "timestamp": iso(media_time(item)),
             "filePath": file_path, "filePublic": not hidden, "fileName": name,
             "fileMediatype": image.content_type or mimetypes.guess_type(name)[0] or "image/jpeg",
             "exifData": json.dumps(exif) if exif else None,
@@ -206,8 +214,9 @@ def media_row(item: MediaItem, file_path: str, observations: Sequence[Observatio
 
 def observation_row(item: MediaItem, observation_id: str, timestamp: str, o: Observation) -> dict[str, Any]:
     box = _bbox(o.bbox)
+    event_id = item.result.image.event_id
     return {"observationID": observation_id, "deploymentID": item.deployment.id, "mediaID": str(item.result.image.id),
-            "eventStart": timestamp, "eventEnd": timestamp, "observationLevel": "media", "observationType": o.type,
+            "eventID": None if event_id is None else str(event_id), "eventStart": timestamp, "eventEnd": timestamp, "observationLevel": "media", "observationType": o.type,
             "scientificName": o.scientific_name, "count": o.count,
             **(dict(zip(("bboxX", "bboxY", "bboxWidth", "bboxHeight"), box, strict=True)) if box else {}),
             "classificationMethod": o.method, "classifiedBy": o.classified_by,
@@ -248,6 +257,7 @@ class Written:
     deployments: int = 0
     media: int = 0
     observations: int = 0
+    events: int = 0  # events with event-level observations
     scientific_names: set[str] = field(default_factory=set)
     capture_methods: set[str] = field(default_factory=set)
     serials: dict[str, set[str]] = field(default_factory=dict)  # deployment → its images' serial numbers
@@ -275,8 +285,10 @@ class Written:
 def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterable[MediaItem],
                  thresholds: Thresholds, models: dict[int, str], info: PackageInfo, prefix_archive: bool,
                  crop_models: Mapping[int, CropModel] | None = None) -> Written:
-    """media.csv and observations.csv, one image at a time, then deployments.csv."""
+    """media.csv and observations.csv, one image at a time (each event's event-level rows after its last frame),
+    then deployments.csv."""
     written = Written()
+    by_event = EventObservations()
     with (_Table(out_dir / "media.csv", MEDIA_COLUMNS) as media,
           _Table(out_dir / "observations.csv", OBSERVATION_COLUMNS) as observations):
         for item in items:
@@ -294,6 +306,16 @@ def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterab
                     written.scientific_names.add(observation.scientific_name)
             written.saw(item.deployment, row, item.result.image.serial)
             written.observations += len(ids)
+            if item.event_images:
+                seen = [Seen(o.type, o.scientific_name, o.classified_by, o.comments) for o in machine]
+                for event_row in by_event.add(item.result.image.event_id, item.event_images, item.deployment.id,
+                                              media_time(item), seen):
+                    observations.write(event_row)
+                    written.observations += 1
+        for event_row in by_event.rest():
+            observations.write(event_row)
+            written.observations += 1
+    written.events = by_event.events
     written.write_deployments(out_dir / "deployments.csv", deployments)
     return written
 
@@ -330,10 +352,12 @@ def media_items(session: Session, archives: Sequence[Archive], detector_version_
             ids = [r.image.id for r in chunk]
             owners = deployment_rows.deployments_of(session, ids)
             reviews = export_rows.reviews_of(session, ids)
+            sizes = events.sizes_of(session, {r.image.event_id for r in chunk if r.image.event_id is not None})
             for result in chunk:
                 deployment = by_id.get(owners.get(result.image.id, ""))
                 if deployment is not None:
-                    yield MediaItem(result, deployment, reviews.get(result.image.id, []), archive)
+                    yield MediaItem(result, deployment, reviews.get(result.image.id, []), archive,
+                                    sizes.get(result.image.event_id, 0))
 
 
 def write_package(session: Session, out_dir: Path, archives: Sequence[Archive], detector_version_id: int,
@@ -349,7 +373,8 @@ def write_package(session: Session, out_dir: Path, archives: Sequence[Archive], 
     items = media_items(session, archives, detector_version_id, deployments)
     written = write_tables(out_dir, deployments, items, thresholds, models, info, prefix_archive=len(archives) > 1,
                            crop_models=model_versions.crop_models(session))
-    package = descriptor(info, deployments, written.scientific_names, datetime.now(UTC), written.capture_methods)
+    package = descriptor(info, deployments, written.scientific_names, datetime.now(UTC), written.capture_methods,
+                         with_events=written.events > 0)
     (out_dir / "datapackage.json").write_text(json.dumps(package, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
     return written

@@ -52,9 +52,10 @@ def contributor(text: str) -> dict[str, str]:
 
 
 def descriptor(info: PackageInfo, deployments: Sequence[Deployment], scientific_names: Iterable[str],
-               created: datetime, capture_methods: Collection[str] = ()) -> dict[str, Any]:
+               created: datetime, capture_methods: Collection[str] = (), with_events: bool = False) -> dict[str, Any]:
     """datapackage.json: the profile's required properties, with the official profile and schema URLs;
-    ``capture_methods``: the media's (none known: the workflow's time-lapse)."""
+    ``capture_methods``: the media's (none known: the workflow's time-lapse); ``with_events``: observations.csv
+    holds event-level rows too."""
     lons = [d.longitude for d in deployments]
     lats = [d.latitude for d in deployments]
     west, east, south, north = min(lons), max(lons), min(lats), max(lats)
@@ -70,7 +71,7 @@ def descriptor(info: PackageInfo, deployments: Sequence[Deployment], scientific_
         "title": info.title,
         "contributors": list(info.contributors),
         "project": {"title": info.title, "samplingDesign": info.sampling_design, "captureMethod": sorted(capture_methods) or [CAPTURE_METHOD],
-                    "individualAnimals": False, "observationLevel": ["media"]},
+                    "individualAnimals": False, "observationLevel": ["media", "event"] if with_events else ["media"]},
         "spatial": spatial,
         "temporal": {"start": min(d.starts_at for d in deployments).date().isoformat(),
                      "end": max(d.ends_at for d in deployments).date().isoformat()},

@@ -22,7 +22,9 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 
@@ -30,6 +32,9 @@ from producer.environments import classify_python, detect_python, worker_command
 from producer.scan import ScanReport
 from shared.config import Settings
 from shared.errors import TraplineError
+
+if TYPE_CHECKING:
+    from shared.store.events import EventsMade
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +161,7 @@ class RunResult:
     processed: dict  # Stage -> images finished during this run
     rates: dict  # Stage -> images/s of that stage's workers (first batch start to last result)
     scan_report: ScanReport | None = None  # what the scan refused or could not read
+    events: EventsMade | None = None  # the archive's events, grouped once its images are detected
 
 
 def run_pipeline(
@@ -172,6 +178,7 @@ def run_pipeline(
     from shared.schemas import Stage
     from shared.store import batches
     from shared.store.engine import make_engine, make_sessionmaker
+    from shared.store.events import make_events
     from shared.store.progress import stage_progress
 
     database_url = absolute_database_url(settings.database_url)
@@ -228,6 +235,8 @@ def run_pipeline(
                 for group in local:
                     group.stop()
     after = progress()
+    with sessions.begin() as session:  # the detect workers read the times and maker notes events need
+        events = make_events(session, [archive_id], timedelta(minutes=settings.events.gap_minutes))
     return RunResult(archive_id, detector_version_id, registration.added, enqueued, time.monotonic() - start,
                      {stage: after[stage].finished - before[stage].finished for stage in Stage},
-                     {stage: after[stage].images_per_s for stage in Stage}, registration.report)
+                     {stage: after[stage].images_per_s for stage in Stage}, registration.report, events)

@@ -43,6 +43,8 @@ ROUTES_GET = {
 }
 IMAGE_PATH = re.compile(r"^/images/(\d{1,10})\.jpg$")
 CLUSTER_PATH = re.compile(r"^/api/clusters/(\d{1,10})$")
+EVENT_PATH = re.compile(r"^/api/events/(\d{1,10})$")
+EVENT_LABELS_PATH = re.compile(r"^/api/events/(\d{1,10})/labels$")
 AFTER, FROM, BEFORE = "after", "from", "before"  # where a keyset page of items lies relative to its item
 NEAR_SIDES = (AFTER, FROM, BEFORE)
 
@@ -97,6 +99,8 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         if match := IMAGE_PATH.match(url.path):
             return Reply(app.image(object_id(match[1]), _int(query, "max", 1600)), "image/jpeg")
+        if match := EVENT_PATH.match(url.path):
+            return _json(app.event(object_id(match[1]), query.get("reviewer", "")))
         route = ROUTES_GET.get(url.path)
         if route == "page":
             return Reply(page_html(), "text/html; charset=utf-8")
@@ -119,6 +123,8 @@ class Handler(BaseHTTPRequestHandler):
             return _json(self.server.app.save_label(body))
         if match := CLUSTER_PATH.match(path):
             return _json(self.server.app.decide(object_id(match[1]), body))
+        if match := EVENT_LABELS_PATH.match(path):
+            return _json(self.server.app.save_event_label(object_id(match[1]), body))
         raise RequestError(HTTPStatus.NOT_FOUND, f"no such action: {path}")
 
     def _body(self) -> bytes:

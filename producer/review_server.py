@@ -2,13 +2,16 @@
 
 A person opens the page, sees one image of the review set at a time with its boxes and the models' labels,
 and accepts or changes the label with the keyboard or the mouse; each label is stored at once with the
-reviewer's name and time (``review_labels``, source ``web``). The same page lists the suspected repeat
-detections (RDE clusters): one sample image with the box, a strip of instances, confirm or reject.
+reviewer's name and time (``review_labels``, source ``web``). An image's event (``trapline events``) is shown
+as a strip of its frames, and one label can be given to the whole event (source ``web event <id>``). The same
+page lists the suspected repeat detections (RDE clusters): one sample image with the box, a strip of
+instances, confirm or reject.
 
 The page asks for items a page at a time and for each image scaled to the screen, so a set of thousands of
 images never loads at once. One session per request; :class:`ReviewApp` holds the logic as plain methods,
 ``producer.review_http`` the HTTP server that routes to it, and ``producer.review_security`` what it checks.
-Images are served only when the page shows them: the set's, and those of the RDE clusters' strips.
+Images are served only when the page shows them: the set's, their events' frames, and those of the RDE clusters'
+strips.
 
 Bound to 127.0.0.1 by default; beyond this machine only with ``--allow-remote`` and a login token. Requests
 whose ``Host`` is not the address served are refused (DNS rebinding), as are requests from other sites, and
@@ -31,12 +34,12 @@ from producer.review_http import BEFORE, FROM, ID_MAX, Near, RequestError, Revie
 from producer.review_security import check_binding
 from shared.config import Settings
 from shared.containers import read_image_bytes
-from shared.db import DetectionRow, ImageLabel, RdeCluster, ReviewSet
+from shared.db import DetectionRow, Event, ImageLabel, RdeCluster, ReviewSet
 from shared.errors import NotFound
 from shared.labels import DETECTION_CATEGORIES, LabelRules
 from shared.rde import decisions
 from shared.review import REVIEW_LABELS
-from shared.store import images, rde, results, review, review_page
+from shared.store import events, images, rde, results, review, review_page
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ IMAGE_SIDE_MAX = 4096
 JPEG_QUALITY = 85
 RDE_STATUSES = ("suspected", "confirmed", "rejected")
 REVIEWER_MAX = 128  # characters: review_labels.reviewer and rde_clusters.decided_by
+EVENT_IMAGES_MAX = 500  # images of one event the page lists, and labels at once
 
 
 @dataclass
@@ -91,12 +95,30 @@ class ReviewApp:
             ids = [item.image_id for item in page]
             boxes = results.detections_of(session, ids, self.detector_version_id)
             crops = results.crops_of(session, {i.image_id: i.label for i in page if i.label is not None})
+            of_image = events.events_of(session, ids)
             return {"offset": page[0].position if near is not None and page else offset, "items": [
                 {"position": item.position, "image_id": item.image_id, "path": item.path, "site": item.site,
                  "camera": item.camera, "taken_at": item.taken_at.isoformat() if item.taken_at else None,
                  "reason": item.reason, "mine": item.mine, **_model_labels(item.label),
+                 "event": _event(of_image.get(item.image_id)),
                  "boxes": [_box(row, crops.get(item.image_id, {}).get(n)) for n, row in enumerate(boxes[item.image_id])]}
                 for item in page]}
+
+    def event(self, event_id: int, reviewer: str) -> dict[str, Any]:
+        """An event with an image in the set: its images in time order (the first ``EVENT_IMAGES_MAX``), each with
+        whether it is in the set and this reviewer's label."""
+        with self.sessions() as session:
+            event = self._event_of_set(session, event_id)
+            members = events.event_members(session, self.set_id, event_id, reviewer, EVENT_IMAGES_MAX)
+            return {**_event(event), "members": [
+                {"image_id": m.image_id, "path": m.path, "taken_at": m.taken_at.isoformat(), "in_set": m.in_set,
+                 "mine": m.mine} for m in members]}
+
+    def _event_of_set(self, session: Session, event_id: int) -> Event:
+        event = session.get(Event, event_id) if 0 < event_id <= ID_MAX else None
+        if event is None or not events.event_in_set(session, self.set_id, event_id):
+            raise RequestError(HTTPStatus.NOT_FOUND, f"no event {event_id} in review set {self.set_id}")
+        return event
 
     def clusters(self, status: str | None, offset: int, limit: int) -> dict[str, Any]:
         if status is not None and status not in RDE_STATUSES:
@@ -131,9 +153,11 @@ class ReviewApp:
             raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"cannot show image {image_id}: {error}") from error
 
     def shows(self, session: Session, image_id: int) -> bool:
-        """Whether the page shows this image: one of the set's, or in the strip of one of the detector
-        version's RDE clusters (as :meth:`clusters` lists them)."""
+        """Whether the page shows this image: one of the set's, in an event with one of the set's, or in the
+        strip of one of the detector version's RDE clusters (as :meth:`clusters` lists them)."""
         if review_page.in_review_set(session, self.set_id, image_id):
+            return True
+        if events.shares_event_with_set(session, self.set_id, image_id):
             return True
         return any(image_id in {row.image_id for row in rde.rde_instances(session, cluster_id, STRIP_INSTANCES)}
                    for cluster_id in review_page.clusters_with_image(session, self.detector_version_id, image_id))
@@ -153,6 +177,25 @@ class ReviewApp:
             review.save_review_labels(session, [(image_id, label, reviewer, "web")], now)
         log.info("%s labelled image %d %s", reviewer, image_id, label)
         return {"image_id": image_id, "label": label, "reviewer": reviewer, "labelled_at": now.isoformat()}
+
+    def save_event_label(self, event_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """One label for every image of an event with an image in the set (source ``web event <id>``): a
+        person who saw the whole burst or visit says what it holds at once."""
+        label, reviewer = body.get("label"), _reviewer(body)
+        if label not in REVIEW_LABELS:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"label must be one of {', '.join(REVIEW_LABELS)}")
+        now = datetime.now(UTC)
+        with self.sessions.begin() as session:
+            event = self._event_of_set(session, event_id)
+            if event.images > EVENT_IMAGES_MAX:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"event {event_id} has {event.images:,} images, more than "
+                                   f"{EVENT_IMAGES_MAX} to label at once: label them one by one, or group events "
+                                   "with a shorter TRAPLINE_EVENTS__GAP_MINUTES")
+            ids = events.event_images(session, event_id)
+            review.save_review_labels(session, [(i, label, reviewer, f"web event {event_id}") for i in ids], now)
+        log.info("%s labelled event %d (%d images) %s", reviewer, event_id, len(ids), label)
+        return {"event_id": event_id, "image_ids": ids, "label": label, "reviewer": reviewer,
+                "labelled_at": now.isoformat()}
 
     def decide(self, cluster_id: int, body: dict[str, Any]) -> dict[str, Any]:
         decision, reviewer = body.get("decision"), _reviewer(body)
@@ -189,6 +232,13 @@ def _model_labels(label: ImageLabel | None) -> dict[str, Any]:
     return {"final_label": label.final_label, "detection_label": label.detection_label,
             "quality_label": label.quality_label, "p_bad": label.p_bad, "animal_present": label.animal_present,
             "counts": label.counts or {}}
+
+
+def _event(event: Event | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    return {"id": event.id, "source": event.source, "images": event.images, "start": event.start_at.isoformat(),
+            "end": event.end_at.isoformat()}
 
 
 def _box(row: DetectionRow, crop: Any) -> dict[str, Any]:  # Classification | None

@@ -109,6 +109,15 @@ class CheckSettings(BaseModel):
                                "than the one before it: the clock ran backwards.")
 
 
+class EventSettings(BaseModel):
+    """How `trapline events` groups a camera's frames (``shared.events``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gap_minutes: float = Field(30.0, gt=0, description="Frames without a burst number join an event when no more "
+                               "than this many minutes after its last frame (the peers' independence rule).")
+
+
 class ReviewSettings(BaseModel):
     """The review sample (WORKFLOW.md, step 3)."""
 
@@ -165,6 +174,7 @@ class Settings(BaseSettings):
     review: ReviewSettings = ReviewSettings()
     rde: RdeSettings = RdeSettings()
     check: CheckSettings = CheckSettings()
+    events: EventSettings = EventSettings()
 
     @classmethod
     def settings_customise_sources(

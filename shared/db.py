@@ -67,7 +67,24 @@ class Image(Base):
     sequence_length: Mapped[int | None]
     event_number: Mapped[int | None] = mapped_column(BigInteger)
     temperature_c: Mapped[int | None]
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"), index=True)
     registered_at: Mapped[created_at]
+
+
+class Event(Base):
+    """Frames of one camera that belong together (``shared.events``): a burst the camera numbered, a run of
+    frames no more than the gap apart, or one time-lapse frame. Times on the camera's clock."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_site_camera_start", "site", "camera", "start_at"),)
+
+    id: Mapped[bigid]
+    site: Mapped[str | None] = mapped_column(String(256))
+    camera: Mapped[str | None] = mapped_column(String(256))
+    start_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    end_at: Mapped[datetime] = mapped_column(DateTime(timezone=False))
+    images: Mapped[int]
+    source: Mapped[str] = mapped_column(String(16))  # shared.events.EventSource
 
 
 class ModelVersion(Base):

@@ -37,6 +37,7 @@ COMMANDS = {  # command name -> "module:attribute", imported on first use
     "report": "producer.cli.outputs:report",
     "deployments": "producer.cli.outputs:deployments",
     "check": "producer.cli.outputs:check",
+    "events": "producer.cli.outputs:events",
 }
 EPILOG = ("Exit status: 0 done, 1 failed (the message says why and what to do; -v adds the traceback), "
           "2 wrong usage (arguments, settings, or something named that does not exist), 130 interrupted.")

@@ -4,6 +4,7 @@ the configured database. Kept apart from the commands so that each command modul
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
@@ -49,3 +50,18 @@ def names(text: str | None) -> list[str] | None:
     """The names of a comma-separated option (``--junk-classes A,B``), blanks dropped: ``""`` is an empty list,
     an option not given is None."""
     return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
+class Ticker:
+    """Progress of long work on stderr, at most every ``every_s`` seconds: ``message`` formatted with the count
+    it is given (so a user of a 10-million-image archive sees it move, and a pipe reads only the result)."""
+
+    def __init__(self, message: str, every_s: float = 5.0) -> None:
+        self.message, self.every_s = message, every_s
+        self._last = time.monotonic()
+
+    def __call__(self, count: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            click.echo(self.message.format(count), err=True)
+            self._last = now

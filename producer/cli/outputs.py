@@ -128,3 +128,25 @@ def check(ctx: click.Context, archive: Path | None, camera: str | None, operatio
         return
     for line in checked.operation_lines() if operation else checked.lines():
         click.echo(line)
+
+
+@click.command()
+@click.option("--archive", type=click.Path(path_type=Path), help="Archive root (default: every registered archive).")
+@click.option("--json", "as_json", is_flag=True, help="The numbers as a JSON object.")
+@click.pass_context
+def events(ctx: click.Context, archive: Path | None, as_json: bool) -> None:
+    """Group each camera's frames into independent events and store them: a burst the camera numbered (RECONYX
+    maker notes), a time-lapse frame on its own, and frames no more than TRAPLINE_EVENTS__GAP_MINUTES apart (30)
+    for the rest. Replaces the cameras' earlier events; run it after detection (`trapline run` does). The review
+    page and the Camtrap DP export use them."""
+    from producer.events import group_archives, summary
+
+    settings = context.settings(ctx)
+    ticker = context.Ticker("events: {:,} frames grouped")
+    with context.sessions(settings).begin() as session:
+        made = group_archives(session, settings.events, archive, ticker)
+    if as_json:
+        context.echo_json({"cameras": made.cameras, "frames": made.frames, "events": made.events,
+                           "gap_minutes": settings.events.gap_minutes})
+    else:
+        click.echo(summary(made, settings.events.gap_minutes))

@@ -160,6 +160,7 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
     from tqdm import tqdm
 
     from producer.embedded import run_pipeline
+    from producer.events import summary as events_summary
     from producer.summary import format_table, summarize, summary_rows
     from shared.config import masked
     from shared.schemas import Stage
@@ -192,6 +193,8 @@ def run(ctx: click.Context, archive: Path, region: str | None, workers: int | No
     for stage, count in result.processed.items():
         rate = result.rates.get(stage)
         click.echo(f"  {stage.value}: {count} processed" + (f", {rate:.2f} img/s" if count and rate else ""))
+    if result.events is not None:
+        click.echo(f"  events: {events_summary(result.events, settings.events.gap_minutes)}")
     click.echo(format_table(summary_rows(summary)))
     click.echo(f"database: {masked(settings.database_url)}")
 

@@ -68,6 +68,7 @@ class ImageRow(NamedTuple):
     sequence_length: int | None
     event_number: int | None
     temperature_c: int | None
+    event_id: int | None  # its event (``trapline events``)
 
 
 class OutcomeRow(NamedTuple):
@@ -282,7 +283,8 @@ def result_chunks(session: Session, archive_id: int, detector_version_id: int, c
     statement = (
         select(Image.id, Image.rel_path, Image.region, Image.site, Image.camera, Image.taken_at, Image.width,
                Image.height, Image.make, Image.model, Image.serial, Image.content_type, Image.trigger, Image.sequence,
-               Image.sequence_length, Image.event_number, Image.temperature_c, Outcome.status, Outcome.failure, Outcome.flags, Outcome.detector_version_id, Outcome.finished_at,
+               Image.sequence_length, Image.event_number, Image.temperature_c, Image.event_id, Outcome.status,
+               Outcome.failure, Outcome.flags, Outcome.detector_version_id, Outcome.finished_at,
                ImageLabel.p_bad, ImageLabel.quality_label, ImageLabel.quality_version_id, ImageLabel.crops_version_id,
                ImageLabel.updated_at, ImageLabel.id)
         .select_from(Image)

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shared import store
-from shared.db import ModelVersion, Outcome
+from shared.db import Image, ModelVersion, Outcome
 from shared.schemas import DetectionOptions, ModelKind, OutcomeStatus
 from tests.conftest import CAMERA_TRAPS
 from tests.support.workers import WorkerProcesses, wait_until
@@ -31,13 +31,13 @@ SMALL = {"TRAPLINE_DETECTOR__AUGMENT_IMAGE_SIZE": "416", "TRAPLINE_DETECTOR__TIL
 
 @pytest.fixture
 def photographs(camera_traps: Path, tmp_path: Path) -> Path:
-    """Seven photographs copied from ../shared (links out of an archive are not followed): 1280 × 720 time-lapse
-    frames and larger ones (several tiles)."""
+    """Eight photographs copied from ../shared (links out of an archive are not followed): 1280 × 720 Arctic
+    frames (three time-lapse frames and a motion burst of two) and larger ones (several tiles)."""
     folder = tmp_path / "archive" / "site1" / "cam1"
     folder.mkdir(parents=True)
-    frames = sorted((camera_traps / "hannaboe-camera_trap_workflow").rglob("*.JPG"))[:4]
+    frames = sorted((camera_traps / "hannaboe-camera_trap_workflow").rglob("*.JPG"))[:5]
     large = sorted(p for p in camera_traps.rglob("*.jpg") if p.stat().st_size > 900_000)[:3]
-    assert len(frames) == 4 and len(large) == 3
+    assert len(frames) == 5 and len(large) == 3
     for n, path in enumerate([*frames, *large]):
         shutil.copyfile(path, folder / f"{n:02d}_{path.name}")
     return tmp_path / "archive"
@@ -73,13 +73,29 @@ def check_export(environment: dict[str, str], cwd: Path, images: int) -> None:
     with (CAMERA_TRAPS / "hannaboe-camera_trap_workflow" / "vj_ga_hu_1" / "labels.csv").open(newline="") as file:
         arctic = {row["raw_file"]: row for row in csv.DictReader(file)}
     frames = [im for im in results["images"] if im["file"].split("_", 1)[1] in arctic]
-    assert len(frames) == 4
+    assert len(frames) == 5
     for image in frames:
         expected = arctic[image["file"].split("_", 1)[1]]
         assert image["exif_metadata"] == {
             "Make": "RECONYX", "Model": "SM750 SECURITY", "SerialNumber": expected["SerialNumber"],
             "TriggerMode": expected["TriggerMode"], "Sequence": expected["Sequence"],
             "EventNumber": expected["EventNumber"], "AmbientTemperature": expected["AmbientTemperatureC"]}
+
+
+def check_events(url: str) -> None:
+    """The Arctic frames' events, grouped from what the worker read: a motion burst per EventNumber that the
+    authors' exiftool read, each time-lapse frame alone."""
+    with (CAMERA_TRAPS / "hannaboe-camera_trap_workflow" / "vj_ga_hu_1" / "labels.csv").open(newline="") as file:
+        arctic = {row["raw_file"]: row for row in csv.DictReader(file)}
+    with store.make_sessionmaker(store.make_engine(url))() as session:
+        rows = session.execute(select(Image.rel_path, Image.event_id)).all()
+    events = {path.rsplit("/", 1)[1].split("_", 1)[1]: event for path, event in rows}
+    frames = {name: event for name, event in events.items() if name in arctic}
+    assert len(frames) == 5 and None not in events.values()
+    expected = {name: (row["EventNumber"] if row["TriggerMode"] == "M" else name) for name, row in arctic.items()
+                if name in frames}
+    assert {(frames[a] == frames[b]) == (expected[a] == expected[b]) for a in frames for b in frames} == {True}
+    assert len(set(frames.values())) == 4  # IMG_0013 and IMG_0014 are one burst
 
 
 def detect_outcomes(url: str) -> dict[str, int]:
@@ -103,9 +119,10 @@ def test_the_preset_in_embedded_mode(photographs: Path, tiny_detector: Path, cla
     run = trapline(["run", str(photographs), "--region", "finnmark", "--detector-preset", "celis2024"], environment,
                    tmp_path)
 
-    assert "detect: 7 processed" in run.stdout
-    assert detect_outcomes(f"sqlite:///{database}") == {PRESET.replace("MDV5A", tiny_detector.name): 7}
-    check_export({**environment, "TRAPLINE_DETECTOR__PRESET": "celis2024"}, tmp_path, 7)
+    assert "detect: 8 processed" in run.stdout and "  events: " in run.stdout
+    assert detect_outcomes(f"sqlite:///{database}") == {PRESET.replace("MDV5A", tiny_detector.name): 8}
+    check_events(f"sqlite:///{database}")
+    check_export({**environment, "TRAPLINE_DETECTOR__PRESET": "celis2024"}, tmp_path, 8)
 
 
 def test_the_preset_in_distributed_mode(photographs: Path, tiny_detector: Path, redis_url: str, postgres_url: str,
@@ -120,9 +137,12 @@ def test_the_preset_in_distributed_mode(photographs: Path, tiny_detector: Path, 
     detect = WorkerProcesses(environment, tmp_path / "logs", "detect")
     detect.start(1)
     try:
-        wait_until(lambda: sum(detect_outcomes(postgres_url).values()) == 7, 600, detect)
+        wait_until(lambda: sum(detect_outcomes(postgres_url).values()) == 8, 600, detect)
     finally:
         detect.stop()
 
-    assert detect_outcomes(postgres_url) == {PRESET.replace("MDV5A", tiny_detector.name): 7}
-    check_export({**environment, "TRAPLINE_DETECTOR__PRESET": "celis2024"}, tmp_path, 7)
+    assert detect_outcomes(postgres_url) == {PRESET.replace("MDV5A", tiny_detector.name): 8}
+    grouped = trapline(["events"], environment, tmp_path)
+    assert grouped.stdout.rstrip().endswith("camera(s); gap 30 min") and " from 8 frames on 1 camera(s)" in grouped.stdout
+    check_events(postgres_url)
+    check_export({**environment, "TRAPLINE_DETECTOR__PRESET": "celis2024"}, tmp_path, 8)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,83 @@ def test_review_page_in_a_real_browser(browser, review_server: str,
         poles = session.scalars(select(DetectionRow.suppressed).where(DetectionRow.conf == 0.3)).all()
         assert len(poles) == 6 and all(poles)
     assert (ARTIFACTS / "review-page.png").stat().st_size > 10_000
+
+
+ARCTIC = "hannaboe-camera_trap_workflow/vj_ga_hu_2"
+BURST_FRAMES = ("IMG_0018.JPG", "IMG_0019.JPG", "IMG_0020.JPG", "IMG_0023.JPG")  # time-lapse, a burst of 2, time-lapse
+
+
+@pytest.fixture
+def events_server(camera_traps: Path, tmp_path: Path) -> Iterator[tuple[str, sessionmaker[Session]]]:
+    """Four real RECONYX frames (a time-lapse frame, a motion burst of two, a time-lapse frame) with what the
+    detect worker reads from them, a review set of three (the burst's second frame not drawn), and their events;
+    `trapline review serve` on them."""
+    from worker.ml.images import decode
+
+    url = f"sqlite:///{tmp_path / 'events.sqlite3'}"
+    upgrade(url)
+    sessions = store.make_sessionmaker(store.make_engine(url))
+    folder = camera_traps / ARCTIC
+    with sessions.begin() as session:
+        detector = add_detector(session)
+        ids = add_images(session, str(folder), None, [(name, "vj_ga_hu_2") for name in BURST_FRAMES])
+        for name, image_id in ids.items():
+            m = decode((folder / name).read_bytes()).metadata
+            session.execute(update(Image).where(Image.id == image_id).values(
+                camera="cam", taken_at=m.taken_at, trigger=m.trigger, sequence=m.sequence, event_number=m.event_number))
+            if name != "IMG_0020.JPG":
+                add_label(session, image_id, detector, "Empty")
+        session.flush()
+        sample(session, detector.id, 1.0, True, 0)
+        store.events.make_events(session, [session.get(Image, ids["IMG_0018.JPG"]).archive_id],
+                                 timedelta(minutes=30))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "producer.cli", "review", "serve", "--port", "0", "--reviewer", REVIEWER],
+        env={**os.environ, "TRAPLINE_DATABASE_URL": url}, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert " at http://127.0.0.1:" in line, line
+        yield line.split(" at ", 1)[1].split()[0], sessions
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_whole_event_is_labelled_at_once(browser, events_server: tuple[str, sessionmaker[Session]]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, sessions = events_server
+    wait = WebDriverWait(browser, 30)
+
+    def text(element_id: str) -> str:
+        return browser.find_element(By.ID, element_id).text
+
+    def strip_shown(count: int) -> bool:
+        return browser.execute_script(
+            "const s = [...document.querySelectorAll('#event-strip img')];"
+            f"return s.length === {count} && s.every((i) => i.complete && i.naturalWidth > 0);")
+
+    # Given the page at the burst's drawn frame, with the burst's two frames in the strip (one not drawn)
+    browser.get(url)
+    wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    body = browser.find_element(By.TAG_NAME, "body")
+    assert text("position") == "1 / 3" and text("event") == "time-lapse, 1 frame"
+    body.send_keys("j")
+    wait.until(lambda b: text("position") == "2 / 3" and text("path") == "IMG_0019.JPG")
+    wait.until(lambda b: strip_shown(2))
+    assert text("event") == "burst, 2 frames"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "review-page-event.png"))
+
+    # When the whole event is labelled Animal with G then 1
+    body.send_keys("g")
+    body.send_keys("1")
+    wait.until(lambda b: text("position") == "3 / 3")
+
+    # Then both frames carry the label, the undrawn one too, and nothing else was labelled
+    wait.until(lambda b: len(labels_in(sessions)) == 2)
+    event_id = labels_in(sessions)["IMG_0019.JPG"][2].removeprefix("web event ")
+    assert labels_in(sessions) == {name: ("Animal", REVIEWER, f"web event {event_id}")
+                                   for name in ("IMG_0019.JPG", "IMG_0020.JPG")}
+    assert "1 / 3" in text("progress")

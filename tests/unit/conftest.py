@@ -21,6 +21,18 @@ from shared.calls import ModelSignature
 from tests.support.databases import copy_sqlite
 
 
+CAMTRAP_DP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "camtrap-dp-1.0.2"
+
+
+@pytest.fixture
+def local_schemas() -> Path:
+    """Camtrap DP 1.0.2's schemas and example package beside the checkout, for offline validation."""
+    if not CAMTRAP_DP.is_dir():
+        pytest.skip(f"{CAMTRAP_DP} not available")
+    pytest.importorskip("frictionless")
+    return CAMTRAP_DP
+
+
 @pytest.fixture
 def db_url(migrated_sqlite: Path, tmp_path: Path) -> str:
     """A fresh database for one test: a copy of the session's migrated template."""

@@ -25,19 +25,10 @@ from shared.store.results import ImageResult
 from tests.unit.records import SHA_A, SHA_B, add_detector, image_ids
 
 REPO = Path(__file__).resolve().parents[2]
-LOCAL = REPO.parent / "shared" / "data" / "camtrap-dp-1.0.2"
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 MODELS = {1: "md_v5a.0.0.pt", 2: "crops.keras", 3: "quality.h5"}
 INFO = PackageInfo("Varanger carcass stations", [contributor("Kim Lee <kim@example.org>:principalInvestigator")],
                    "targeted", "CC-BY-4.0")
-
-
-@pytest.fixture
-def local_schemas() -> Path:
-    if not LOCAL.is_dir():
-        pytest.skip(f"{LOCAL} not available")
-    pytest.importorskip("frictionless")
-    return LOCAL
 
 
 # --- labels → observations ---------------------------------------------------------------------------------
