@@ -22,7 +22,7 @@ def group_archives(session: Session, settings: EventSettings, archive_root: Path
     """Make the events of the archive at ``archive_root`` (else of every archive) with the configured gap."""
     archive_ids = [a.id for a in images.archives_at(session, archive_root)]
     made = make_events(session, archive_ids, timedelta(minutes=settings.gap_minutes), progress)
-    log.info("%d events on %d cameras from %d frames", sum(made.events.values()), made.cameras, made.frames)
+    log.debug("%d events on %d cameras from %d frames", sum(made.events.values()), made.cameras, made.frames)
     return made
 
 

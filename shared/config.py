@@ -118,6 +118,14 @@ class EventSettings(BaseModel):
                                "than this many minutes after its last frame (the peers' independence rule).")
 
 
+class EcologySettings(BaseModel):
+    """How `trapline ecology` cuts time (``shared.ecology``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    occasion_days: int = Field(7, ge=1, description="Days of one sampling occasion in the detection histories.")
+
+
 class ReviewSettings(BaseModel):
     """The review sample (WORKFLOW.md, step 3)."""
 
@@ -175,6 +183,7 @@ class Settings(BaseSettings):
     rde: RdeSettings = RdeSettings()
     check: CheckSettings = CheckSettings()
     events: EventSettings = EventSettings()
+    ecology: EcologySettings = EcologySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -38,6 +38,7 @@ COMMANDS = {  # command name -> "module:attribute", imported on first use
     "deployments": "producer.cli.outputs:deployments",
     "check": "producer.cli.outputs:check",
     "events": "producer.cli.outputs:events",
+    "ecology": "producer.cli.outputs:ecology",
 }
 EPILOG = ("Exit status: 0 done, 1 failed (the message says why and what to do; -v adds the traceback), "
           "2 wrong usage (arguments, settings, or something named that does not exist), 130 interrupted.")

@@ -150,3 +150,31 @@ def events(ctx: click.Context, archive: Path | None, as_json: bool) -> None:
                            "gap_minutes": settings.events.gap_minutes})
     else:
         click.echo(summary(made, settings.events.gap_minutes))
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The folder to write the CSV files into.")
+@click.option("--archive", type=click.Path(path_type=Path), help="Archive root (default: every registered archive).")
+@click.option("--occasion-days", type=click.IntRange(min=1),
+              help="Days of one sampling occasion (default: TRAPLINE_ECOLOGY__OCCASION_DAYS, 7).")
+@context.DETECTOR_CHOICE
+@click.pass_context
+def ecology(ctx: click.Context, output: Path, archive: Path | None, occasion_days: int | None,
+            detector: str | None) -> None:
+    """Effort and what the events say: camera-days per site from the operation periods (`trapline check
+    --operation`), events per 100 camera-days (RAI) per site and species, detection histories per species (sites
+    × occasions, 1/0/NA, camtrapR's and unmarked's shapes) with the effort matrix, and naive occupancy. Counts the
+    events `trapline events` stored, each with the most of a species seen in one frame; a person's label of a
+    frame wins over the models'."""
+    from producer.ecology import compute, write_tables
+    from producer.model_versions import results_detector
+
+    settings = context.settings(ctx)
+    with context.sessions(settings).begin() as session:
+        detector_version = results_detector(session, settings.detector, detector)
+        result = compute(session, settings, detector_version.id, archive, occasion_days)
+    files = write_tables(result, output)
+    for line in result.lines():
+        click.echo(line)
+    click.echo(f"wrote {len(files)} file(s) to {output}")

@@ -4,6 +4,7 @@ answer in the database. Screenshots of both views are kept for people to look at
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -63,13 +64,12 @@ def reviewed_db(camera_traps: Path, tmp_path: Path) -> tuple[str, sessionmaker[S
     return url, sessions
 
 
-@pytest.fixture
-def review_server(reviewed_db: tuple[str, sessionmaker[Session]], tmp_path: Path) -> Iterator[str]:
-    """`trapline review serve --port 0` as a user starts it; yields the page's address."""
-    url, _ = reviewed_db
+@contextlib.contextmanager
+def serving(url: str, cwd: Path) -> Iterator[str]:
+    """`trapline review serve --port 0` on the database at ``url``, as a user starts it; the page's address."""
     process = subprocess.Popen(
         [sys.executable, "-m", "producer.cli", "review", "serve", "--port", "0", "--reviewer", REVIEWER],
-        env={**os.environ, "TRAPLINE_DATABASE_URL": url}, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+        env={**os.environ, "TRAPLINE_DATABASE_URL": url}, cwd=cwd, stdout=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
         assert " at http://127.0.0.1:" in line, line
@@ -77,6 +77,12 @@ def review_server(reviewed_db: tuple[str, sessionmaker[Session]], tmp_path: Path
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def review_server(reviewed_db: tuple[str, sessionmaker[Session]], tmp_path: Path) -> Iterator[str]:
+    with serving(reviewed_db[0], tmp_path) as address:
+        yield address
 
 
 @pytest.fixture
@@ -204,16 +210,8 @@ def events_server(camera_traps: Path, tmp_path: Path) -> Iterator[tuple[str, ses
         sample(session, detector.id, 1.0, True, 0)
         store.events.make_events(session, [session.get(Image, ids["IMG_0018.JPG"]).archive_id],
                                  timedelta(minutes=30))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "review", "serve", "--port", "0", "--reviewer", REVIEWER],
-        env={**os.environ, "TRAPLINE_DATABASE_URL": url}, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()
-        assert " at http://127.0.0.1:" in line, line
-        yield line.split(" at ", 1)[1].split()[0], sessions
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving(url, tmp_path) as address:
+        yield address, sessions
 
 
 def test_a_whole_event_is_labelled_at_once(browser, events_server: tuple[str, sessionmaker[Session]]) -> None:

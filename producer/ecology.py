@@ -1,0 +1,124 @@
+"""`trapline ecology`: effort, relative abundance, detection histories and naive occupancy (``shared.ecology``)
+from the stored events and `trapline check`'s operation periods, written as CSV files in the shapes the field's
+tools read, and summarised in a few lines.
+
+Files in the output folder:
+
+* ``effort.csv``: each operation period (camera, deployment, start, end, camera-days);
+* ``rai.csv``: per site and species, events, individuals (summed per-event maxima), camera-days, RAI;
+* ``occupancy.csv``: per species, sites detected, sites surveyed, naive occupancy;
+* ``effort_matrix.csv``: camera-days per site (rows) and occasion (``o1`` …), as camtrapR's effort output;
+* ``detection_history/<species>.csv``: 1 / 0 / NA per site and occasion, camtrapR's ``detectionHistory`` shape
+  (``station,o1,o2,…``), and ``<species>_unmarked.csv``, ``unmarked``'s wide format (``site,y.1,y.2,…``) for
+  ``csvToUMF``/``unmarkedFrameOccu``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from producer.check import check_archives
+from shared.camera_health import OperationPeriod
+from shared.config import Settings
+from shared.ecology import (
+    Effort, Occasions, RaiRow, Tallies, camera_days, detection_history, effort_matrix, naive_occupancy, occasions,
+    rai_table, tally,
+)
+from shared.errors import NotFound
+from shared.store import images, model_versions
+from shared.store.ecology import event_species
+
+log = logging.getLogger(__name__)
+
+NA = "NA"  # R's missing value, as camtrapR and unmarked write it
+
+
+@dataclass(frozen=True, slots=True)
+class Ecology:
+    periods: Sequence[OperationPeriod]
+    when: Occasions | None
+    tallies: Tallies
+    rai: list[RaiRow]
+    matrix: dict[str, list[float]]
+    histories: dict[str, dict[str, list[int | None]]]  # species → site → occasions
+
+    def occupancy(self) -> list[tuple[str, int, int, float | None]]:
+        return [(species, *naive_occupancy(history)) for species, history in sorted(self.histories.items())]
+
+    def lines(self) -> list[str]:
+        days = sum(p.days for p in self.periods)
+        t = self.tallies
+        lines = [f"{days:,.1f} camera-days at {len(self.matrix)} site(s); {t.counted:,} events with animals counted "
+                 f"({t.reviewed:,} with a person's label on a frame, {t.counted - t.reviewed:,} on the models alone), "
+                 f"{t.outside_effort:,} outside the operation periods left out"]
+        if self.when is not None:
+            lines.append(f"{self.when.count} occasion(s) of {self.when.days} day(s) from {self.when.start:%Y-%m-%d}")
+        lines.append(f"{'site':<16} {'species':<16} {'events':>7} {'camera-days':>12} {'RAI/100 d':>10}")
+        for r in self.rai:
+            rai = "-" if r.rai is None else f"{r.rai:.2f}"
+            lines.append(f"{r.site:<16} {r.species:<16} {r.events:>7} {r.camera_days:>12.1f} {rai:>10}")
+        for species, detected, surveyed, share in self.occupancy():
+            naive = "-" if share is None else f"{share:.2f}"
+            lines.append(f"naive occupancy {species}: {detected}/{surveyed} sites = {naive}")
+        return lines
+
+
+def compute(session: Session, settings: Settings, detector_version_id: int, archive_root: Path | None = None,
+            occasion_days: int | None = None) -> Ecology:
+    """Effort from the cameras' frames, then one pass over the events."""
+    archive_ids = [a.id for a in images.archives_at(session, archive_root)]
+    periods = check_archives(session, settings.check, archive_ids).periods
+    if not periods:
+        raise NotFound("no operation periods: no deployment covers the cameras' frames",
+                       "register deployments (`trapline deployments import`) and check `trapline check --operation`")
+    when = occasions(periods, occasion_days or settings.ecology.occasion_days)
+    events = event_species(session, archive_ids, detector_version_id, model_versions.crop_models(session))
+    tallies = tally(events, Effort(periods), when)
+    matrix = effort_matrix(periods, when) if when is not None else {}
+    histories = {species: detection_history(found, matrix) for species, found in tallies.found.items()}
+    return Ecology(periods, when, tallies, rai_table(tallies, camera_days(periods)), matrix, histories)
+
+
+def write_tables(ecology: Ecology, out_dir: Path) -> list[Path]:
+    """The CSV files of the module doc; their paths."""
+    histories = out_dir / "detection_history"
+    histories.mkdir(parents=True, exist_ok=True)
+    written = [_write(out_dir / "effort.csv", ("camera", "deployment", "start", "end", "camera_days"),
+                      [(p.camera, p.deployment, p.start.isoformat(), p.end.isoformat(), round(p.days, 4))
+                       for p in ecology.periods]),
+               _write(out_dir / "rai.csv", ("site", "species", "events", "individuals", "camera_days", "rai_per_100_days"),
+                      [(r.site, r.species, r.events, r.individuals, round(r.camera_days, 4),
+                        NA if r.rai is None else round(r.rai, 4)) for r in ecology.rai]),
+               _write(out_dir / "occupancy.csv", ("species", "sites_detected", "sites_surveyed", "naive_occupancy"),
+                      [(s, d, n, NA if share is None else round(share, 4)) for s, d, n, share in ecology.occupancy()])]
+    count = ecology.when.count if ecology.when is not None else 0
+    occasions_ = [f"o{i}" for i in range(1, count + 1)]
+    written.append(_write(out_dir / "effort_matrix.csv", ("station", *occasions_),
+                          [(site, *(round(d, 4) for d in row)) for site, row in sorted(ecology.matrix.items())]))
+    for species, history in sorted(ecology.histories.items()):
+        cells = [(site, *(NA if v is None else v for v in row)) for site, row in history.items()]
+        name = _file_name(species)
+        written.append(_write(histories / f"{name}.csv", ("station", *occasions_), cells))
+        written.append(_write(histories / f"{name}_unmarked.csv",
+                              ("site", *(f"y.{i}" for i in range(1, count + 1))), cells))
+    return written
+
+
+def _write(path: Path, header: Sequence[str], rows: list[tuple]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def _file_name(species: str) -> str:
+    """A crop class as a file name: letters, digits, ``_``, ``-`` and ``.`` kept, anything else ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", species).lstrip(".") or "_"
