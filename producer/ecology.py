@@ -10,13 +10,17 @@ Files in the output folder:
 * ``effort_matrix.csv``: camera-days per site (rows) and occasion (``o1`` …), as camtrapR's effort output;
 * ``detection_history/<species>.csv``: 1 / 0 / NA per site and occasion, camtrapR's ``detectionHistory`` shape
   (``station,o1,o2,…``), and ``<species>_unmarked.csv``, ``unmarked``'s wide format (``site,y.1,y.2,…``) for
-  ``csvToUMF``/``unmarkedFrameOccu``.
+  ``csvToUMF``/``unmarkedFrameOccu``;
+* ``activity.csv``: per species with enough events, its bandwidth and density per hour every 15 minutes;
+  ``overlap.csv``: Δ̂1 and Δ̂4 per pair of them and the one Ridout & Linkie recommend; ``activity.png``.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +28,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from producer import charts
 from producer.check import check_archives
+from shared import activity
+from shared.activity import Overlap
 from shared.camera_health import OperationPeriod
 from shared.config import Settings
 from shared.ecology import (
@@ -38,6 +45,28 @@ from shared.store.ecology import event_species
 log = logging.getLogger(__name__)
 
 NA = "NA"  # R's missing value, as camtrapR and unmarked write it
+STEPS = 96  # activity densities every 15 minutes
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    events: int
+    bandwidth: float
+    hours: list[float]
+    per_hour: list[float]  # density per hour at ``hours``
+
+
+def activities(tallies: Tallies, min_events: int) -> dict[str, Activity]:
+    """The density of each species with at least ``min_events`` events (and a bandwidth), every 15 minutes."""
+    found = {}
+    points = activity.grid(STEPS + 1)
+    for species, times in sorted(tallies.times.items()):
+        bw = activity.bandwidth(times) if len(times) >= min_events else None
+        if bw is not None:
+            values = activity.density(times, points, bw)
+            found[species] = Activity(len(times), bw, [24 * i / STEPS for i in range(STEPS + 1)],
+                                      [v * 2 * math.pi / 24 for v in values])
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +77,8 @@ class Ecology:
     rai: list[RaiRow]
     matrix: dict[str, list[float]]
     histories: dict[str, dict[str, list[int | None]]]  # species → site → occasions
+    activity: dict[str, Activity]  # species with enough events
+    overlaps: list[tuple[str, str, Overlap]]
 
     def occupancy(self) -> list[tuple[str, int, int, float | None]]:
         return [(species, *naive_occupancy(history)) for species, history in sorted(self.histories.items())]
@@ -67,6 +98,8 @@ class Ecology:
         for species, detected, surveyed, share in self.occupancy():
             naive = "-" if share is None else f"{share:.2f}"
             lines.append(f"naive occupancy {species}: {detected}/{surveyed} sites = {naive}")
+        lines.append(f"activity: {len(self.activity)} species with enough events"
+                     + "".join(f"; {a}/{b} overlap {o.value:.2f} ({o.recommended})" for a, b, o in self.overlaps))
         return lines
 
 
@@ -83,7 +116,11 @@ def compute(session: Session, settings: Settings, detector_version_id: int, arch
     tallies = tally(events, Effort(periods), when)
     matrix = effort_matrix(periods, when) if when is not None else {}
     histories = {species: detection_history(found, matrix) for species, found in tallies.found.items()}
-    return Ecology(periods, when, tallies, rai_table(tallies, camera_days(periods)), matrix, histories)
+    densities = activities(tallies, settings.ecology.activity_min_events)
+    pairs = [(a, b, activity.overlap(tallies.times[a], tallies.times[b]))
+             for a, b in itertools.combinations(sorted(densities), 2)]
+    return Ecology(periods, when, tallies, rai_table(tallies, camera_days(periods)), matrix, histories, densities,
+                   [(a, b, o) for a, b, o in pairs if o is not None])
 
 
 def write_tables(ecology: Ecology, out_dir: Path) -> list[Path]:
@@ -102,6 +139,18 @@ def write_tables(ecology: Ecology, out_dir: Path) -> list[Path]:
     occasions_ = [f"o{i}" for i in range(1, count + 1)]
     written.append(_write(out_dir / "effort_matrix.csv", ("station", *occasions_),
                           [(site, *(round(d, 4) for d in row)) for site, row in sorted(ecology.matrix.items())]))
+    written.append(_write(out_dir / "activity.csv", ("species", "events", "bandwidth", "hour", "density_per_hour"),
+                          [(s, a.events, round(a.bandwidth, 4), round(h, 4), round(v, 6))
+                           for s, a in ecology.activity.items() for h, v in zip(a.hours, a.per_hour, strict=True)]))
+    written.append(_write(out_dir / "overlap.csv", ("species_a", "species_b", "events_a", "events_b", "dhat1",
+                                                    "dhat4", "recommended"),
+                          [(a, b, o.n_a, o.n_b, round(o.dhat1, 4), round(o.dhat4, 4), o.recommended)
+                           for a, b, o in ecology.overlaps]))
+    if ecology.activity:
+        plot = out_dir / "activity.png"
+        plot.write_bytes(charts.activity({s: (a.hours, a.per_hour) for s, a in ecology.activity.items()},
+                                         "Diel activity (events, von Mises kernel)"))
+        written.append(plot)
     for species, history in sorted(ecology.histories.items()):
         cells = [(site, *(NA if v is None else v for v in row)) for site, row in history.items()]
         name = _file_name(species)

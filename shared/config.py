@@ -124,6 +124,8 @@ class EcologySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     occasion_days: int = Field(7, ge=1, description="Days of one sampling occasion in the detection histories.")
+    activity_min_events: int = Field(20, ge=2, description="Events a species needs for its activity density and "
+                                     "its overlap with others.")
 
 
 class ReviewSettings(BaseModel):

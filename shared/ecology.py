@@ -13,6 +13,8 @@ outside one there is no effort to divide by.
 
 **RAI** = a species' events at a site / the site's camera-days × 100 (events per 100 camera-days).
 
+**Activity**: each counted event's start (clock time on the camera) per species, for ``shared.activity``.
+
 **Detection histories** (occupancy's input, camtrapR's ``detectionHistory`` and ``unmarked``'s wide format):
 occasions of ``occasion_days`` from the first day of the earliest operation period (midnight); per site and
 occasion, 1 when an event of the species began in it, 0 when the site's cameras ran in it without one, NA when
@@ -23,11 +25,13 @@ detection / sites with any effort.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from shared.activity import day_radians
 from shared.camera_health import OperationPeriod
 
 OCCASION_DAYS = 7
@@ -65,6 +69,7 @@ class Tallies:
     events: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     individuals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     found: dict[str, set[tuple[str, int]]] = field(default_factory=lambda: defaultdict(set))
+    times: dict[str, array] = field(default_factory=lambda: defaultdict(lambda: array("d")))  # radians of the day
     outside_effort: int = 0
     counted: int = 0
     reviewed: int = 0
@@ -107,7 +112,9 @@ def tally(events: Iterable[EventSpecies], effort: Effort, when: Occasions | None
         tallies.counted += 1
         tallies.reviewed += event.reviewed
         occasion = None if when is None else when.index(event.start)
+        moment = day_radians(event.start)
         for name, n in species.items():
+            tallies.times[name].append(moment)
             tallies.events[event.site, name] += 1
             tallies.individuals[event.site, name] += n
             if occasion is not None:

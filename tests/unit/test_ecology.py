@@ -95,7 +95,8 @@ def test_the_tables_are_written_in_the_tools_shapes(session: Session, tmp_path: 
         with (out / name).open(newline="") as file:
             return list(csv.reader(file))
 
-    assert len(files) == 8
+    assert len(files) == 10  # no species has the 20 events an activity density needs: no activity.png
+    assert read("activity.csv") == [["species", "events", "bandwidth", "hour", "density_per_hour"]]
     assert read("detection_history/vul_vul.csv") == [["station", "o1", "o2", "o3"], ["A", "1", "1", "1"],
                                                      ["B", "1", "0", "NA"]]
     assert read("detection_history/ran_tar_unmarked.csv") == [["site", "y.1", "y.2", "y.3"], ["A", "0", "1", "0"],
@@ -105,6 +106,28 @@ def test_the_tables_are_written_in_the_tools_shapes(session: Session, tmp_path: 
     assert read("rai.csv")[2] == ["A", "vul_vul", "3", "4", "20.0", "15.0"]
     assert read("occupancy.csv")[1:] == [["ran_tar", "1", "2", "0.5"], ["vul_vul", "2", "2", "1.0"]]
     assert read("effort.csv")[1][:2] == ["A/c1", "dA"]
+
+
+def test_activity_of_the_species_with_enough_events(session: Session, tmp_path: Path) -> None:
+    from shared.activity import bandwidth, day_radians, density
+
+    _, detector = build(session, tmp_path)
+    settings = Settings(ecology={"activity_min_events": 2})
+
+    result = compute(session, settings, detector)
+    files = write_tables(result, tmp_path / "eco")
+
+    fox = [day_radians(t) for t in (datetime(2023, 6, 2, 10), datetime(2023, 6, 12, 10), datetime(2023, 6, 16, 10),
+                                     datetime(2023, 6, 3, 8))]  # the counted fox events' starts, in stream order
+    assert sorted(result.tallies.times["vul_vul"]) == sorted(fox)
+    assert list(result.activity) == ["vul_vul"]  # one reindeer event is not enough
+    fitted = result.activity["vul_vul"]
+    assert fitted.events == 4 and fitted.bandwidth == pytest.approx(bandwidth(fox))
+    assert len(fitted.hours) == 97 and fitted.hours[40] == 10.0
+    assert fitted.per_hour[40] == pytest.approx(density(fox, [day_radians(datetime(2023, 1, 1, 10))],
+                                                        fitted.bandwidth)[0] * 2 * 3.141592653589793 / 24)
+    assert sum(fitted.per_hour[:-1]) * 0.25 == pytest.approx(1.0, rel=1e-3)  # a density over 24 hours
+    assert result.overlaps == [] and (tmp_path / "eco" / "activity.png") in files
 
 
 def test_cli_ecology(cli: CliRunner, sessions: sessionmaker[Session], tmp_path: Path) -> None:
@@ -121,7 +144,8 @@ def test_cli_ecology(cli: CliRunner, sessions: sessionmaker[Session], tmp_path: 
     assert lines[0] == ("30.0 camera-days at 2 site(s); 5 events with animals counted (1 with a person's label on "
                         "a frame, 4 on the models alone), 1 outside the operation periods left out")
     assert lines[1] == "2 occasion(s) of 10 day(s) from 2023-06-01"
-    assert "naive occupancy vul_vul: 2/2 sites = 1.00" in lines and lines[-1].startswith("wrote 8 file(s)")
+    assert "naive occupancy vul_vul: 2/2 sites = 1.00" in lines and lines[-1].startswith("wrote 10 file(s)")
+    assert lines[-2] == "activity: 0 species with enough events"
 
 
 def test_without_deployments_there_is_no_effort(cli: CliRunner, sessions: sessionmaker[Session],
