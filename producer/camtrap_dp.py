@@ -17,7 +17,10 @@ events``) and ``eventStart = eventEnd = timestamp``; each event also gets event-
 * human rows from review labels: Animal → ``animal``, Empty → ``blank``, Human → ``human``, Bad → ``unknown``,
   ``classifiedBy`` = the reviewer.
 
-``filePublic`` is false for images with a human observation or none classified. Rows stream from the database
+``filePublic`` is false for images with a human observation or none classified. With ``exclude_humans`` (the
+command's default) images with a human observation have no media row at all, and their observations name no
+media (GBIF's guidance); ``coordinate_decimals`` rounds the deployments' coordinates and sets the package's
+``coordinatePrecision``. Rows stream from the database
 one chunk of images at a time. Images of no deployment, and deployments without coordinates, are refused
 (or, with ``skip_undeployed``, left out): the export never writes placeholders.
 """
@@ -75,6 +78,7 @@ OBSERVATION_COLUMNS = (
     "observationTags", "observationComments",
 )
 REVIEW_TYPES = {"Animal": "animal", "Empty": "blank", "Human": "human", "Bad": "unknown"}
+WITHHELD = "media withheld: a person is in the image (--exclude-humans)"
 
 
 class ExportError(TraplineError):
@@ -170,12 +174,17 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def deployment_row(deployment: Deployment, serials: Collection[str] = ()) -> dict[str, Any]:
+def deployment_row(deployment: Deployment, serials: Collection[str] = (), decimals: int | None = None
+                   ) -> dict[str, Any]:
     """``serials``: the serial numbers of its images (one is the camera's ID; several, when a camera was swapped
-    mid-deployment, are all named)."""
+    mid-deployment, are all named); ``decimals``: coordinates rounded to this many."""
     site = deployment.camera.split("/")[0]
+
+    def coordinate(value: float) -> float:
+        return value if decimals is None else round(value, decimals)
+
     return {"deploymentID": deployment.id, "locationName": "" if site == "-" else site,
-            "latitude": deployment.latitude, "longitude": deployment.longitude,
+            "latitude": coordinate(deployment.latitude), "longitude": coordinate(deployment.longitude),
             "deploymentStart": iso(localize(deployment.starts_at, deployment.timezone)),
             "deploymentEnd": iso(localize(deployment.ends_at, deployment.timezone)),
             "cameraID": " | ".join(sorted(serials)) or deployment.camera, "baitUse": deployment.bait,
@@ -212,16 +221,20 @@ def media_row(item: MediaItem, file_path: str, observations: Sequence[Observatio
             "mediaComments": clock_comment(offset) if offset else None}
 
 
-def observation_row(item: MediaItem, observation_id: str, timestamp: str, o: Observation) -> dict[str, Any]:
+def observation_row(item: MediaItem, observation_id: str, timestamp: str, o: Observation,
+                    withheld: bool = False) -> dict[str, Any]:
+    """``withheld``: the image's media row is left out (a person is in it), so the row names no media."""
     box = _bbox(o.bbox)
     event_id = item.result.image.event_id
-    return {"observationID": observation_id, "deploymentID": item.deployment.id, "mediaID": str(item.result.image.id),
+    comments = "; ".join(filter(None, (o.comments, WITHHELD if withheld else "")))
+    return {"observationID": observation_id, "deploymentID": item.deployment.id,
+            "mediaID": None if withheld else str(item.result.image.id),
             "eventID": None if event_id is None else str(event_id), "eventStart": timestamp, "eventEnd": timestamp, "observationLevel": "media", "observationType": o.type,
             "scientificName": o.scientific_name, "count": o.count,
             **(dict(zip(("bboxX", "bboxY", "bboxWidth", "bboxHeight"), box, strict=True)) if box else {}),
             "classificationMethod": o.method, "classifiedBy": o.classified_by,
             "classificationTimestamp": iso(o.timestamp) if o.timestamp else None,
-            "classificationProbability": o.probability, "observationComments": o.comments}
+            "classificationProbability": o.probability, "observationComments": comments}
 
 
 def _file_name(rel_path: str) -> str:
@@ -258,19 +271,20 @@ class Written:
     media: int = 0
     observations: int = 0
     events: int = 0  # events with event-level observations
+    withheld: int = 0  # images with a person, left out of media.csv
     scientific_names: set[str] = field(default_factory=set)
     capture_methods: set[str] = field(default_factory=set)
     serials: dict[str, set[str]] = field(default_factory=dict)  # deployment → its images' serial numbers
 
-    def saw(self, deployment: Deployment, media: dict[str, Any], serial: str | None) -> None:
-        """Count one media row written; remember its capture method and its camera's serial."""
-        self.media += 1
+    def saw(self, deployment: Deployment, media: dict[str, Any], serial: str | None, counted: bool = True) -> None:
+        """Count one media row written (unless withheld); remember its capture method and its camera's serial."""
+        self.media += counted
         if media["captureMethod"]:
             self.capture_methods.add(media["captureMethod"])
         if serial:
             self.serials.setdefault(deployment.id, set()).add(serial)
 
-    def write_deployments(self, path: Path, deployments: Sequence[Deployment]) -> None:
+    def write_deployments(self, path: Path, deployments: Sequence[Deployment], decimals: int | None = None) -> None:
         """deployments.csv, after the media: each camera's ID is the serial its images carry."""
         with _Table(path, DEPLOYMENT_COLUMNS) as table:
             for deployment in deployments:
@@ -278,7 +292,7 @@ class Written:
                 if len(serials) > 1:
                     log.warning("deployment %s: images of %d cameras (serials %s)", deployment.id, len(serials),
                                 ", ".join(sorted(serials)))
-                table.write(deployment_row(deployment, serials))
+                table.write(deployment_row(deployment, serials, decimals))
                 self.deployments += 1
 
 
@@ -297,14 +311,18 @@ def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterab
             rel_path = item.result.image.rel_path
             file_path = f"{Path(item.archive.root).name}/{rel_path}" if prefix_archive else rel_path
             row = media_row(item, file_path, [*machine, *people])
-            media.write(row)
+            withheld = info.exclude_humans and any(o.type == "human" for o in (*machine, *people))
+            if withheld:
+                written.withheld += 1
+            else:
+                media.write(row)
             ids = [f"{row['mediaID']}-m{n}" for n in range(1, len(machine) + 1)]
             ids += [f"{row['mediaID']}-h{review.id}" for review in item.reviews if review.label in REVIEW_TYPES]
             for observation_id, observation in zip(ids, [*machine, *people], strict=True):
-                observations.write(observation_row(item, observation_id, row["timestamp"], observation))
+                observations.write(observation_row(item, observation_id, row["timestamp"], observation, withheld))
                 if observation.scientific_name:
                     written.scientific_names.add(observation.scientific_name)
-            written.saw(item.deployment, row, item.result.image.serial)
+            written.saw(item.deployment, row, item.result.image.serial, counted=not withheld)
             written.observations += len(ids)
             if item.event_images:
                 seen = [Seen(o.type, o.scientific_name, o.classified_by, o.comments) for o in machine]
@@ -316,7 +334,7 @@ def write_tables(out_dir: Path, deployments: Sequence[Deployment], items: Iterab
             observations.write(event_row)
             written.observations += 1
     written.events = by_event.events
-    written.write_deployments(out_dir / "deployments.csv", deployments)
+    written.write_deployments(out_dir / "deployments.csv", deployments, info.coordinate_decimals)
     return written
 
 

@@ -40,6 +40,11 @@ class PackageInfo:
     sampling_design: str
     license: str | None = None
     scientific_names: dict[str, str] = field(default_factory=lambda: dict(SCIENTIFIC_NAMES))
+    exclude_humans: bool = False  # no media row for images with a person; their observations stay, without it
+    coordinate_decimals: int | None = None  # deployments' coordinates rounded to this many decimals
+
+    def coordinate(self, value: float) -> float:
+        return value if self.coordinate_decimals is None else round(value, self.coordinate_decimals)
 
 
 def contributor(text: str) -> dict[str, str]:
@@ -56,8 +61,8 @@ def descriptor(info: PackageInfo, deployments: Sequence[Deployment], scientific_
     """datapackage.json: the profile's required properties, with the official profile and schema URLs;
     ``capture_methods``: the media's (none known: the workflow's time-lapse); ``with_events``: observations.csv
     holds event-level rows too."""
-    lons = [d.longitude for d in deployments]
-    lats = [d.latitude for d in deployments]
+    lons = [info.coordinate(d.longitude) for d in deployments]
+    lats = [info.coordinate(d.latitude) for d in deployments]
     west, east, south, north = min(lons), max(lons), min(lats), max(lats)
     spatial = ({"type": "Point", "coordinates": [west, south]} if (west, south) == (east, north) else
                {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],
@@ -78,14 +83,18 @@ def descriptor(info: PackageInfo, deployments: Sequence[Deployment], scientific_
         "taxonomic": [{"scientificName": name, **({"taxonRank": "species"} if len(name.split()) == 2 else {})}
                       for name in sorted(scientific_names)],
     }
+    if info.coordinate_decimals is not None:
+        package["coordinatePrecision"] = 10.0 ** -info.coordinate_decimals
     if info.license:
         package["licenses"] = [{"name": info.license, "scope": "data"}, {"name": info.license, "scope": "media"}]
     return package
 
 
 def package_info(title: str | None, contributors: Sequence[str], sampling_design: str | None,
-                 license: str | None = None, scientific_names: Sequence[str] = ()) -> PackageInfo:
-    """PackageInfo from command-line text; ValueError names what is missing or malformed."""
+                 license: str | None = None, scientific_names: Sequence[str] = (), exclude_humans: bool = True,
+                 coordinate_decimals: int | None = None) -> PackageInfo:
+    """PackageInfo from command-line text; ValueError names what is missing or malformed. People's images are
+    left out unless ``exclude_humans`` is false (GBIF's guidance for publishing camera-trap data)."""
     missing = [option for option, value in (("--title", title), ("--contributor", contributors),
                                             ("--sampling-design", sampling_design)) if not value]
     if missing:
@@ -96,4 +105,7 @@ def package_info(title: str | None, contributors: Sequence[str], sampling_design
         if not code.strip() or not name.strip():
             raise ValueError(f"--scientific-name {pair!r}: expected CODE=NAME, e.g. lag_mut='Lagopus lagopus'")
         names[code.strip()] = name.strip()
-    return PackageInfo(title, [contributor(c) for c in contributors], sampling_design, license, names)
+    if coordinate_decimals is not None and not 0 <= coordinate_decimals <= 8:
+        raise ValueError(f"--coordinate-decimals {coordinate_decimals}: expected 0 to 8")
+    return PackageInfo(title, [contributor(c) for c in contributors], sampling_design, license, names,
+                       exclude_humans, coordinate_decimals)

@@ -34,6 +34,8 @@ class CamtrapOptions:
     license: str | None = None
     scientific_names: tuple[str, ...] = ()
     skip_undeployed: bool = False
+    exclude_humans: bool = True
+    coordinate_decimals: int | None = None
 
 
 def export(session: Session, settings: Settings, fmt: str, output: Path, archive_root: Path | None,
@@ -46,13 +48,15 @@ def export(session: Session, settings: Settings, fmt: str, output: Path, archive
     if fmt == "camtrap-dp":
         try:
             info = camtrap_package.package_info(camtrap.title, camtrap.contributors, camtrap.sampling_design,
-                                           camtrap.license, camtrap.scientific_names)
+                                                camtrap.license, camtrap.scientific_names, camtrap.exclude_humans,
+                                                camtrap.coordinate_decimals)
         except ValueError as error:
             raise UsageProblem(str(error), "see `trapline export --help`") from error
         written = camtrap_dp.write_package(session, output, archives, detector.id, thresholds, info,
                                            camtrap.skip_undeployed)
-        return (f"wrote a Camtrap DP package to {output}: {written.deployments} deployments, {written.media} media, "
-                f"{written.observations} observations")
+        withheld = f" ({written.withheld} with a person left out: --include-humans keeps them)" if written.withheld else ""
+        return (f"wrote a Camtrap DP package to {output}: {written.deployments} deployments, {written.media} media"
+                f"{withheld}, {written.observations} observations")
     if fmt not in FORMATS:
         raise UsageProblem(f"unknown format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
     if output.is_dir():

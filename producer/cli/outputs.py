@@ -27,18 +27,26 @@ from producer.cli import context
               help="camtrap-dp: CODE=NAME for a crop class, e.g. lag_mut='Lagopus lagopus' (repeatable).")
 @click.option("--skip-undeployed", is_flag=True,
               help="camtrap-dp: leave out images of no deployment and deployments without coordinates.")
+@click.option("--exclude-humans/--include-humans", default=True, show_default=True,
+              help="camtrap-dp: leave the images with a person out of media.csv; their observations stay, naming no "
+              "media (GBIF's guidance for publishing camera-trap data).")
+@click.option("--coordinate-decimals", type=click.IntRange(0, 8),
+              help="camtrap-dp: round the deployments' coordinates to this many decimals (2: about 1 km) and say so "
+              "in coordinatePrecision, to protect sensitive sites.")
 @context.DETECTOR_CHOICE
 @click.pass_context
 def export(ctx: click.Context, fmt: str, output: Path, archive: Path | None, title: str | None,
            contributors: tuple[str, ...], sampling_design: str | None, license_name: str | None,
-           scientific_names: tuple[str, ...], skip_undeployed: bool, detector: str | None) -> None:
+           scientific_names: tuple[str, ...], skip_undeployed: bool, exclude_humans: bool,
+           coordinate_decimals: int | None, detector: str | None) -> None:
     """Write results: MegaDetector batch format 1.6 (md-json), a per-image CSV, or a Camtrap DP 1.0.2 package
     (camtrap-dp: needs registered deployments, see `trapline deployments import`)."""
     from producer.outputs import CamtrapOptions
     from producer.outputs import export as write
 
     settings = context.settings(ctx)
-    options = CamtrapOptions(title, contributors, sampling_design, license_name, scientific_names, skip_undeployed)
+    options = CamtrapOptions(title, contributors, sampling_design, license_name, scientific_names, skip_undeployed,
+                             exclude_humans, coordinate_decimals)
     with context.sessions(settings).begin() as session:
         click.echo(write(session, settings, fmt, output, archive, options, detector))
 

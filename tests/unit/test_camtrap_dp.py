@@ -335,13 +335,17 @@ def test_cli_export_asks_for_what_the_profile_needs_and_names_undeployed_images(
         missing = CliRunner().invoke(main, [*export, "--title", "Varanger"])
         undeployed = CliRunner().invoke(main, [*export, *options])
         done = CliRunner().invoke(main, [*export, *options, "--skip-undeployed"])
+        everyone = CliRunner().invoke(main, [*export, *options, "--skip-undeployed", "--include-humans",
+                                             "-o", str(tmp_path / "everyone")])
     finally:
         get_settings.cache_clear()
 
     assert missing.exit_code == 2 and "a Camtrap DP package needs --contributor, --sampling-design" in missing.output
     assert undeployed.exit_code == 1 and "/data/varanger/s2/c1/elsewhere.jpg" in undeployed.output
     assert done.exit_code == 0, done.output
-    assert "wrote a Camtrap DP package to" in done.stdout and "2 deployments, 4 media, 6 observations" in done.stdout
+    assert "wrote a Camtrap DP package to" in done.stdout  # people's images left out by default
+    assert "2 deployments, 3 media (1 with a person left out: --include-humans keeps them), 6 observations" in done.stdout
+    assert everyone.exit_code == 0 and "2 deployments, 4 media, 6 observations" in everyone.stdout
     assert sorted(p.name for p in out.iterdir()) == ["datapackage.json", "deployments.csv", "media.csv",
                                                      "observations.csv"]
 

@@ -118,3 +118,32 @@ def test_a_package_with_events_validates_offline(session: Session, tmp_path: Pat
     assert by_event[media_events["empty.jpg"]][0][:3] == ("blank", "", "")
     assert by_event[media_events["bad.jpg"]][0][:3] == ("unknown", "", "")
     assert len(set(media_events.values())) == 4 and all(media_events.values())
+
+
+def test_a_package_without_peoples_images_and_with_rounded_coordinates_validates(
+        session: Session, tmp_path: Path, local_schemas: Path) -> None:
+    from producer.camtrap_package import package_info
+    from tests.support.camtrap_dp import validate
+
+    archives, detector = build(session, tmp_path, REGISTRY)
+    info = package_info(INFO.title, ["Kim Lee <kim@example.org>:principalInvestigator"], "targeted",
+                        coordinate_decimals=0)
+    assert info.exclude_humans  # the command's default
+    out = tmp_path / "pkg"
+
+    written = write_package(session, out, archives, detector, Thresholds(), info, skip_undeployed=True)
+
+    report = validate(out / "datapackage.json")
+    assert report.valid, report.flatten(["rowNumber", "fieldName", "type", "note"])
+    package = json.loads((out / "datapackage.json").read_text())
+    check_profile(package, local_schemas)
+    assert package["coordinatePrecision"] == 1.0
+    assert package["spatial"] == {"type": "Point", "coordinates": [30.0, 70.0]}  # both stations round to one
+    assert (written.media, written.withheld) == (3, 1)
+    assert {r["fileName"] for r in rows(out / "media.csv")} == {"fox.jpg", "empty.jpg", "bad.jpg"}
+    deployments = {r["deploymentID"]: (r["latitude"], r["longitude"]) for r in rows(out / "deployments.csv")}
+    assert deployments == {"d1": ("70.0", "30.0"), "d2": ("70.0", "30.0")}  # 70.1, 29.5 and 70.3, 29.9
+    people = [r for r in rows(out / "observations.csv") if r["observationType"] == "human"]
+    assert len(people) == 2 and {r["mediaID"] for r in people} == {""}  # the model's and kim's, kept
+    assert all(r["observationComments"].endswith("media withheld: a person is in the image (--exclude-humans)")
+               for r in people)
