@@ -17,7 +17,7 @@ import kombu.exceptions
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from producer.model_versions import current_detector
+from producer.model_versions import current_detector, results_detector
 from producer.scan import PathPattern, ScanReport, ScannedFile, scan_archive
 from shared.celery_app import send_batch
 from shared.config import Settings, masked
@@ -170,11 +170,13 @@ def _send(app: Celery, payload: ProcessBatch) -> str:
 
 
 def enqueue_stage(sessions: sessionmaker[Session], app: Celery, settings: Settings, stage: Stage,
-                  resume: bool = False) -> tuple[Enqueued | None, Enqueued]:
+                  resume: bool = False, chosen_detector: str | None = None) -> tuple[Enqueued | None, Enqueued]:
     """`trapline enqueue`: (with ``resume``) send every open batch again, then batch and send every pending
-    image of the configured detector. Returns (re-sent, newly sent)."""
+    image of the configured detector (or of ``chosen_detector``, a version with results: an id or a name).
+    Returns (re-sent, newly sent)."""
     with sessions.begin() as session:
-        detector_version_id = current_detector(session, settings.detector).id
+        detector_version_id = (results_detector(session, settings.detector, chosen_detector).id
+                               if chosen_detector is not None else current_detector(session, settings.detector).id)
     resent = resend_open_batches(sessions, app, stage) if resume else None
     return resent, enqueue_pending(sessions, app, stage, detector_version_id, settings.batch_size)
 

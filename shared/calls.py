@@ -81,7 +81,32 @@ class DetectorChecked(_Call):
     manifest: dict
 
 
-EnvironmentCall = Annotated[InspectModel | PredictImages | TrainRun | CheckDetector, Field(discriminator="call")]
+class ImportMdJson(_Call):
+    """Load another tool's MegaDetector results file as detect outcomes of a detector version (``trapline import
+    md-json``): checked by the megadetector package's validator first, its paths matched to the archive's images
+    (``prefix`` put in front of each), each matched image's EXIF and maker note read as the detect worker reads
+    them; the paths that match nothing are written to ``unmatched_file``."""
+
+    call: Literal["import-md-json"] = "import-md-json"
+    path: str
+    archive_id: int
+    detector_version_id: int
+    prefix: str = ""
+    unmatched_file: str
+
+
+class MdJsonImported(_Call):
+    images: int  # entries in the file
+    imported: int  # outcomes stored: done or failed
+    failed: int  # of which the other tool could not process
+    boxes: int
+    unmatched: int  # entries naming no image of the archive
+    unmatched_shown: list[str]  # the first of them
+    detector: str | None  # what the file says made it
+
+
+EnvironmentCall = Annotated[InspectModel | PredictImages | TrainRun | CheckDetector | ImportMdJson,
+                            Field(discriminator="call")]
 
 
 class CallAnswer(_Call):

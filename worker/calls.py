@@ -16,7 +16,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.calls import CallAnswer, CheckDetector, DetectorChecked, EnvironmentCall, InspectModel, ModelSignature, PredictImages, Predictions, TrainingDone, TrainRun
+from shared.calls import (
+    CallAnswer, CheckDetector, DetectorChecked, EnvironmentCall, ImportMdJson, InspectModel, MdJsonImported,
+    ModelSignature, PredictImages, Predictions, TrainingDone, TrainRun,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +86,40 @@ def check_detector(request: CheckDetector) -> DetectorChecked:
     return DetectorChecked(path=str(detector.path), sha256=detector.sha256, manifest=detector.manifest())
 
 
+def import_md_json(request: ImportMdJson) -> MdJsonImported:
+    from shared import store
+    from shared.config import get_settings
+    from shared.errors import ProblemsFound, UsageProblem
+    from worker.md_import import SHOWN
+    from worker.md_import import import_md_json as run_import
+
+    engine = store.make_engine(get_settings().database_url)
+    try:
+        with store.make_sessionmaker(engine)() as session:
+            return run_import(session, request)
+    except ProblemsFound as error:  # the answer carries one message: the problems go in it
+        more = f"\n… and {len(error.problems) - SHOWN} more" if len(error.problems) > SHOWN else ""
+        raise UsageProblem("\n  ".join([error.message, *error.problems[:SHOWN]]) + more,
+                           "fix the file, or make it again with the tool that wrote it") from error
+    finally:
+        engine.dispose()
+
+
 HANDLERS = {InspectModel: inspect_model, PredictImages: predict_images, TrainRun: train_run,
-            CheckDetector: check_detector}
+            CheckDetector: check_detector, ImportMdJson: import_md_json}
 USAGE_ERRORS = (ValueError, OSError, LookupError)  # the input is wrong: a file that is not a model, a missing run
 
 
 def answer(request: BaseModel) -> CallAnswer:
     """Run one request; an error becomes an answer too."""
-    from shared.errors import TraplineError
+    from shared.errors import TraplineError, UsageProblem
 
     try:
         return CallAnswer(answer=HANDLERS[type(request)](request).model_dump(mode="json"))
     except TraplineError as error:
         log.debug("call failed", exc_info=True)
-        return CallAnswer(error=error.message, hint=error.hint, kind="failed")
+        return CallAnswer(error=error.message, hint=error.hint,
+                          kind="usage" if isinstance(error, UsageProblem) else "failed")
     except USAGE_ERRORS as error:
         log.debug("call failed", exc_info=True)
         return CallAnswer(error=str(error), kind="usage")

@@ -2,7 +2,8 @@
 maps every error a person can fix to one line and a hint (``shared.errors``), in one place.
 
 Commands live one group per module: ``pipeline`` (scan, enqueue, worker, status, run, reprocess, flower, db),
-``train``, ``models``, ``review`` (review, rde, metrics) and ``outputs`` (export, report, deployments, check). A
+``train``, ``models``, ``review`` (review, rde, metrics), ``outputs`` (export, report, deployments, check, events,
+ecology) and ``imports`` (import md-json). A
 command parses its arguments, calls one producer function and prints what it returned.
 """
 
@@ -39,6 +40,7 @@ COMMANDS = {  # command name -> "module:attribute", imported on first use
     "check": "producer.cli.outputs:check",
     "events": "producer.cli.outputs:events",
     "ecology": "producer.cli.outputs:ecology",
+    "import": "producer.cli.imports:import_results",
 }
 EPILOG = ("Exit status: 0 done, 1 failed (the message says why and what to do; -v adds the traceback), "
           "2 wrong usage (arguments, settings, or something named that does not exist), 130 interrupted.")

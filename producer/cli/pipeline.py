@@ -78,15 +78,20 @@ def echo_scan_problems(report) -> None:  # producer.scan.ScanReport
 @click.option("--stage", type=STAGES, default="detect", show_default=True)
 @click.option("--resume", is_flag=True, help="Also send again every open batch (messages a broker lost).")
 @DETECTOR_PRESET
+@click.option("--detector", help="classify: the detector version whose boxes to classify, by id or name (`trapline "
+              "models list`), e.g. results imported with `trapline import md-json`; default: the configured one.")
 @click.pass_context
-def enqueue(ctx: click.Context, stage: str, resume: bool, detector_preset: str | None) -> None:
+def enqueue(ctx: click.Context, stage: str, resume: bool, detector_preset: str | None, detector: str | None) -> None:
     """Send batches of images without a result for the current detector to Redis."""
     from producer.enqueue import enqueue_stage
     from shared.celery_app import create_celery
     from shared.schemas import Stage
 
     settings = with_preset(ctx, detector_preset)
-    resent, sent = enqueue_stage(context.sessions(settings), create_celery(settings), settings, Stage(stage), resume)
+    if detector is not None and stage != "classify":
+        raise click.UsageError("--detector chooses whose boxes to classify: use it with --stage classify")
+    resent, sent = enqueue_stage(context.sessions(settings), create_celery(settings), settings, Stage(stage), resume,
+                                 detector)
     if resent is not None:
         click.echo(f"sent again: {resent.images} images in {resent.batches} open batches")
     click.echo(f"enqueued: {sent.images} images in {sent.batches} batches of up to {settings.batch_size}")

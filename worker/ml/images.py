@@ -103,6 +103,16 @@ def decode(data: bytes, long_side: int | None = None, min_side: int | None = Non
     return DecodedImage(to_rgb(_oriented(image)), metadata, flags)
 
 
+def read_metadata(data: bytes) -> ImageMetadata:
+    """What ``decode`` learns from an image's bytes (EXIF, maker note, size, SHA-256) without decoding its pixels:
+    for results another tool made (``trapline import md-json``). Raises ``ImageError`` when it is no image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return _metadata(image, data)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageError(Failure.NOT_AN_IMAGE, f"{type(error).__name__}: {error}") from error
+
+
 def check_pixels(image: Image.Image, max_pixels: int) -> None:
     """ImageError (too large) for an opened, not yet loaded image of more than ``max_pixels`` pixels."""
     width, height = image.size
