@@ -33,7 +33,7 @@ from producer.check import check_archives
 from shared import activity
 from shared.activity import Overlap
 from shared.camera_health import OperationPeriod
-from shared.config import Settings
+from shared.config import EcologySettings, Settings
 from shared.ecology import (
     Effort, Occasions, RaiRow, Tallies, camera_days, detection_history, effort_matrix, naive_occupancy, occasions,
     rai_table, tally,
@@ -111,12 +111,18 @@ def compute(session: Session, settings: Settings, detector_version_id: int, arch
     if not periods:
         raise NotFound("no operation periods: no deployment covers the cameras' frames",
                        "register deployments (`trapline deployments import`) and check `trapline check --operation`")
-    when = occasions(periods, occasion_days or settings.ecology.occasion_days)
+    return from_periods(session, settings.ecology, detector_version_id, archive_ids, periods, occasion_days)
+
+
+def from_periods(session: Session, settings: EcologySettings, detector_version_id: int, archive_ids: Sequence[int],
+                 periods: Sequence[OperationPeriod], occasion_days: int | None = None) -> Ecology:
+    """``compute`` on operation periods already known (`trapline report` has them from its camera health)."""
+    when = occasions(periods, occasion_days or settings.occasion_days)
     events = event_species(session, archive_ids, detector_version_id, model_versions.crop_models(session))
     tallies = tally(events, Effort(periods), when)
     matrix = effort_matrix(periods, when) if when is not None else {}
     histories = {species: detection_history(found, matrix) for species, found in tallies.found.items()}
-    densities = activities(tallies, settings.ecology.activity_min_events)
+    densities = activities(tallies, settings.activity_min_events)
     pairs = [(a, b, activity.overlap(tallies.times[a], tallies.times[b]))
              for a, b in itertools.combinations(sorted(densities), 2)]
     return Ecology(periods, when, tallies, rai_table(tallies, camera_days(periods)), matrix, histories, densities,

@@ -93,7 +93,7 @@ def write_report(session: Session, settings: Settings, output: Path, archive_roo
     detector = results_detector(session, settings.detector, chosen_detector)
     archive_id = images.archives_at(session, archive_root)[0].id if archive_root is not None else None
     data = report.gather(session, detector.id, Thresholds.of(settings), STAGES, datetime.now(UTC), archive_id,
-                         settings.quality.bad_threshold, settings.check)
+                         settings.quality.bad_threshold, settings.check, settings.ecology)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report.render(data), encoding="utf-8")
     return f"wrote the report of {sum(a.images for a in data.archives)} images to {output}"

@@ -22,9 +22,11 @@ from producer import charts
 from producer.html_page import STYLE, number as _n, percent as _pct, png as _img, section as _section
 from producer.html_page import escape as _e, table as _table
 from producer.check import Checked, check_archives
+from producer.ecology import Ecology, from_periods
+from producer.report_ecology import section as ecology_section
 from producer.review import metrics
 from shared import aggregates, evaluation
-from shared.config import CheckSettings
+from shared.config import CheckSettings, EcologySettings
 from shared.crop_model import CropModel
 from shared.labels import BAD_THRESHOLD, DETECTION_CATEGORIES, Thresholds
 from shared.schemas import ModelKind
@@ -46,6 +48,8 @@ NO_DATA = {  # the one line a section shows instead of an empty plot
     "training": "No model used here came from a trapline training run.",
     "rde": "No RDE clusters found yet: run trapline rde.",
     "health": "Camera health was not checked.",
+    "ecology": "No operation periods (register deployments with trapline deployments import), so no effort to "
+               "count events against.",
 }
 
 
@@ -104,6 +108,8 @@ class ReportData:
     rde_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     rde_clusters: list[ClusterView] = field(default_factory=list)
     health: Checked | None = None  # camera health (`trapline check`)
+    ecology: Ecology | None = None  # effort, RAI, occupancy, activity (`trapline ecology`)
+    no_ecology: str = NO_DATA["ecology"]  # why there is none
 
 
 # --- gathering -------------------------------------------------------------------------------------------
@@ -111,16 +117,21 @@ class ReportData:
 
 def gather(session: Session, detector_version_id: int, thresholds: Thresholds, stages: Sequence[str],
            generated_at: datetime, archive_id: int | None = None, bad_threshold: float = BAD_THRESHOLD,
-           check: CheckSettings | None = None) -> ReportData:
+           check: CheckSettings | None = None, ecology: EcologySettings | None = None) -> ReportData:
     """Read what the report shows (one archive, or every one when ``archive_id`` is None); ``bad_threshold``
     is the configured Bad threshold, for the quality stage's confidence deciles; ``check``: camera health's
-    thresholds (None: no camera health section)."""
+    thresholds (None: no camera health section, and no ecology); ``ecology``: the ecology section's settings
+    (None: none)."""
     models = [ModelUse(v.id, v.kind.value, v.region, v.name, v.sha256, v.promoted, n,
                        CropModel.of(v.manifest).junk_in_order if v.kind == ModelKind.CROPS else ())
               for v, n in aggregates.models_used(session, detector_version_id, archive_id)]
     runs = aggregates.training_runs_of(session, [m.id for m in models])
     clusters = aggregates.rde_clusters(session, detector_version_id, archive_id)
     archives = aggregates.archive_totals(session, detector_version_id, archive_id)
+    health = None if check is None else check_archives(session, check, [a.id for a in archives])
+    effort = None
+    if health is not None and health.periods and ecology is not None:
+        effort = from_periods(session, ecology, detector_version_id, [a.id for a in archives], health.periods)
     return ReportData(
         generated_at=generated_at, archive=archives[0].root if archive_id is not None and archives else None,
         thresholds=thresholds, archives=archives, models=models,
@@ -137,7 +148,7 @@ def gather(session: Session, detector_version_id: int, thresholds: Thresholds, s
         rde_counts=aggregates.rde_status_by_camera(session, detector_version_id, archive_id),
         rde_clusters=[ClusterView(c.id, c.camera, tuple(c.bbox), DETECTION_CATEGORIES.get(c.category, str(c.category)),
                                   c.instances, c.images, c.status, c.decided_by) for c in clusters],
-        health=None if check is None else check_archives(session, check, [a.id for a in archives]),
+        health=health, ecology=effort,
     )
 
 
@@ -340,6 +351,8 @@ SECTIONS = (  # (id, title, body)
     ("metrics", "Model metrics against people's labels", _metrics),
     ("rde", "Repeat detection elimination (RDE) clusters", _rde),
     ("health", "Camera health", _health),
+    ("ecology", "Ecology: effort, events, RAI, occupancy, activity", lambda data: ecology_section(data.ecology,
+                                                                                                  data.no_ecology)),
 )
 
 

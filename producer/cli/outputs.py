@@ -62,7 +62,8 @@ def report(ctx: click.Context, output: Path, archive: Path | None, detector: str
     """Write one self-contained HTML file (plots embedded as PNG; no external files) on the current detector's
     results: archives, image totals and model versions; images and counted detections per site and day; final
     labels and crop classes per site; failures per reason; review progress per set and reviewer; each stage's
-    metrics and confusion matrix per region against people's labels (as `trapline metrics`); RDE clusters.
+    metrics and confusion matrix per region against people's labels (as `trapline metrics`); RDE clusters; camera
+    health (as `trapline check`); ecology (as `trapline ecology`: effort, RAI, naive occupancy, activity).
     Everything is counted in the database, so it suits archives of millions of images."""
     from producer.outputs import write_report
 

@@ -187,3 +187,24 @@ def test_a_history_is_na_without_effort_and_naive_occupancy_counts_surveyed_site
 def test_an_event_species_holds_its_camera_and_counts() -> None:
     event = EventSpecies(1, "A", "A/c1", JUNE, {"vul_vul": 2})
     assert event.reviewed is False and event.counts["vul_vul"] == 2
+
+
+def test_the_report_shows_the_ecology_section(session: Session, tmp_path: Path) -> None:
+    from producer.report import gather, render
+    from shared.config import CheckSettings, EcologySettings
+    from shared.labels import Thresholds
+    from shared.review import STAGES
+    from tests.unit.test_report import Page
+
+    _, detector = build(session, tmp_path)
+
+    page = Page(render(gather(session, detector, Thresholds(), STAGES, NOW, check=CheckSettings(),
+                              ecology=EcologySettings(activity_min_events=2))))
+
+    assert page.rows("ecology-rai") == [["A", "ran_tar", "1", "3", "20.0", "5.00"],
+                                        ["A", "vul_vul", "3", "4", "20.0", "15.00"],
+                                        ["B", "vul_vul", "1", "1", "10.0", "10.00"]]
+    assert page.rows("ecology-occupancy") == [["ran_tar", "1", "2", "0.50"], ["vul_vul", "2", "2", "1.00"]]
+    assert "diel activity per species" in [alt for alt, _ in page.images]
+    text = " ".join(page.text)
+    assert "1 rest on a person's label" in text and "over occasions of 7 days" in text
