@@ -113,15 +113,17 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> bytes:
         return path.read_bytes()
 
 
-def activity(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str) -> bytes:
-    """Diel activity densities: per species (hours, density per hour), on one axis from 0 to 24 h."""
+def activity(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, time: str = "clock"
+             ) -> bytes:
+    """Diel activity densities: per species (hours, density per hour), on one axis from 0 to 24 h of ``time``
+    (clock: the camera's; solar: apparent solar time)."""
     figure = _figure(8, 3.6)
     ax = figure.add_subplot()
     for species, (hours, values) in curves.items():
         ax.plot(hours, values, label=_plain(species))
     ax.set_xlim(0, 24)
     ax.set_xticks(range(0, 25, 3))
-    ax.set_xlabel("time of day (camera clock), h")
+    ax.set_xlabel("time of day (camera clock), h" if time == "clock" else "apparent solar time, h")
     ax.set_ylabel("density per hour")
     ax.set_title(_plain(title))
     _legend(ax)

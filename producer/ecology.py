@@ -12,7 +12,8 @@ Files in the output folder:
   (``station,o1,o2,…``), and ``<species>_unmarked.csv``, ``unmarked``'s wide format (``site,y.1,y.2,…``) for
   ``csvToUMF``/``unmarkedFrameOccu``;
 * ``activity.csv``: per species with enough events, its bandwidth and density per hour every 15 minutes;
-  ``overlap.csv``: Δ̂1 and Δ̂4 per pair of them and the one Ridout & Linkie recommend; ``activity.png``.
+  ``overlap.csv``: Δ̂1 and Δ̂4 per pair of them and the one Ridout & Linkie recommend; ``activity.png``; each in
+  the camera's clock time and in apparent solar time at the deployment (``time`` column; ``activity_solar.png``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import itertools
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -38,13 +40,17 @@ from shared.ecology import (
     Effort, Occasions, RaiRow, Tallies, camera_days, detection_history, effort_matrix, naive_occupancy, occasions,
     rai_table, tally,
 )
+from shared.db import Deployment
+from shared.deployments import localize, true_time
 from shared.errors import NotFound
+from shared.store import deployments as deployment_rows
 from shared.store import images, model_versions
 from shared.store.ecology import event_species
 
 log = logging.getLogger(__name__)
 
 NA = "NA"  # R's missing value, as camtrapR and unmarked write it
+CLOCK, SOLAR = "clock", "solar"  # the camera's clock time; apparent solar time at the deployment
 STEPS = 96  # activity densities every 15 minutes
 
 
@@ -56,11 +62,11 @@ class Activity:
     per_hour: list[float]  # density per hour at ``hours``
 
 
-def activities(tallies: Tallies, min_events: int) -> dict[str, Activity]:
-    """The density of each species with at least ``min_events`` events (and a bandwidth), every 15 minutes."""
+def activities(by_species: Mapping[str, Sequence[float]], min_events: int) -> dict[str, Activity]:
+    """The density of each species with at least ``min_events`` times (and a bandwidth), every 15 minutes."""
     found = {}
     points = activity.grid(STEPS + 1)
-    for species, times in sorted(tallies.times.items()):
+    for species, times in sorted(by_species.items()):
         bw = activity.bandwidth(times) if len(times) >= min_events else None
         if bw is not None:
             values = activity.density(times, points, bw)
@@ -77,8 +83,8 @@ class Ecology:
     rai: list[RaiRow]
     matrix: dict[str, list[float]]
     histories: dict[str, dict[str, list[int | None]]]  # species → site → occasions
-    activity: dict[str, Activity]  # species with enough events
-    overlaps: list[tuple[str, str, Overlap]]
+    activity: dict[str, dict[str, Activity]]  # clock / solar → species with enough events
+    overlaps: list[tuple[str, str, str, Overlap]]  # (clock / solar, species A, species B, overlap)
 
     def occupancy(self) -> list[tuple[str, int, int, float | None]]:
         return [(species, *naive_occupancy(history)) for species, history in sorted(self.histories.items())]
@@ -98,8 +104,9 @@ class Ecology:
         for species, detected, surveyed, share in self.occupancy():
             naive = "-" if share is None else f"{share:.2f}"
             lines.append(f"naive occupancy {species}: {detected}/{surveyed} sites = {naive}")
-        lines.append(f"activity: {len(self.activity)} species with enough events"
-                     + "".join(f"; {a}/{b} overlap {o.value:.2f} ({o.recommended})" for a, b, o in self.overlaps))
+        lines.append(f"activity: {len(self.activity.get(CLOCK, {}))} species with enough events"
+                     + "".join(f"; {a}/{b} overlap {o.value:.2f} ({o.recommended}, {time} time)"
+                               for time, a, b, o in self.overlaps))
         return lines
 
 
@@ -119,14 +126,30 @@ def from_periods(session: Session, settings: EcologySettings, detector_version_i
     """``compute`` on operation periods already known (`trapline report` has them from its camera health)."""
     when = occasions(periods, occasion_days or settings.occasion_days)
     events = event_species(session, archive_ids, detector_version_id, model_versions.crop_models(session))
-    tallies = tally(events, Effort(periods), when)
+    tallies = tally(events, Effort(periods), when, solar_time(deployment_rows.deployments(session)))
     matrix = effort_matrix(periods, when) if when is not None else {}
     histories = {species: detection_history(found, matrix) for species, found in tallies.found.items()}
-    densities = activities(tallies, settings.activity_min_events)
-    pairs = [(a, b, activity.overlap(tallies.times[a], tallies.times[b]))
-             for a, b in itertools.combinations(sorted(densities), 2)]
+    densities, overlaps = {}, []
+    for time, by_species in ((CLOCK, tallies.times), (SOLAR, tallies.solar)):
+        densities[time] = activities(by_species, settings.activity_min_events)
+        for a, b in itertools.combinations(sorted(densities[time]), 2):
+            if (found := activity.overlap(by_species[a], by_species[b])) is not None:
+                overlaps.append((time, a, b, found))
     return Ecology(periods, when, tallies, rai_table(tallies, camera_days(periods)), matrix, histories, densities,
-                   [(a, b, o) for a, b, o in pairs if o is not None])
+                   overlaps)
+
+
+def solar_time(deployments: Sequence[Deployment]) -> Callable[[str, datetime], float | None]:
+    """An event's apparent solar time from its deployment (clock offset, time zone, longitude) and camera time."""
+    placed = {d.id: d for d in deployments if d.longitude is not None}
+
+    def solar(deployment_id: str, camera_time: datetime) -> float | None:
+        d = placed.get(deployment_id)
+        if d is None:
+            return None
+        return activity.solar_radians(localize(true_time(camera_time, d.clock_offset_s), d.timezone), d.longitude)
+
+    return solar
 
 
 def write_tables(ecology: Ecology, out_dir: Path) -> list[Path]:
@@ -145,18 +168,20 @@ def write_tables(ecology: Ecology, out_dir: Path) -> list[Path]:
     occasions_ = [f"o{i}" for i in range(1, count + 1)]
     written.append(_write(out_dir / "effort_matrix.csv", ("station", *occasions_),
                           [(site, *(round(d, 4) for d in row)) for site, row in sorted(ecology.matrix.items())]))
-    written.append(_write(out_dir / "activity.csv", ("species", "events", "bandwidth", "hour", "density_per_hour"),
-                          [(s, a.events, round(a.bandwidth, 4), round(h, 4), round(v, 6))
-                           for s, a in ecology.activity.items() for h, v in zip(a.hours, a.per_hour, strict=True)]))
-    written.append(_write(out_dir / "overlap.csv", ("species_a", "species_b", "events_a", "events_b", "dhat1",
+    written.append(_write(out_dir / "activity.csv", ("time", "species", "events", "bandwidth", "hour",
+                                                     "density_per_hour"),
+                          [(time, s, a.events, round(a.bandwidth, 4), round(h, 4), round(v, 6))
+                           for time, fitted in ecology.activity.items() for s, a in fitted.items()
+                           for h, v in zip(a.hours, a.per_hour, strict=True)]))
+    written.append(_write(out_dir / "overlap.csv", ("time", "species_a", "species_b", "events_a", "events_b", "dhat1",
                                                     "dhat4", "recommended"),
-                          [(a, b, o.n_a, o.n_b, round(o.dhat1, 4), round(o.dhat4, 4), o.recommended)
-                           for a, b, o in ecology.overlaps]))
-    if ecology.activity:
-        plot = out_dir / "activity.png"
-        plot.write_bytes(charts.activity({s: (a.hours, a.per_hour) for s, a in ecology.activity.items()},
-                                         "Diel activity (events, von Mises kernel)"))
-        written.append(plot)
+                          [(time, a, b, o.n_a, o.n_b, round(o.dhat1, 4), round(o.dhat4, 4), o.recommended)
+                           for time, a, b, o in ecology.overlaps]))
+    for time, fitted in ecology.activity.items():
+        if fitted:
+            plot = out_dir / ("activity.png" if time == CLOCK else f"activity_{time}.png")
+            plot.write_bytes(activity_chart(fitted, time))
+            written.append(plot)
     for species, history in sorted(ecology.histories.items()):
         cells = [(site, *(NA if v is None else v for v in row)) for site, row in history.items()]
         name = _file_name(species)
@@ -164,6 +189,11 @@ def write_tables(ecology: Ecology, out_dir: Path) -> list[Path]:
         written.append(_write(histories / f"{name}_unmarked.csv",
                               ("site", *(f"y.{i}" for i in range(1, count + 1))), cells))
     return written
+
+
+def activity_chart(fitted: Mapping[str, Activity], time: str) -> bytes:
+    return charts.activity({s: (a.hours, a.per_hour) for s, a in fitted.items()},
+                           f"Diel activity, {time} time (events, von Mises kernel)", time)
 
 
 def _write(path: Path, header: Sequence[str], rows: list[tuple]) -> Path:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from producer import charts
-from producer.ecology import Ecology
+from producer.ecology import Ecology, activity_chart
 from producer.html_page import escape as _e, number as _n, png as _img, table as _table
 
 HOW = (
@@ -17,8 +16,8 @@ HOW = (
     "and counts the most seen in one frame; a person's label of a frame wins over the models'. Only events that "
     "begin inside an operation period count. RAI: events per 100 camera-days. Naive occupancy: sites with a "
     "detection / sites with effort, over occasions of {days} days. Activity: von Mises kernel density of the events' "
-    "clock times (the R package overlap's bandwidth), for species with enough events; overlap Δ̂1/Δ̂4 as "
-    "overlapEst. `trapline ecology -o DIR` writes every table as CSV, with the detection histories."
+    "clock times and apparent solar times at the deployment's longitude (the R package overlap's bandwidth), for "
+    "species with enough events; overlap Δ̂1/Δ̂4 as overlapEst. `trapline ecology -o DIR` writes every table as CSV, with the detection histories."
 )
 
 
@@ -37,12 +36,12 @@ def section(ecology: Ecology | None, why_none: str) -> Iterator[str]:
                   for r in ecology.rai], "ecology-rai")
     yield _table(("species", "sites detected", "sites surveyed", "naive occupancy"),
                  [(s, d, n, _n(share, 2)) for s, (d, n, share) in occupancy.items()], "ecology-occupancy")
-    if ecology.activity:
-        yield _img(charts.activity({s: (a.hours, a.per_hour) for s, a in ecology.activity.items()},
-                                   "Diel activity (events, von Mises kernel)"), "diel activity per species")
+    for time, fitted in ecology.activity.items():
+        if fitted:
+            yield _img(activity_chart(fitted, time), f"diel activity per species, {time} time")
     if ecology.overlaps:
-        yield _table(("species A", "species B", "events A", "events B", "Δ̂1", "Δ̂4", "recommended"),
-                     [(a, b, o.n_a, o.n_b, _n(o.dhat1, 3), _n(o.dhat4, 3), o.recommended)
-                      for a, b, o in ecology.overlaps], "ecology-overlap")
+        yield _table(("time", "species A", "species B", "events A", "events B", "Δ̂1", "Δ̂4", "recommended"),
+                     [(time, a, b, o.n_a, o.n_b, _n(o.dhat1, 3), _n(o.dhat4, 3), o.recommended)
+                      for time, a, b, o in ecology.overlaps], "ecology-overlap")
     occasion_days = ecology.when.days if ecology.when is not None else "-"
     yield f'<p class="how">{_e(HOW.format(days=occasion_days))}</p>'

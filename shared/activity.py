@@ -1,7 +1,8 @@
 """Diel activity: kernel density of event times on the circle and the overlap of two species' activity, as the R
 package ``overlap`` (Meredith & Ridout; Ridout & Linkie 2009) computes them. Pure Python.
 
-* Times are radians of the day: 0 at midnight, 2π at the next one.
+* Times are radians of the day: 0 at midnight, 2π at the next one; clock time (the camera's, as the animals'
+  records say) or apparent solar time (``solar_radians``: longitude and the equation of time).
 * **Density**: a von Mises kernel of concentration ``bw`` around each time, averaged:
   ``f(θ) = Σ exp(bw·cos(θ − θᵢ)) / (2π n I₀(bw))`` (``overlap``'s ``densityFit``).
 * **Bandwidth**: Taylor's (2008) plug-in rule as ``overlap``'s ``getBandWidth(kmax = 3)`` applies it: for
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 KMAX = 3
 KAPPA_RANGE = (0.0001, 345.0)  # overlap's uniroot interval
@@ -32,6 +33,24 @@ def day_radians(moment: datetime) -> float:
     """A clock time as radians of the day."""
     seconds = moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6
     return 2 * math.pi * seconds / 86400
+
+
+def equation_of_time_minutes(moment: datetime) -> float:
+    """Apparent minus mean solar time, in minutes (NOAA's series in the fractional year; within about a minute)."""
+    days = 366 if moment.year % 4 == 0 and (moment.year % 100 != 0 or moment.year % 400 == 0) else 365
+    gamma = 2 * math.pi / days * (moment.timetuple().tm_yday - 1 + (moment.hour - 12) / 24)
+    return 229.18 * (0.000075 + 0.001868 * math.cos(gamma) - 0.032077 * math.sin(gamma)
+                     - 0.014615 * math.cos(2 * gamma) - 0.040849 * math.sin(2 * gamma))
+
+
+def solar_radians(utc: datetime, longitude: float) -> float:
+    """Apparent solar time at ``longitude`` (degrees east) of an aware moment, as radians of the day: noon is when
+    the sun is highest, wherever the clock's time zone and summer time put it. Unlike sunrise/sunset anchoring it
+    is defined under the polar day and night of the Arctic stations."""
+    moment = utc.astimezone(UTC)
+    seconds = (moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6
+               + longitude * 240 + equation_of_time_minutes(moment) * 60)
+    return 2 * math.pi * (seconds % 86400) / 86400
 
 
 ASYMPTOTIC_FROM = 400.0  # above this, I_v(x) by its large-argument expansion (the series would overflow)

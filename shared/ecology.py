@@ -13,7 +13,9 @@ outside one there is no effort to divide by.
 
 **RAI** = a species' events at a site / the site's camera-days × 100 (events per 100 camera-days).
 
-**Activity**: each counted event's start (clock time on the camera) per species, for ``shared.activity``.
+**Activity**: each counted event's start per species, for ``shared.activity``: the camera's clock time, and the
+apparent solar time at its deployment's longitude (the start corrected for the clock offset, placed in the
+deployment's time zone).
 
 **Detection histories** (occupancy's input, camtrapR's ``detectionHistory`` and ``unmarked``'s wide format):
 occasions of ``occasion_days`` from the first day of the earliest operation period (midnight); per site and
@@ -27,7 +29,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -70,6 +72,7 @@ class Tallies:
     individuals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     found: dict[str, set[tuple[str, int]]] = field(default_factory=lambda: defaultdict(set))
     times: dict[str, array] = field(default_factory=lambda: defaultdict(lambda: array("d")))  # radians of the day
+    solar: dict[str, array] = field(default_factory=lambda: defaultdict(lambda: array("d")))  # apparent solar time
     outside_effort: int = 0
     counted: int = 0
     reviewed: int = 0
@@ -95,26 +98,33 @@ class Effort:
         for period in periods:
             self.periods[period.camera].append(period)
 
-    def covers(self, camera: str, moment: datetime) -> bool:
-        return any(p.start <= moment <= p.end for p in self.periods.get(camera, ()))
+    def covers(self, camera: str, moment: datetime) -> OperationPeriod | None:
+        """The camera's operation period holding ``moment``, if one does."""
+        return next((p for p in self.periods.get(camera, ()) if p.start <= moment <= p.end), None)
 
 
-def tally(events: Iterable[EventSpecies], effort: Effort, when: Occasions | None) -> Tallies:
-    """Add up the events with a species that began inside effort (see the module doc)."""
+def tally(events: Iterable[EventSpecies], effort: Effort, when: Occasions | None,
+          solar: Callable[[str, datetime], float | None] | None = None) -> Tallies:
+    """Add up the events with a species that began inside effort (see the module doc); ``solar``: an event's
+    apparent solar time from its deployment's id and its camera time (None where the deployment cannot say)."""
     tallies = Tallies()
     for event in events:
         species = {name: n for name, n in event.counts.items() if n > 0}
         if not species:
             continue
-        if not effort.covers(event.camera, event.start):
+        period = effort.covers(event.camera, event.start)
+        if period is None:
             tallies.outside_effort += 1
             continue
         tallies.counted += 1
         tallies.reviewed += event.reviewed
         occasion = None if when is None else when.index(event.start)
         moment = day_radians(event.start)
+        sun = None if solar is None else solar(period.deployment, event.start)
         for name, n in species.items():
             tallies.times[name].append(moment)
+            if sun is not None:
+                tallies.solar[name].append(sun)
             tallies.events[event.site, name] += 1
             tallies.individuals[event.site, name] += n
             if occasion is not None:

@@ -97,6 +97,22 @@ def test_the_recommended_estimator_follows_the_smaller_sample() -> None:
     assert Overlap(75, 90, 0.5, 0.6).recommended == "dhat4" and Overlap(75, 90, 0.5, 0.6).value == 0.6
 
 
+def test_apparent_solar_time_adds_longitude_and_the_equation_of_time() -> None:
+    from datetime import UTC, timedelta, timezone
+
+    from shared.activity import equation_of_time_minutes, solar_radians
+
+    assert equation_of_time_minutes(datetime(2023, 11, 3, 12)) == pytest.approx(16.4, abs=0.3)  # its yearly maximum
+    assert equation_of_time_minutes(datetime(2023, 2, 11, 12)) == pytest.approx(-14.2, abs=0.3)  # its minimum
+    noon = datetime(2023, 11, 3, 12, tzinfo=UTC)
+    minutes = solar_radians(noon, 0.0) * 24 * 60 / (2 * math.pi)
+    assert minutes == pytest.approx(12 * 60 + 16.4, abs=0.3)
+    oslo_summer = datetime(2023, 11, 3, 14, tzinfo=timezone(timedelta(hours=2)))  # the same moment, another zone
+    assert solar_radians(oslo_summer, 0.0) == pytest.approx(solar_radians(noon, 0.0))
+    assert solar_radians(noon, 30.0) == pytest.approx(solar_radians(noon, 0.0) + 2 * math.pi * 2 / 24)  # 4 min/°
+    assert 0 <= solar_radians(datetime(2023, 6, 1, 23, 30, tzinfo=UTC), 29.5) < 2 * math.pi  # wraps past midnight
+
+
 def test_day_radians() -> None:
     assert day_radians(datetime(2023, 6, 1, 0, 0)) == 0.0
     assert day_radians(datetime(2023, 6, 1, 18, 0)) == pytest.approx(3 * math.pi / 2)

@@ -96,7 +96,7 @@ def test_the_tables_are_written_in_the_tools_shapes(session: Session, tmp_path: 
             return list(csv.reader(file))
 
     assert len(files) == 10  # no species has the 20 events an activity density needs: no activity.png
-    assert read("activity.csv") == [["species", "events", "bandwidth", "hour", "density_per_hour"]]
+    assert read("activity.csv") == [["time", "species", "events", "bandwidth", "hour", "density_per_hour"]]
     assert read("detection_history/vul_vul.csv") == [["station", "o1", "o2", "o3"], ["A", "1", "1", "1"],
                                                      ["B", "1", "0", "NA"]]
     assert read("detection_history/ran_tar_unmarked.csv") == [["site", "y.1", "y.2", "y.3"], ["A", "0", "1", "0"],
@@ -120,14 +120,21 @@ def test_activity_of_the_species_with_enough_events(session: Session, tmp_path: 
     fox = [day_radians(t) for t in (datetime(2023, 6, 2, 10), datetime(2023, 6, 12, 10), datetime(2023, 6, 16, 10),
                                      datetime(2023, 6, 3, 8))]  # the counted fox events' starts, in stream order
     assert sorted(result.tallies.times["vul_vul"]) == sorted(fox)
-    assert list(result.activity) == ["vul_vul"]  # one reindeer event is not enough
-    fitted = result.activity["vul_vul"]
+    assert list(result.activity["clock"]) == ["vul_vul"]  # one reindeer event is not enough
+    fitted = result.activity["clock"]["vul_vul"]
     assert fitted.events == 4 and fitted.bandwidth == pytest.approx(bandwidth(fox))
     assert len(fitted.hours) == 97 and fitted.hours[40] == 10.0
     assert fitted.per_hour[40] == pytest.approx(density(fox, [day_radians(datetime(2023, 1, 1, 10))],
                                                         fitted.bandwidth)[0] * 2 * 3.141592653589793 / 24)
     assert sum(fitted.per_hour[:-1]) * 0.25 == pytest.approx(1.0, rel=1e-3)  # a density over 24 hours
     assert result.overlaps == [] and (tmp_path / "eco" / "activity.png") in files
+    # apparent solar time: the stations are at 29.5° and 29.6° east, on UTC: about 2 h later than the clock
+    later = [(s - c) * 24 * 60 / (2 * 3.141592653589793)  # minutes; appended event by event, in step
+             for s, c in zip(result.tallies.solar["vul_vul"], result.tallies.times["vul_vul"], strict=True)]
+    # in event order (A's on June 2, 12 and 16 at 29.5° E, B's on June 3 at 29.6° E): 4 minutes a degree east,
+    # plus the equation of time of those days (almanac values, to the ~0.5 min of NOAA's series)
+    assert later == [pytest.approx(m, abs=0.6) for m in (118 + 2.2, 118 + 0.3, 118 - 0.4, 118.4 + 2.1)]
+    assert list(result.activity["solar"]) == ["vul_vul"] and (tmp_path / "eco" / "activity_solar.png") in files
 
 
 def test_cli_ecology(cli: CliRunner, sessions: sessionmaker[Session], tmp_path: Path) -> None:
@@ -205,6 +212,7 @@ def test_the_report_shows_the_ecology_section(session: Session, tmp_path: Path) 
                                         ["A", "vul_vul", "3", "4", "20.0", "15.00"],
                                         ["B", "vul_vul", "1", "1", "10.0", "10.00"]]
     assert page.rows("ecology-occupancy") == [["ran_tar", "1", "2", "0.50"], ["vul_vul", "2", "2", "1.00"]]
-    assert "diel activity per species" in [alt for alt, _ in page.images]
+    assert {"diel activity per species, clock time", "diel activity per species, solar time"} <= {
+        alt for alt, _ in page.images}
     text = " ".join(page.text)
     assert "1 rest on a person's label" in text and "over occasions of 7 days" in text
