@@ -57,4 +57,8 @@ def import_md_json(sessions: sessionmaker, settings: Settings, file: Path, archi
                            prefix=prefix.strip("/"), unmatched_file=str(unmatched_file.resolve()))
     result = environments.call(environments.detect_python(settings), request, MdJsonImported,
                                f"importing {file.name}", IMPORT_TIMEOUT_S, quiet=False)
+    if result.images and not result.imported:
+        raise UsageProblem(f"none of the {result.images:,} paths of {file.name} names an image of {archive_root} "
+                           f"(the first: {result.unmatched_shown[0]}; all in {unmatched_file})",
+                           "give --prefix: the folder below the archive root that the other tool ran on")
     return Imported(version_name, version_id, result, unmatched_file)

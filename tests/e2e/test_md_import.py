@@ -63,8 +63,10 @@ def test_an_md_json_of_the_packages_runner_imports_and_classifies(
     trapline(["models", "import", "crops", "--file", str(tiny_classifiers["crops"]),
               "--classes-file", str(tiny_classifiers["classes"])], environment, tmp_path)
     without_prefix = trapline(["import", "md-json", str(results), "--archive", str(archive), "--name", "wrong"],
-                              environment, tmp_path)
-    assert "imported 0 of 5 images" in without_prefix.stdout  # cam1/… names nothing below the archive root
+                              environment, tmp_path, ok=False)
+    assert without_prefix.returncode == 2  # cam1/… names nothing below the archive root
+    assert "none of the 5 paths of results.json names an image" in without_prefix.stderr
+    assert "give --prefix" in without_prefix.stderr
 
     imported = trapline(["import", "md-json", str(results), "--archive", str(archive), "--prefix", "site1",
                          "--name", "md-runner"], environment, tmp_path)
