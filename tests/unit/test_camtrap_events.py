@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from producer.camtrap_dp import write_package
+from producer.camtrap_dp import Written, write_package
+from producer.camtrap_package import PackageInfo
 from producer.camtrap_events import EventObservations, Seen
 from shared import store
 from shared.db import Classification, Image, ImageLabel, ModelVersion
@@ -85,21 +86,28 @@ def add_second_fox_frame(session: Session, archive_id: int, detector: int) -> No
     session.flush()
 
 
-def test_a_package_with_events_validates_offline(session: Session, tmp_path: Path, local_schemas: Path) -> None:
+def write_valid_package(session: Session, archives: list, detector: int, info: PackageInfo, out: Path,
+                        local_schemas: Path) -> tuple[Written, dict]:
+    """Write the package, validate it offline (frictionless and the profile); what was written and its descriptor."""
     from tests.support.camtrap_dp import validate
 
+    written = write_package(session, out, archives, detector, Thresholds(), info, skip_undeployed=True)
+    report = validate(out / "datapackage.json")
+    assert report.valid, report.flatten(["rowNumber", "fieldName", "type", "note"])
+    package = json.loads((out / "datapackage.json").read_text())
+    check_profile(package, local_schemas)
+    return written, package
+
+
+def test_a_package_with_events_validates_offline(session: Session, tmp_path: Path, local_schemas: Path) -> None:
     archives, detector = build(session, tmp_path, REGISTRY)
     add_second_fox_frame(session, archives[0].id, detector)
     made = store.events.make_events(session, [archives[0].id], timedelta(minutes=30))
     assert made.events == {"burst": 1, "gap": 3, "time-lapse": 1}  # fox burst; person, bad, elsewhere; empty
     out = tmp_path / "pkg"
 
-    written = write_package(session, out, archives, detector, Thresholds(), INFO, skip_undeployed=True)
+    written, package = write_valid_package(session, archives, detector, INFO, out, local_schemas)
 
-    report = validate(out / "datapackage.json")
-    assert report.valid, report.flatten(["rowNumber", "fieldName", "type", "note"])
-    package = json.loads((out / "datapackage.json").read_text())
-    check_profile(package, local_schemas)
     assert package["project"]["observationLevel"] == ["media", "event"]
     assert written.events == 4  # the undeployed camera's event is not in the package
     media = {r["mediaID"]: r["fileName"] for r in rows(out / "media.csv")}
@@ -123,7 +131,6 @@ def test_a_package_with_events_validates_offline(session: Session, tmp_path: Pat
 def test_a_package_without_peoples_images_and_with_rounded_coordinates_validates(
         session: Session, tmp_path: Path, local_schemas: Path) -> None:
     from producer.camtrap_package import package_info
-    from tests.support.camtrap_dp import validate
 
     archives, detector = build(session, tmp_path, REGISTRY)
     info = package_info(INFO.title, ["Kim Lee <kim@example.org>:principalInvestigator"], "targeted",
@@ -131,12 +138,8 @@ def test_a_package_without_peoples_images_and_with_rounded_coordinates_validates
     assert info.exclude_humans  # the command's default
     out = tmp_path / "pkg"
 
-    written = write_package(session, out, archives, detector, Thresholds(), info, skip_undeployed=True)
+    written, package = write_valid_package(session, archives, detector, info, out, local_schemas)
 
-    report = validate(out / "datapackage.json")
-    assert report.valid, report.flatten(["rowNumber", "fieldName", "type", "note"])
-    package = json.loads((out / "datapackage.json").read_text())
-    check_profile(package, local_schemas)
     assert package["coordinatePrecision"] == 1.0
     assert package["spatial"] == {"type": "Point", "coordinates": [30.0, 70.0]}  # both stations round to one
     assert (written.media, written.withheld) == (3, 1)
