@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from producer.camtrap_events import EventObservations, Seen
 from producer.export import camera_exif
-from producer.camtrap_package import PackageInfo, descriptor
+from producer.camtrap_package import PackageInfo, descriptor, rounded
 from shared.db import Archive, Deployment
 from shared.deployments import iso, localize, true_time
 from shared.errors import TraplineError
@@ -179,12 +179,8 @@ def deployment_row(deployment: Deployment, serials: Collection[str] = (), decima
     """``serials``: the serial numbers of its images (one is the camera's ID; several, when a camera was swapped
     mid-deployment, are all named); ``decimals``: coordinates rounded to this many."""
     site = deployment.camera.split("/")[0]
-
-    def coordinate(value: float) -> float:
-        return value if decimals is None else round(value, decimals)
-
     return {"deploymentID": deployment.id, "locationName": "" if site == "-" else site,
-            "latitude": coordinate(deployment.latitude), "longitude": coordinate(deployment.longitude),
+            "latitude": rounded(deployment.latitude, decimals), "longitude": rounded(deployment.longitude, decimals),
             "deploymentStart": iso(localize(deployment.starts_at, deployment.timezone)),
             "deploymentEnd": iso(localize(deployment.ends_at, deployment.timezone)),
             "cameraID": " | ".join(sorted(serials)) or deployment.camera, "baitUse": deployment.bait,

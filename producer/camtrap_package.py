@@ -44,7 +44,12 @@ class PackageInfo:
     coordinate_decimals: int | None = None  # deployments' coordinates rounded to this many decimals
 
     def coordinate(self, value: float) -> float:
-        return value if self.coordinate_decimals is None else round(value, self.coordinate_decimals)
+        return rounded(value, self.coordinate_decimals)
+
+
+def rounded(coordinate: float, decimals: int | None) -> float:
+    """A coordinate rounded to ``decimals`` (``--coordinate-decimals``), or as it is when None."""
+    return coordinate if decimals is None else round(coordinate, decimals)
 
 
 def contributor(text: str) -> dict[str, str]:
