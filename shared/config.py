@@ -47,6 +47,10 @@ class DetectorSettings(DetectionOptions):
     infer_batch_size: int = Field(8, ge=1, description="Images per forward pass (a task's batch is split into these).")
     torch_threads: int = Field(0, ge=0, description="PyTorch intra-op threads per worker process; 0: PyTorch's default (every core). "
                                "On a CPU machine: one worker process per core, 1 thread each (bench/scale.py).")
+    channels_last: bool = Field(False, description="Model weights and inputs in NHWC memory order (faster "
+                                "convolutions on a GPU's tensor cores; the arithmetic in another order).")
+    cudnn_benchmark: bool = Field(False, description="On a GPU, cuDNN times its convolution algorithms for each new "
+                                  "input shape and keeps the fastest (the first batch of a shape is slower).")
 
 
 class QualitySettings(BaseModel):

@@ -124,16 +124,20 @@ class DetectionOptions(BaseModel):
     merge_iou: float = Field(0.65, gt=0, le=1, description="A whole-image box this close to a tiled one is not added.")
     merge_source_threshold: float = Field(0.05, ge=0, le=1, description="Whole-image boxes below this are not added.")
     merge_target_threshold: float = Field(0.2, ge=0, le=1, description="Tiled boxes below this block nothing.")
-    decode: Literal["exact", "draft"] = Field("exact", description="exact: full decode, then the package's resize "
-                                              "(the pixels the package sees); draft: JPEG draft decoding near the "
-                                              "inference size (faster on large JPEGs, other pixels).")
+    decode: Literal["exact", "draft", "device"] = Field(
+        "exact", description="exact: full decode, then the package's resize (the pixels the package sees); draft: "
+        "JPEG draft decoding near the inference size (faster on large JPEGs, other pixels); device: JPEGs decoded "
+        "and letterboxed on the model's device (nvJPEG on a GPU; the package's geometry, other pixels).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="The forward pass's arithmetic: fp32 (the package's), or autocast to bfloat16 or "
+        "float16 (faster on a GPU, other boxes: bench/RESULTS.md has the agreement).")
 
     @model_validator(mode="after")
     def _consistent(self) -> DetectionOptions:
         if self.merge and not self.tiling:
             raise ValueError("merge combines the whole-image and the tiled passes: it needs tiling")
-        if self.decode == "draft" and self.tiling:
-            raise ValueError("tiles are cut from the full-resolution image: draft decoding needs tiling off")
+        if self.decode != "exact" and self.tiling:
+            raise ValueError(f"tiles are cut from the full-resolution image: {self.decode} decoding needs tiling off")
         return self
 
     @classmethod
@@ -158,8 +162,10 @@ class DetectionOptions(BaseModel):
             parts.append(f"tiles {self.tile_size}/{self.tile_overlap:g} nms {self.tile_nms_iou:g}{quality}")
         if self.merge:
             parts.append(f"merge {self.merge_iou:g}/{self.merge_source_threshold:g}/{self.merge_target_threshold:g}")
-        if self.decode == "draft":
-            parts.append("draft decode")
+        if self.decode != "exact":
+            parts.append(f"{self.decode} decode")
+        if self.precision != "fp32":
+            parts.append(self.precision)
         return ", ".join(parts)
 
 

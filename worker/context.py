@@ -48,6 +48,8 @@ class WorkerContext:
                 detector = load_megadetector(version.source, version.sha256, trusted=registered,
                                              force_cpu=self.settings.detector.force_cpu,
                                              torch_threads=self.settings.detector.torch_threads,
+                                             channels_last=self.settings.detector.channels_last,
+                                             cudnn_benchmark=self.settings.detector.cudnn_benchmark,
                                              download_dir=self.settings.model_root / "megadetector")
             except Exception as error:  # whatever the package raised: a download, a file, a checksum
                 raise ModelUnavailable(f"cannot load the detector {version.name} ({version.source}): "

@@ -26,8 +26,8 @@ class FakeDetector:
         assert image.mode == "RGB"
         return PreparedImage(key, {"size": image.size})
 
-    def detect(self, images: Sequence[PreparedImage], threshold: float,
-               augment: bool = False) -> list[list[Detection] | None]:
+    def detect(self, images: Sequence[PreparedImage], threshold: float, augment: bool = False,
+               precision: str = "fp32") -> list[list[Detection] | None]:
         if not images:  # as MegaDetector.detect: no forward pass for a group without decoded images
             return []
         self.calls.append(([p.key for p in images], threshold))

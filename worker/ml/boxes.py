@@ -33,7 +33,8 @@ class Letterbox:
     @classmethod
     def of(cls, prepared: dict[str, Any]) -> Letterbox:
         pad = prepared.get("letterbox_pad")
-        return cls(tuple(prepared["scaling_shape"]), tuple(prepared["img_original"].shape),
+        resized = prepared.get("resized_shape") or prepared["img_original"].shape  # the former: decoded on the device
+        return cls(tuple(prepared["scaling_shape"]), tuple(resized),
                    tuple(float(v) for v in pad) if pad is not None else None)
 
 

@@ -1,6 +1,7 @@
 """MegaDetector behind one adapter: loading (by name or path, checksum first) and batched inference.
 
-Only this module and its post-processing (``worker.ml.boxes``) import ``megadetector`` and ``torch``.
+Only this module, its post-processing (``worker.ml.boxes``) and device decoding (``worker.ml.device_decode``) import
+``megadetector`` and ``torch``.
 The package prints freely; its output is sent to this module's logger instead of stdout.
 """
 
@@ -18,6 +19,7 @@ from PIL import Image
 
 from shared.checksums import verified_sha256
 from shared.schemas import Detection
+from worker.ml.images import ImageHeader
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +57,19 @@ class PreparedImage:
         return tuple(processed.shape) if processed is not None else ()
 
 
+AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}  # DetectionOptions.precision → torch dtype under autocast
+
+
 class MegaDetector:
     """A loaded MegaDetector model. Build with :func:`load_megadetector`."""
 
-    def __init__(self, detector: Any, path: Path, sha256: str, image_size: int | None) -> None:
+    def __init__(self, detector: Any, path: Path, sha256: str, image_size: int | None,
+                 channels_last: bool = False) -> None:
         self._detector = detector
         self.path = path
         self.sha256 = sha256
         self.image_size = image_size or detector.default_image_size
+        self.channels_last = channels_last
 
     @property
     def device(self) -> str:
@@ -90,10 +97,32 @@ class MegaDetector:
         data.pop("img_original_pil", None)
         return PreparedImage(key, data)
 
+    def prepare_on_device(self, key: int, data: bytes, header: ImageHeader,
+                          image_size: int | None = None) -> PreparedImage | None:
+        """A JPEG decoded and letterboxed on this detector's device (``worker.ml.device_decode``), or None where
+        that path does not apply and the caller decodes with Pillow (not a plain JPEG, a truncated file, a decoder
+        error, or a model the batched path does not run)."""
+        from worker.ml.device_decode import decode_jpeg, geometry, letterboxed, oriented
+
+        usable = header.format == "JPEG" and header.mode in ("RGB", "L") and not header.truncated
+        if not usable or not self._batched_postprocessing() or "classic" not in self._detector.compatibility_mode:
+            return None
+        try:
+            image = oriented(decode_jpeg(data, self._detector.device), header.orientation)
+        except RuntimeError as error:  # corrupt data: Pillow's decode names the failure
+            log.debug("device decode of image %d failed: %s", key, error)
+            return None
+        height, width = int(image.shape[1]), int(image.shape[2])
+        where = geometry(height, width, image_size or self.image_size, self._detector.letterbox_stride)
+        shape = (height, width, 3)  # in 'classic' mode the letterbox itself resizes: no resize before it
+        return PreparedImage(key, {"img_processed": letterboxed(image, where), "scaling_shape": shape,
+                                   "resized_shape": shape, "letterbox_pad": where.pad})
+
     def detect(self, images: Sequence[PreparedImage], threshold: float,
-               augment: bool = False) -> list[list[Detection] | None]:
+               augment: bool = False, precision: str = "fp32") -> list[list[Detection] | None]:
         """Boxes with conf ≥ ``threshold`` for each image, or None where inference failed; ``augment``: YOLOv5
-        test-time augmentation (the model's own ``augment=True`` forward).
+        test-time augmentation (the model's own ``augment=True`` forward); ``precision``: the forward pass's
+        arithmetic (``DetectionOptions.precision``: fp32, or autocast to bf16 or fp16).
 
         YOLOv5 models (every MegaDetector v5) run batched here: images of one letterboxed shape go
         to the device together as uint8, and :mod:`worker.ml.boxes` post-processes the batch. Other
@@ -113,7 +142,7 @@ class MegaDetector:
             by_shape.setdefault(prepared.data["img_processed"].shape, []).append(index)
         found: list[list[Detection] | None] = [None] * len(images)
         for indices in by_shape.values():
-            same_shape = self._detect_same_shape([images[i] for i in indices], threshold, augment)
+            same_shape = self._detect_same_shape([images[i] for i in indices], threshold, augment, precision)
             for index, boxes in zip(indices, same_shape, strict=True):
                 found[index] = boxes
         return found
@@ -123,24 +152,50 @@ class MegaDetector:
 
         return pytorch_detector.yolo_model_type_imported == "yolov5" and not self._detector.half_precision
 
-    def _detect_same_shape(self, images: Sequence[PreparedImage], threshold: float,
-                           augment: bool) -> list[list[Detection]]:
-        import numpy as np
+    def raw_output(self, images: Sequence[PreparedImage], augment: bool = False, precision: str = "fp32") -> Any:
+        """The model's float32 output ``[N, anchors, 5 + classes]`` for images of one letterboxed shape, before
+        NMS: what ``detect`` post-processes, and what ``bench/detect_modes.py`` compares between modes."""
+        import torch
+
+        device = torch.device(self._detector.device)
+        autocast = (torch.autocast(device.type, dtype=getattr(torch, AUTOCAST[precision]))
+                    if precision in AUTOCAST else contextlib.nullcontext())
+        with torch.inference_mode():
+            # Copied as uint8 (a quarter of the float bytes), then scaled on the device as the package does.
+            layout = torch.channels_last if self.channels_last else torch.contiguous_format
+            batch = _on_device(images, device).permute(0, 3, 1, 2).contiguous(memory_format=layout).float()
+            batch /= 255.0
+            with autocast:
+                return self._detector.model(batch, augment=augment)[0].float()
+
+    def _detect_same_shape(self, images: Sequence[PreparedImage], threshold: float, augment: bool,
+                           precision: str) -> list[list[Detection]]:
         import torch
 
         from worker.ml.boxes import Letterbox, Rules, candidates_nms, to_detections
 
         rules = Rules(classic="classic" in self._detector.compatibility_mode,
                       native_classes=self._detector.use_model_native_classes)
-        pixels = torch.from_numpy(np.stack([p.data["img_processed"] for p in images]))  # N, H, W, C uint8
         with torch.inference_mode():
-            # Copied as uint8 (a quarter of the float bytes), then scaled on the device as the package does.
-            batch = pixels.to(self._detector.device).permute(0, 3, 1, 2).contiguous().float()
-            batch /= 255.0
-            pred = self._detector.model(batch, augment=augment)[0]
+            pred = self.raw_output(images, augment, precision)
             kept = candidates_nms(pred, threshold, rules.iou)
-        input_hw = tuple(batch.shape[2:])
+        input_hw = tuple(images[0].shape[:2])
         return [to_detections(k, input_hw, Letterbox.of(p.data), rules) for k, p in zip(kept, images, strict=True)]
+
+
+def _on_device(images: Sequence[PreparedImage], device: Any) -> Any:
+    """The images' letterboxed pixels as one ``N × H × W × C`` uint8 tensor on ``device``. Arrays prepared on the
+    CPU go over in one copy (from pinned memory, not waiting, on a GPU); tensors prepared on the device stay."""
+    import numpy as np
+    import torch
+
+    arrays = [p.data["img_processed"] for p in images]
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        pixels = torch.from_numpy(np.stack(arrays))
+        if device.type == "cuda":
+            return pixels.pin_memory().to(device, non_blocking=True)
+        return pixels.to(device)
+    return torch.stack([torch.as_tensor(a).to(device) for a in arrays])
 
 
 def _detections(result: dict[str, Any]) -> list[Detection] | None:
@@ -153,11 +208,15 @@ def _detections(result: dict[str, Any]) -> list[Detection] | None:
 def load_megadetector(
     source: str, expected_sha256: str | None = None, *, force_cpu: bool = False, image_size: int | None = None,
     torch_threads: int = 0, download_dir: Path | None = None, progress: bool = False, trusted: bool = True,
+    channels_last: bool = False, cudnn_benchmark: bool = False,
 ) -> MegaDetector:
     """Load MegaDetector by known name (``MDV5A``: fetched into ``download_dir``, MD5-checked) or path,
     refusing a file whose SHA-256 is not ``expected_sha256`` when one is given. ``torch_threads`` > 0 sets this
     process's PyTorch intra-op threads (0 keeps PyTorch's default: every core). ``trusted`` False (a file the
-    user has not registered): only a known release's file is loaded (``worker.ml.weights.resolve``)."""
+    user has not registered): only a known release's file is loaded (``worker.ml.weights.resolve``).
+    ``channels_last``: the model's weights and inputs in NHWC memory order; ``cudnn_benchmark``: cuDNN times its
+    convolution algorithms for each new input shape and keeps the fastest (both: faster on a GPU, the arithmetic in
+    another order; ``bench/detect_modes.py`` prints the agreement)."""
     from worker.ml.weights import resolve
 
     folder = download_dir or Path.home() / ".cache" / "trapline" / "megadetector"
@@ -172,7 +231,11 @@ def load_megadetector(
     log.info("loading MegaDetector %s (sha256 %s…)", path.name, sha256[:12])
     with _package_output_to_log():
         detector = load_detector(str(path), force_cpu=force_cpu)
-    return MegaDetector(detector, path, sha256, image_size)
+    if cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    if channels_last:
+        detector.model.to(memory_format=torch.channels_last)
+    return MegaDetector(detector, path, sha256, image_size, channels_last)
 
 
 def _dist_version(name: str) -> str | None:

@@ -53,6 +53,17 @@ class DecodedImage:
     flags: tuple[ImageFlag, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    """An image's header, read without decoding its pixels (:func:`read_header`)."""
+
+    metadata: ImageMetadata
+    format: str | None  # Pillow's name: "JPEG", "PNG"…
+    mode: str  # Pillow's mode of the stored pixels: "RGB", "L", "CMYK"…
+    orientation: int  # the EXIF orientation tag, 1 (upright) when absent or invalid
+    truncated: bool  # the last scan or chunk does not reach its end marker
+
+
 def read_source(source: ImageSource, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
     """The bytes of an image file or archive member; one over ``max_bytes`` is refused unread."""
     try:
@@ -70,20 +81,7 @@ def decode(data: bytes, long_side: int | None = None, min_side: int | None = Non
     """Decode ``data`` to RGB; with ``long_side`` (or ``min_side``), JPEGs are decoded at the smallest
     DCT scale whose long (or short) side is still at least that many pixels (Pillow ``draft``).
     An image of more than ``max_pixels`` (by its header) is refused before any pixel is decoded."""
-    if not data:
-        raise ImageError(Failure.ZERO_BYTE, "the file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as error:
-        raise ImageError(Failure.TOO_LARGE, str(error)) from error
-    except UnidentifiedImageError as error:
-        raise ImageError(Failure.NOT_AN_IMAGE, "not a format Pillow can read") from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(Failure.DECODE_ERROR, str(error)) from error
-    check_pixels(image, max_pixels)  # Image.open read the header only: nothing decoded yet
-
+    image = _opened(data, max_pixels)
     metadata = _metadata(image, data)
     flags: tuple[ImageFlag, ...] = ()
     _draft(image, long_side, min_side)
@@ -101,6 +99,36 @@ def decode(data: bytes, long_side: int | None = None, min_side: int | None = Non
     except (SyntaxError, ValueError, TypeError) as error:
         raise ImageError(Failure.DECODE_ERROR, str(error)) from error
     return DecodedImage(to_rgb(_oriented(image)), metadata, flags)
+
+
+def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ImageHeader:
+    """What ``decode`` learns before decoding any pixel, for decoders other than Pillow's (``decode="device"``):
+    the same errors for empty, unknown and oversized files."""
+    image = _opened(data, max_pixels)
+    try:
+        orientation = int(image.getexif().get(TAG_ORIENTATION) or 1)
+    except Exception:  # corrupt EXIF of any shape must not fail the image
+        orientation = 1
+    return ImageHeader(_metadata(image, data), image.format, image.mode, orientation if orientation in range(1, 9)
+                       else 1, _missing_trailer(data, image.format))
+
+
+def _opened(data: bytes, max_pixels: int) -> Image.Image:
+    """The image opened (its header read, no pixel decoded), refused when empty, unknown or over ``max_pixels``."""
+    if not data:
+        raise ImageError(Failure.ZERO_BYTE, "the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise ImageError(Failure.TOO_LARGE, str(error)) from error
+    except UnidentifiedImageError as error:
+        raise ImageError(Failure.NOT_AN_IMAGE, "not a format Pillow can read") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(Failure.DECODE_ERROR, str(error)) from error
+    check_pixels(image, max_pixels)  # Image.open read the header only: nothing decoded yet
+    return image
 
 
 def read_metadata(data: bytes) -> ImageMetadata:

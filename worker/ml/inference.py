@@ -27,7 +27,7 @@ from shared.schemas import (
     DetectionOptions, DetectOutcome, Detection, Failure, ImageFlag, ImageMetadata, ImageSource, OutcomeStatus,
 )
 from worker.ml.detector import MegaDetector, PreparedImage
-from worker.ml.images import ImageError, decode, read_source
+from worker.ml.images import ImageError, decode, read_header, read_source
 from worker.ml.merging import MergeRules, merge
 from worker.ml.tiling import Tile, cut, deduplicate, tiles_of, to_image
 
@@ -76,10 +76,16 @@ def _decode_one(detector: MegaDetector, source: ImageSource, options: DetectionO
                 max_bytes: int = DEFAULT_MAX_FILE_BYTES, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> _Decoded:
     start = time.perf_counter()
     try:
-        draft = None
-        if options.decode == "draft":
-            draft = options.augment_image_size if options.augment else options.image_size or detector.image_size
-        decoded = decode(read_source(source, max_bytes), long_side=draft, max_pixels=max_pixels)
+        size = options.augment_image_size if options.augment else options.image_size or detector.image_size
+        data = read_source(source, max_bytes)
+        if options.decode == "device":
+            header = read_header(data, max_pixels)
+            prepared = detector.prepare_on_device(source.image_id, data, header, size)
+            if prepared is not None:  # else (not a plain JPEG…) Pillow decodes it below
+                return _Decoded(source, (View(WHOLE, options.augment, prepared),),
+                                (header.metadata.width, header.metadata.height), header.metadata, (), None,
+                                time.perf_counter() - start)
+        decoded = decode(data, long_side=size if options.decode == "draft" else None, max_pixels=max_pixels)
         views = _views(detector, source.image_id, decoded.image, options)
         return _Decoded(source, views, decoded.image.size, decoded.metadata, decoded.flags, None,
                         time.perf_counter() - start)
@@ -120,7 +126,7 @@ def detect_images(
     return outcomes
 
 
-def _forward(detector: MegaDetector, views: list[View], threshold: float, batch: int
+def _forward(detector: MegaDetector, views: list[View], threshold: float, batch: int, precision: str = "fp32"
              ) -> list[list[Detection] | None]:
     """Every view's boxes: views of one kind and shape together, in passes of at most ``batch``."""
     order = sorted(range(len(views)), key=lambda i: (views[i].augment, views[i].prepared.shape))
@@ -130,7 +136,8 @@ def _forward(detector: MegaDetector, views: list[View], threshold: float, batch:
         for i in chunk:
             by_kind.setdefault(views[i].augment, []).append(i)
         for augment, indices in by_kind.items():
-            boxes = detector.detect([views[i].prepared for i in indices], threshold, augment=augment)
+            boxes = detector.detect([views[i].prepared for i in indices], threshold, augment=augment,
+                                    precision=precision)
             for i, result in zip(indices, boxes, strict=True):
                 found[i] = result
     return found
@@ -160,7 +167,7 @@ def _infer_group(detector: MegaDetector, group: list[_Decoded], threshold: float
     views = [view for item in ready for view in item.views]
     start = time.perf_counter()
     try:
-        results = _forward(detector, views, threshold, batch)
+        results = _forward(detector, views, threshold, batch, options.precision)
     except Exception as error:  # MegaDetector marks the whole batch failed, as we do
         log.exception("inference failed for %d images", len(ready))
         results = [None] * len(views)
