@@ -51,6 +51,9 @@ class DetectorSettings(DetectionOptions):
                                 "convolutions on a GPU's tensor cores; the arithmetic in another order).")
     cudnn_benchmark: bool = Field(False, description="On a GPU, cuDNN times its convolution algorithms for each new "
                                   "input shape and keeps the fastest (the first batch of a shape is slower).")
+    torch_compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "off", description="Compile the model with torch.compile in this mode (reduce-overhead: CUDA graphs), once per "
+        "letterboxed shape on its first batch: minutes of start-up, for long runs.")
 
 
 class QualitySettings(BaseModel):

@@ -50,6 +50,7 @@ class WorkerContext:
                                              torch_threads=self.settings.detector.torch_threads,
                                              channels_last=self.settings.detector.channels_last,
                                              cudnn_benchmark=self.settings.detector.cudnn_benchmark,
+                                             torch_compile=self.settings.detector.torch_compile,
                                              download_dir=self.settings.model_root / "megadetector")
             except Exception as error:  # whatever the package raised: a download, a file, a checksum
                 raise ModelUnavailable(f"cannot load the detector {version.name} ({version.source}): "

@@ -208,7 +208,7 @@ def _detections(result: dict[str, Any]) -> list[Detection] | None:
 def load_megadetector(
     source: str, expected_sha256: str | None = None, *, force_cpu: bool = False, image_size: int | None = None,
     torch_threads: int = 0, download_dir: Path | None = None, progress: bool = False, trusted: bool = True,
-    channels_last: bool = False, cudnn_benchmark: bool = False,
+    channels_last: bool = False, cudnn_benchmark: bool = False, torch_compile: str = "off",
 ) -> MegaDetector:
     """Load MegaDetector by known name (``MDV5A``: fetched into ``download_dir``, MD5-checked) or path,
     refusing a file whose SHA-256 is not ``expected_sha256`` when one is given. ``torch_threads`` > 0 sets this
@@ -216,7 +216,9 @@ def load_megadetector(
     user has not registered): only a known release's file is loaded (``worker.ml.weights.resolve``).
     ``channels_last``: the model's weights and inputs in NHWC memory order; ``cudnn_benchmark``: cuDNN times its
     convolution algorithms for each new input shape and keeps the fastest (both: faster on a GPU, the arithmetic in
-    another order; ``bench/detect_modes.py`` prints the agreement)."""
+    another order; ``bench/detect_modes.py`` prints the agreement). ``torch_compile`` (not "off"): the model is
+    compiled by ``torch.compile`` in that mode ("default", "reduce-overhead": with CUDA graphs, "max-autotune"), once
+    for each letterboxed shape and kind of pass, on its first batch (about a minute each on a 2-core CPU)."""
     from worker.ml.weights import resolve
 
     folder = download_dir or Path.home() / ".cache" / "trapline" / "megadetector"
@@ -235,6 +237,9 @@ def load_megadetector(
         torch.backends.cudnn.benchmark = True
     if channels_last:
         detector.model.to(memory_format=torch.channels_last)
+    if torch_compile != "off":
+        detector.model = torch.compile(detector.model, mode=None if torch_compile == "default" else torch_compile,
+                                       dynamic=False)
     return MegaDetector(detector, path, sha256, image_size, channels_last)
 
 
