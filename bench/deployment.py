@@ -33,7 +33,7 @@ from shared.celery_app import create_celery, send_batch
 from shared.config import DetectorSettings, Settings
 from shared.db import Batch, Image, Outcome
 from shared.migrations import ensure_schema
-from shared.schemas import BatchStatus, ImageSource, ProcessBatch, Stage
+from shared.schemas import BatchStatus, DetectionOptions, ImageSource, ProcessBatch, Stage
 from tests.support.services import PostgresServer, RedisServer, postgres_bin
 from tests.support.workers import WorkerProcesses, wait_until
 
@@ -56,9 +56,11 @@ class WorkerConfig:
     infer_batch: int = 8
     torch_threads: int = 0
     store_threshold: float = 0.005
+    options: DetectionOptions = DetectionOptions()  # the detector version's (decode, precision…)
+    settings: tuple[tuple[str, str], ...] = ()  # more TRAPLINE_* variables for the workers (channels_last…)
 
     def environment(self, redis_url: str, database_url: str) -> dict[str, str]:
-        return {
+        return {**dict(self.settings),
             "TRAPLINE_DATABASE_URL": database_url, "TRAPLINE_REDIS_URL": redis_url,
             "TRAPLINE_DETECTOR__WEIGHTS": str(self.weights), "TRAPLINE_BATCH_SIZE": str(self.batch_size),
             "TRAPLINE_DETECTOR__DECODE_THREADS": str(self.decode_threads),
@@ -146,7 +148,8 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.settings = Settings(database_url=self.database_url, redis_url=self.redis_url,
                                  batch_size=self.config.batch_size,
-                                 detector=DetectorSettings(weights=str(self.config.weights)))
+                                 detector=DetectorSettings(weights=str(self.config.weights),
+                                                           **self.config.options.model_dump()))
         self.sessions = store.make_sessionmaker(store.make_engine(self.database_url))
         self.app = create_celery(self.settings)
         with self.sessions.begin() as session:  # the benchmark's own random-weight file: registered as trusted
@@ -154,10 +157,10 @@ class Pipeline:
             store.model_versions.register_detector_file(session, version)
             self.version_id = version.id
 
-    def register(self, root: Path) -> tuple[int, int]:
+    def register(self, root: Path, region: str | None = None) -> tuple[int, int]:
         """`trapline scan`: (archive id, images registered)."""
         with self.sessions.begin() as session:
-            registration = register_archive(session, root, None, PATH_PATTERN)
+            registration = register_archive(session, root, region, PATH_PATTERN)
             return registration.archive_id, aggregates.image_count(session, registration.archive_id)
 
     def enqueue(self, archive_id: int) -> int:
@@ -165,21 +168,22 @@ class Pipeline:
         return enqueue_pending(self.sessions, self.app, Stage.DETECT, self.version_id, self.config.batch_size,
                                archive_id).images
 
-    def detected(self, archive_id: int) -> int:
+    def detected(self, archive_id: int, stage: Stage = Stage.DETECT) -> int:
+        """Images of the archive with an outcome of ``stage``."""
         with self.sessions() as session:
             return session.scalar(select(func.count(Outcome.id)).join(Image, Image.id == Outcome.image_id).where(
-                Image.archive_id == archive_id, Outcome.stage == Stage.DETECT)) or 0
+                Image.archive_id == archive_id, Outcome.stage == stage)) or 0
 
     def last_batch_id(self) -> int:
         with self.sessions() as session:
             return session.scalar(select(func.max(Batch.id))) or 0
 
-    def span(self, after_batch_id: int) -> tuple[datetime, datetime, int, float]:
-        """First start and last finish of the detect batches after ``after_batch_id``, the workers that
+    def span(self, after_batch_id: int, stage: Stage = Stage.DETECT) -> tuple[datetime, datetime, int, float]:
+        """First start and last finish of the ``stage`` batches after ``after_batch_id``, the workers that
         took them, and the seconds spent inside the tasks (each batch's start to finish, summed)."""
         with self.sessions() as session:
             rows = session.execute(select(Batch.started_at, Batch.finished_at, Batch.worker).where(
-                Batch.id > after_batch_id, Batch.stage == Stage.DETECT)).all()
+                Batch.id > after_batch_id, Batch.stage == stage)).all()
         return (min(r[0] for r in rows), max(r[1] for r in rows), len({r[2] for r in rows}),
                 sum((r[1] - r[0]).total_seconds() for r in rows))
 
@@ -221,6 +225,7 @@ class Run:
     workers: int
     detect_s: float  # the workers' own detect_images time, summed over batches
     in_tasks_s: float  # each batch's start to finish (database timestamps), summed
+    archive_id: int = 0
 
     @property
     def rate(self) -> float:
@@ -243,7 +248,7 @@ def distributed_run(pipeline: Pipeline, root: Path, workers: WorkerProcesses) ->
     wait_until(lambda: pipeline.detected(archive_id) >= images, RUN_TIMEOUT_S, workers, interval_s=POLL_S)
     first, last, count, in_tasks_s = pipeline.span(after)
     return Run(images, scan_s, enqueue_s, (last - started).total_seconds(), (last - first).total_seconds(), count,
-               detect_seconds(workers, after), in_tasks_s)
+               detect_seconds(workers, after), in_tasks_s, archive_id)
 
 
 BATCH_LOG = re.compile(r"batch (\d+): (\d+) images \(\d+ failed\) in ([0-9.]+) s")
@@ -280,5 +285,5 @@ def bare_loop(detector, sources: Sequence[ImageSource], config: WorkerConfig) ->
     start = time.perf_counter()
     for i in range(0, len(sources), config.batch_size):
         detect_images(detector, sources[i:i + config.batch_size], threshold=config.store_threshold,
-                      decode_threads=config.decode_threads, infer_batch=config.infer_batch)
+                      decode_threads=config.decode_threads, infer_batch=config.infer_batch, options=config.options)
     return time.perf_counter() - start

@@ -6,6 +6,7 @@ arithmetic. For each mode this prints:
 
 - **boxes**: the share of the exact mode's boxes at conf >= 0.1 that the mode also finds (same category, IoU >= 0.9),
   and the largest confidence difference between matched boxes (``bench.detect_modes.agreement``);
+- **input**: the mean absolute difference of the model's input pixels (0–255) from the exact mode's;
 - **raw output**: over the anchors the exact mode scores at conf >= 0.1, the largest difference of that confidence
   (objectness × best class) and of the box centre in input pixels, before NMS;
 - **time**: the mode's detect stage against the exact mode's on the same images, in this process.
@@ -73,11 +74,15 @@ def detect(detector: object, sources: list[ImageSource], options: DetectionOptio
 
 
 def raw_difference(exact: object, fast: object, sources: list[ImageSource], options: DetectionOptions
-                   ) -> tuple[float, float]:
-    """(largest |Δconf|, largest centre shift in px) over the anchors ``exact`` scores at conf >= COUNTED."""
+                   ) -> tuple[float, float, float]:
+    """(largest |Δconf|, largest centre shift in px) over the anchors ``exact`` scores at conf >= COUNTED, and the
+    mean |Δ| of the model's input pixels (0–255)."""
+    import numpy as np
+
     from worker.ml.images import decode, read_header, read_source
 
     worst_conf = worst_centre = 0.0
+    pixel_sum, pixel_count = 0.0, 0
     for source in sources:
         data = read_source(source)
         theirs = exact.prepare(0, decode(data).image)
@@ -86,6 +91,10 @@ def raw_difference(exact: object, fast: object, sources: list[ImageSource], opti
             ours = fast.prepare_on_device(0, data, read_header(data)) or theirs
         elif options.decode == "draft":
             ours = fast.prepare(0, decode(data, long_side=fast.image_size).image)
+        if ours is not theirs:
+            difference = np.abs(np.asarray(ours.data["img_processed"], dtype=np.float64)
+                                - theirs.data["img_processed"])
+            pixel_sum, pixel_count = pixel_sum + float(difference.sum()), pixel_count + difference.size
         a = exact.raw_output([theirs])[0]
         b = fast.raw_output([ours], precision=options.precision)[0]
         conf_a, conf_b = a[:, 4] * a[:, 5:].max(-1).values, b[:, 4] * b[:, 5:].max(-1).values
@@ -93,7 +102,7 @@ def raw_difference(exact: object, fast: object, sources: list[ImageSource], opti
         if counted.any():
             worst_conf = max(worst_conf, float((conf_a - conf_b)[counted].abs().max()))
             worst_centre = max(worst_centre, float((a[counted, :2] - b[counted, :2]).abs().max()))
-    return worst_conf, worst_centre
+    return worst_conf, worst_centre, pixel_sum / pixel_count if pixel_count else 0.0
 
 
 def main() -> None:
@@ -127,7 +136,7 @@ def main() -> None:
         exact_s, exact_boxes = detect(exact, sources, EXACT, args.batch, args.threads)
         print(f"exact: {len(sources) / exact_s:.2f} img/s, "
               f"{sum(d.conf >= COUNTED for boxes in exact_boxes.values() for d in boxes)} boxes at conf >= {COUNTED}")
-        print(f"{'mode':<30} {'boxes matched':>13} {'max |dconf|':>11}   {'raw max |dconf|':>15} "
+        print(f"{'mode':<30} {'boxes matched':>13} {'max |dconf|':>11}   {'input mean |d|':>12} {'raw max |dconf|':>15} "
               f"{'raw max centre px':>17}   {'img/s':>7} {'speed-up':>8}")
         for key in args.modes.split(","):
             mode = MODES[key]
@@ -137,8 +146,8 @@ def main() -> None:
                 detect(fast, sources, mode.options, args.batch, args.threads)
             fast_s, fast_boxes = detect(fast, sources, mode.options, args.batch, args.threads)
             share, worst, _ = agreement(exact_boxes, fast_boxes)
-            raw_conf, raw_centre = raw_difference(exact, fast, sources[:args.raw_images], mode.options)
-            print(f"{mode.name:<30} {share:>13.1%} {worst:>11.4f}   {raw_conf:>15.5f} {raw_centre:>17.3f}   "
+            raw_conf, raw_centre, pixels = raw_difference(exact, fast, sources[:args.raw_images], mode.options)
+            print(f"{mode.name:<30} {share:>13.1%} {worst:>11.4f}   {pixels:>12.3f} {raw_conf:>15.5f} {raw_centre:>17.3f}   "
                   f"{len(sources) / fast_s:>7.2f} {exact_s / fast_s:>8.2f}")
         print(f"boxes matched: same category and IoU >= {SAME_PLACE}; raw: before NMS, over the anchors the exact "
               f"mode scores at conf >= {COUNTED} on the first {min(args.raw_images, len(sources))} images")

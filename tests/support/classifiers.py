@@ -15,7 +15,7 @@ from pathlib import Path
 SMALL = 32  # ResNet-50's smallest input: fast on a CPU
 
 
-def build(out: Path, seed: int = 0) -> dict[str, Path]:
+def build(out: Path, seed: int = 0, input_size: int = SMALL) -> dict[str, Path]:
     import keras
 
     from shared.crop_model import CROP_CLASSES
@@ -24,8 +24,8 @@ def build(out: Path, seed: int = 0) -> dict[str, Path]:
     keras.utils.set_random_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"quality": out / "quality.h5", "crops": out / "crops.keras"}
-    build_resnet50(2, input_size=SMALL).save(paths["quality"])
-    build_resnet50(len(CROP_CLASSES), input_size=SMALL).save(paths["crops"])
+    build_resnet50(2, input_size=input_size).save(paths["quality"])
+    build_resnet50(len(CROP_CLASSES), input_size=input_size).save(paths["crops"])
     (out / "crop_classes.txt").write_text("\n".join(CROP_CLASSES) + "\n")
     return paths
 

@@ -83,7 +83,10 @@ class RedisServer:
 
 
 def postgres_bin() -> Path | None:
-    """The newest installed PostgreSQL server's binaries (Debian layout), or None."""
+    """``TRAPLINE_POSTGRES_BIN`` (a folder with initdb, pg_ctl, postgres: bench/gpu_run.sh sets pgserver's), else
+    the newest installed PostgreSQL server's binaries (Debian layout), or None."""
+    if os.environ.get("TRAPLINE_POSTGRES_BIN"):
+        return Path(os.environ["TRAPLINE_POSTGRES_BIN"])
     candidates = sorted(Path("/").glob(POSTGRES_BIN_GLOB.lstrip("/")), key=lambda p: int(p.parent.name))
     found = [c for c in candidates if (c / "initdb").exists() and (c / "pg_ctl").exists()]
     return found[-1] if found else None

@@ -217,8 +217,9 @@ def load_megadetector(
     ``channels_last``: the model's weights and inputs in NHWC memory order; ``cudnn_benchmark``: cuDNN times its
     convolution algorithms for each new input shape and keeps the fastest (both: faster on a GPU, the arithmetic in
     another order; ``bench/detect_modes.py`` prints the agreement). ``torch_compile`` (not "off"): the model is
-    compiled by ``torch.compile`` in that mode ("default", "reduce-overhead": with CUDA graphs, "max-autotune"), once
-    for each letterboxed shape and kind of pass, on its first batch (about a minute each on a 2-core CPU)."""
+    compiled by ``torch.compile`` in that mode ("default", "reduce-overhead": with CUDA graphs, "max-autotune") on its
+    first batch, and again for a new shape until the changing sizes are made dynamic (about a minute each on a
+    2-core CPU)."""
     from worker.ml.weights import resolve
 
     folder = download_dir or Path.home() / ".cache" / "trapline" / "megadetector"
@@ -238,8 +239,9 @@ def load_megadetector(
     if channels_last:
         detector.model.to(memory_format=torch.channels_last)
     if torch_compile != "off":
-        detector.model = torch.compile(detector.model, mode=None if torch_compile == "default" else torch_compile,
-                                       dynamic=False)
+        # PyTorch's default shape policy: a size that changes between batches (the last, partial batch of a task;
+        # another letterboxed shape) is compiled as a symbol from then on, not once per value.
+        detector.model = torch.compile(detector.model, mode=None if torch_compile == "default" else torch_compile)
     return MegaDetector(detector, path, sha256, image_size, channels_last)
 
 
