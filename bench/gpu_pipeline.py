@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.deployment import Pipeline, WorkerConfig, distributed_run, file_sources, services, start_workers
@@ -40,7 +41,22 @@ WARM_UP_IMAGES = 4
 CLASSIFY_TIMEOUT_S = 1800
 
 
-def arguments() -> argparse.Namespace:
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one run measured (images/s; busy as a share; None where not measured)."""
+
+    images: int
+    package_best: float
+    trapline: float
+    gpu_busy: float | None
+    classify: float | None
+
+    @property
+    def ratio(self) -> float:
+        return self.trapline / self.package_best
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=SHARED_PHOTOGRAPHS)
     parser.add_argument("--copies", type=int, default=4, help="the photographs this many times (as other sites)")
@@ -67,7 +83,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--crop-batch", type=int, default=128, help="crops per classifier forward pass")
     parser.add_argument("--redis-url", help="a Redis database the benchmark may flush (default: a private server)")
     parser.add_argument("--database-url", help="a PostgreSQL URL allowed to create databases (default: private)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def package_baseline(weights: Path, sources: list, batch_sizes: list[int]) -> dict[int, float]:
@@ -96,8 +112,8 @@ def import_classifiers(pipeline: Pipeline, folder: Path, size: int) -> None:
                      file=paths["crops"], classes=list(CROP_CLASSES))
 
 
-def main() -> None:
-    args = arguments()
+def main(argv: list[str] | None = None) -> Result:
+    args = arguments(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.classify_workers and "KERAS_BACKEND" not in os.environ:
         import importlib.util
@@ -167,7 +183,7 @@ def main() -> None:
                 detect.stop()
                 classify.stop()
             classified = pipeline.span(after, Stage.CLASSIFY) if args.classify_workers else None
-    _report(run, baseline, best_batch, busy, whole_busy, gpu.peak_memory_mib(), classified, last)
+    return _report(run, baseline, best_batch, busy, whole_busy, gpu.peak_memory_mib(), classified, last)
 
 
 def _setting(name: str, value: str) -> str:
@@ -176,7 +192,7 @@ def _setting(name: str, value: str) -> str:
 
 
 def _report(run, baseline: dict[int, float], best_batch: int, busy: float | None, whole_busy: float | None,
-            peak_mib: float | None, classified, last_detect) -> None:
+            peak_mib: float | None, classified, last_detect) -> Result:
     best = baseline[best_batch]
     print(f"package runner's best: {best:.2f}@{best_batch} (img/s at batch)")
     print(f"trapline end to end: {run.rate:.2f} img/s ({run.images} images in {run.total_s:.1f} s from the scan's "
@@ -189,12 +205,14 @@ def _report(run, baseline: dict[int, float], best_batch: int, busy: float | None
         print(f"GPU busy (mean nvidia-smi utilization.gpu, 100 ms samples): {busy:.1%} from the first detect batch's "
               f"start to the last one's finish, {whole_busy:.1%} over the whole run with classification; peak memory "
               f"{peak_mib:.0f} MiB  (target >= 80 %)")
+    rate = None
     if classified is not None:
         first, last, workers, _ = classified
         rate = run.images / max((last - first).total_seconds(), 1e-9)
         print(f"classify: {rate:.2f} img/s over its own span ({workers} worker(s)); its last batch finished "
               f"{(last - last_detect).total_seconds():.1f} s after the last detect batch "
               f"({'keeps up' if rate >= run.workers_rate else 'slower than detection'})")
+    return Result(run.images, best, run.rate, busy, rate)
 
 
 if __name__ == "__main__":
