@@ -11,6 +11,8 @@
 #   here:    scripts/gpu-bundle
 #   device:  run(command="bash bench/gpu_run.sh", carry=[".gpu"], timeout_s=590)     # about 7 minutes
 #   rehearsal on a CPU machine (small sizes, this checkout's .venv/detect): GPU_RUN_REHEARSAL=1 bash bench/gpu_run.sh
+#   then, if one process leaves the card idle: GPU_RUN_ONLY=replicas GPU_RUN_PACKAGE_BEST=<rate@batch of the first
+#   call> bash bench/gpu_run.sh (two detect workers on the card, fast mode)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
@@ -56,6 +58,11 @@ step() {  # step NAME SECONDS ARGS…: one benchmark, its log in $OUT/NAME.txt, 
   grep -E "^(fast modes|exact|mode|decode|precision|channels|torch_compile|device|boxes|gpu pipeline|  |package|trapline|ratio|GPU|classify)" \
     "$OUT/$name.txt" | grep -v "INFO\|Warning\|warn(" | tail -30
 }
+if [[ ${GPU_RUN_ONLY:-} == replicas ]]; then  # a second call: two detect workers (model replicas) on the one card
+  step pipeline_replicas 400 -m bench.gpu_pipeline --images "$IMAGES" "${MODEL[@]}" --detect-workers 2 \
+    ${GPU_RUN_PACKAGE_BEST:+--package-best "$GPU_RUN_PACKAGE_BEST"} "${PACKAGE[@]}" "${PIPELINE[@]}" "${FAST[@]}"
+  exit
+fi
 step fast_modes 170 -m bench.fast_modes --images "$IMAGES" "${MODEL[@]}" "${MODES[@]}"
 step pipeline_exact 200 -m bench.gpu_pipeline --images "$IMAGES" "${MODEL[@]}" "${PACKAGE[@]}" "${PIPELINE[@]}"
 best=$(grep -oE "package runner's best: [0-9.]+@[0-9]+" "$OUT/pipeline_exact.txt" | grep -oE "[0-9.]+@[0-9]+")
