@@ -35,8 +35,9 @@ SAME_PLACE = 0.9  # IoU at which two modes' boxes are the same box
 PAPER = DetectionOptions(augment=True, tiling=True, merge=True)
 
 
-def _run(detector: object, sources: list[ImageSource], options: DetectionOptions, batch: int, threads: int
+def timed_detect(detector: object, sources: list[ImageSource], options: DetectionOptions, batch: int, threads: int
          ) -> tuple[float, dict[str, list[Detection]]]:
+    """Seconds and boxes by path of trapline's detect stage over ``sources``."""
     from worker.ml.inference import detect_images
 
     start = time.perf_counter()
@@ -147,8 +148,8 @@ def main() -> None:
         detector = load_megadetector(str(weights))
         print(f"detection modes: {len(sources)} images of {args.images}, {weights.name}"
               f"{'' if args.weights else f' ({args.cfg}, random weights)'}, {device}, torch {torch.__version__}")
-        _run(detector, sources[:2], PAPER, args.batch, args.threads)  # warm-up
-        ours_s, ours = _run(detector, sources, PAPER, args.batch, args.threads)
+        timed_detect(detector, sources[:2], PAPER, args.batch, args.threads)  # warm-up
+        ours_s, ours = timed_detect(detector, sources, PAPER, args.batch, args.threads)
         line = f"celis2024: trapline {len(sources) / ours_s:.3f} img/s"
         if args.baseline:
             theirs_s, theirs = _package_paper(weights, sources, Path(tmp))
@@ -157,8 +158,8 @@ def main() -> None:
                      f"{share:.1%} of the package's {boxes} boxes at conf >= {COUNTED} found (max |dconf| {worst:.3f})")
         print(line)
         plain = DetectionOptions()
-        exact_s, exact = _run(detector, sources, plain, args.batch, args.threads)
-        draft_s, draft = _run(detector, sources, plain.model_copy(update={"decode": "draft"}), args.batch,
+        exact_s, exact = timed_detect(detector, sources, plain, args.batch, args.threads)
+        draft_s, draft = timed_detect(detector, sources, plain.model_copy(update={"decode": "draft"}), args.batch,
                               args.threads)
         share, worst, boxes = agreement(exact, draft)
         differing, mean_abs, psnr = pixel_difference(detector, sources, draft=True)
@@ -167,8 +168,8 @@ def main() -> None:
               f"matched at IoU >= {SAME_PLACE}, max |dconf| {worst:.3f}; time {draft_s:.1f} s vs {exact_s:.1f} s "
               f"(speed-up {exact_s / draft_s:.2f})")
         tiled = DetectionOptions(tiling=True)
-        q95_s, q95 = _run(detector, sources, tiled, args.batch, args.threads)
-        memory_s, memory = _run(detector, sources, tiled.model_copy(update={"tile_jpeg_quality": 0}), args.batch,
+        q95_s, q95 = timed_detect(detector, sources, tiled, args.batch, args.threads)
+        memory_s, memory = timed_detect(detector, sources, tiled.model_copy(update={"tile_jpeg_quality": 0}), args.batch,
                                 args.threads)
         share, worst, boxes = agreement(q95, memory)
         differing, mean_abs, psnr = pixel_difference(detector, sources, draft=False)

@@ -26,13 +26,12 @@ import argparse
 import logging
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.detect_modes import COUNTED, SAME_PLACE, agreement
+from bench.detect_modes import COUNTED, SAME_PLACE, agreement, timed_detect
 from bench.detect_throughput import DEFAULT_IMAGES, STORE_THRESHOLD, _sources
-from shared.schemas import Detection, DetectionOptions, ImageSource, OutcomeStatus
+from shared.schemas import Detection, DetectionOptions, ImageSource
 
 EXACT = DetectionOptions()
 
@@ -61,16 +60,11 @@ MODES = {
 
 def detect(detector: object, sources: list[ImageSource], options: DetectionOptions, batch: int, threads: int
            ) -> tuple[float, dict[str, list[Detection]]]:
-    """Seconds and boxes by path of the detect stage over ``sources`` (after a two-image warm-up)."""
+    """``timed_detect`` after a two-image warm-up."""
     from worker.ml.inference import detect_images
 
     detect_images(detector, sources[:2], threshold=STORE_THRESHOLD, infer_batch=batch, options=options)
-    start = time.perf_counter()
-    outcomes = detect_images(detector, sources, threshold=STORE_THRESHOLD, decode_threads=threads, infer_batch=batch,
-                             options=options)
-    elapsed = time.perf_counter() - start
-    return elapsed, {s.path: list(o.detections) for s, o in zip(sources, outcomes, strict=True)
-                     if o.status == OutcomeStatus.DONE}
+    return timed_detect(detector, sources, options, batch, threads)
 
 
 def raw_difference(exact: object, fast: object, sources: list[ImageSource], options: DetectionOptions
