@@ -154,7 +154,7 @@ class MegaDetector:
 
     def raw_output(self, images: Sequence[PreparedImage], augment: bool = False, precision: str = "fp32") -> Any:
         """The model's float32 output ``[N, anchors, 5 + classes]`` for images of one letterboxed shape, before
-        NMS: what ``detect`` post-processes, and what ``bench/detect_modes.py`` compares between modes."""
+        NMS: what ``detect`` post-processes, and what ``bench/fast_modes.py`` compares between modes."""
         import torch
 
         device = torch.device(self._detector.device)
