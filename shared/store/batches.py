@@ -7,13 +7,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ARRAY, BigInteger, ColumnElement, Integer, and_, bindparam, cast, exists, func, select, update
+from sqlalchemy import BigInteger, ColumnElement, Integer, and_, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Batch, BatchItem, Image, Outcome
 from shared.schemas import BatchStatus, OutcomeStatus, Stage
 from shared.store import progress_counts
-from shared.store.engine import insert, insert_many
+from shared.store.engine import insert, insert_many, unnested
 
 OPEN = (BatchStatus.QUEUED, BatchStatus.RUNNING)
 ERROR_CHARS = 1024  # of a batch's error, as the column holds it
@@ -72,7 +72,7 @@ def create_batches(session: Session, stage: Stage, detector_version_id: int, par
     image_ids = [i for part in parts for i in part]
     if session.get_bind().dialect.name == "postgresql":  # two arrays: executemany would send a statement per row
         items = BatchItem.__table__
-        pairs = select(func.unnest(cast(batch_ids, ARRAY(Integer))), func.unnest(cast(image_ids, ARRAY(BigInteger))))
+        pairs = unnested(batch_id=(batch_ids, Integer), image_id=(image_ids, BigInteger))
         session.execute(insert(session, items).from_select([items.c.batch_id, items.c.image_id], pairs))
     else:
         insert_many(session, insert(session, BatchItem.__table__),

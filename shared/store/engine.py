@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import Engine, Insert, Table, create_engine, event
+from sqlalchemy import ARRAY, Engine, Insert, Select, Table, cast, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import TypeEngine
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # several local worker processes may wait on one writer
 INSERT_CHUNK = 2_000  # rows per bulk INSERT statement (SQLite allows 32766 bound parameters)
@@ -51,6 +52,13 @@ def insert_many(session: Session, statement: Insert, rows: Sequence[dict]) -> No
     call was compiled anew for every batch, a fifth of a detect batch's time on two cores."""
     if rows:
         session.connection().execute(statement, list(rows))
+
+
+def unnested(**columns: tuple[Sequence[int], type[TypeEngine]]) -> Select:
+    """PostgreSQL: a SELECT of rows built from parallel arrays, one array parameter per column (``name=(values,
+    element type)``): one statement for any number of rows, where an executemany of an UPDATE or INSERT … SELECT
+    would send one statement per row."""
+    return select(*(func.unnest(cast(list(values), ARRAY(kind))).label(name) for name, (values, kind) in columns.items()))
 
 
 def one_snapshot(session: Session) -> None:

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, cast, delete, exists, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import BigInteger, bindparam, delete, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.chunking import chunked
 from shared.db import Event, Image, ReviewItem, ReviewLabel
 from shared.events import EventFrame, Grouped, group_events
-from shared.store.engine import INSERT_CHUNK, insert
+from shared.store.engine import INSERT_CHUNK, insert, unnested
 
 STREAM_ROWS = 10_000
 
@@ -77,8 +76,7 @@ def _store(session: Session, site: str | None, camera: str | None, chunk: Sequen
     image_ids = [image_id for event in chunk for image_id in event.image_ids]
     event_ids = [event_id for event_id, event in zip(ids, chunk, strict=True) for _ in event.image_ids]
     if session.get_bind().dialect.name == "postgresql":  # two arrays: executemany would send a statement per row
-        pairs = select(func.unnest(cast(image_ids, ARRAY(BigInteger))).label("image_id"),
-                       func.unnest(cast(event_ids, ARRAY(BigInteger))).label("event_id")).subquery()
+        pairs = unnested(image_id=(image_ids, BigInteger), event_id=(event_ids, BigInteger)).subquery()
         session.execute(update(Image).where(Image.id == pairs.c.image_id).values(event_id=pairs.c.event_id))
     else:
         table = Image.__table__
