@@ -105,12 +105,8 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Imag
     """What ``decode`` learns before decoding any pixel, for decoders other than Pillow's (``decode="device"``):
     the same errors for empty, unknown and oversized files."""
     image = _opened(data, max_pixels)
-    try:
-        orientation = int(image.getexif().get(TAG_ORIENTATION) or 1)
-    except Exception:  # corrupt EXIF of any shape must not fail the image
-        orientation = 1
-    return ImageHeader(_metadata(image, data), image.format, image.mode, orientation if orientation in range(1, 9)
-                       else 1, _missing_trailer(data, image.format))
+    return ImageHeader(_metadata(image, data), image.format, image.mode, _orientation(image),
+                       _missing_trailer(data, image.format))
 
 
 def _opened(data: bytes, max_pixels: int) -> Image.Image:
@@ -202,11 +198,17 @@ def _oriented(image: Image.Image) -> Image.Image:
 
 def _transposed_by_tag(image: Image.Image) -> Image.Image:
     """Rotated by the orientation tag alone, as _metadata read it; unreadable EXIF keeps the pixels."""
-    try:
-        method = ORIENTATION_TRANSPOSE.get(image.getexif().get(TAG_ORIENTATION))
-    except Exception:  # corrupt EXIF of any shape must not fail the image
-        return image
+    method = ORIENTATION_TRANSPOSE.get(_orientation(image))
     return image.transpose(method) if method is not None else image
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag, 1 (upright) when absent, unreadable or not one of the eight."""
+    try:
+        value = image.getexif().get(TAG_ORIENTATION)
+    except Exception:  # corrupt EXIF of any shape must not fail the image
+        return 1
+    return value if isinstance(value, int) and value in ORIENTATION_TRANSPOSE else 1
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
