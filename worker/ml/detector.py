@@ -8,6 +8,7 @@ The package prints freely; its output is sent to this module's logger instead of
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 from collections.abc import Iterator, Sequence
@@ -97,15 +98,21 @@ class MegaDetector:
         data.pop("img_original_pil", None)
         return PreparedImage(key, data)
 
+    @functools.cached_property
+    def decodes_on_device(self) -> bool:
+        """Whether ``prepare_on_device`` can serve this model: a YOLOv5 run batched here, in the package's 'classic'
+        letterbox (its default), whose geometry ``worker.ml.device_decode`` reproduces."""
+        return self._batched_postprocessing() and "classic" in self._detector.compatibility_mode
+
     def prepare_on_device(self, key: int, data: bytes, header: ImageHeader,
                           image_size: int | None = None) -> PreparedImage | None:
         """A JPEG decoded and letterboxed on this detector's device (``worker.ml.device_decode``), or None where
         that path does not apply and the caller decodes with Pillow (not a plain JPEG, a truncated file, a decoder
-        error, or a model the batched path does not run)."""
+        error, or a model ``decodes_on_device`` rules out)."""
         from worker.ml.device_decode import decode_jpeg, geometry, letterboxed, oriented
 
         usable = header.format == "JPEG" and header.mode in ("RGB", "L") and not header.truncated
-        if not usable or not self._batched_postprocessing() or "classic" not in self._detector.compatibility_mode:
+        if not usable or not self.decodes_on_device:
             return None
         try:
             image = oriented(decode_jpeg(data, self._detector.device), header.orientation)

@@ -78,7 +78,7 @@ def _decode_one(detector: MegaDetector, source: ImageSource, options: DetectionO
     try:
         size = options.augment_image_size if options.augment else options.image_size or detector.image_size
         data = read_source(source, max_bytes)
-        if options.decode == "device":
+        if options.decode == "device" and detector.decodes_on_device:  # else Pillow's path, the header read once
             header = read_header(data, max_pixels)
             prepared = detector.prepare_on_device(source.image_id, data, header, size)
             if prepared is not None:  # else (not a plain JPEG…) Pillow decodes it below
