@@ -131,11 +131,10 @@ def from_periods(session: Session, settings: EcologySettings, detector_version_i
     histories = {species: detection_history(found, matrix) for species, found in tallies.found.items()}
     densities, overlaps = {}, []
     for time, by_species in ((CLOCK, tallies.times), (SOLAR, tallies.solar)):
-        densities[time] = activities(by_species, settings.activity_min_events)
-        for a, b in itertools.combinations(sorted(densities[time]), 2):
-            known = densities[time]
-            if (found := activity.overlap(by_species[a], by_species[b], known[a].bandwidth,
-                                          known[b].bandwidth)) is not None:
+        fitted = densities[time] = activities(by_species, settings.activity_min_events)
+        for a, b in itertools.combinations(sorted(fitted), 2):
+            if (found := activity.overlap(by_species[a], by_species[b], fitted[a].bandwidth,
+                                          fitted[b].bandwidth)) is not None:
                 overlaps.append((time, a, b, found))
     return Ecology(periods, when, tallies, rai_table(tallies, camera_days(periods)), matrix, histories, densities,
                    overlaps)
